@@ -1,0 +1,423 @@
+/**
+ * The WebGPU runtime: one device per process, the buffer pool, the pipeline cache and command
+ * batching.
+ *
+ * Every kernel launch goes through {@linkcode Gpu.dispatch}: it encodes one compute dispatch into
+ * the current command encoder and returns at once. Nothing is submitted until {@linkcode Gpu.flush}
+ * (or a read, which flushes first), so a whole training step costs a few `submit` calls. Small
+ * per-dispatch parameters (sizes, scalars) are packed into one uniform buffer per batch, written
+ * with a single `writeBuffer` just before the submit.
+ *
+ * Errors: shader compilation and pipeline errors are caught in error scopes that name the kernel;
+ * they, and any validation error of a submitted batch, are thrown from the next `flush()`/`read`.
+ *
+ * Left out on purpose: multiple devices, render work, textures.
+ *
+ * @module
+ */
+
+/** Bytes every storage binding offset is aligned to (the largest alignment adapters ask for). */
+export const BINDING_ALIGN = 256;
+/** Bytes reserved per dispatch in the batch's uniform buffer (also its offset alignment). */
+const UNIFORM_SLOT = 256;
+/** Dispatches per batch before an automatic flush (bounded by the uniform buffer's size). */
+const MAX_DISPATCHES_PER_BATCH = 4096;
+
+/** What `cli.ts info` prints about the adapter and the device we made from it. */
+export interface GpuInfo {
+  /** Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
+  description: string;
+  vendor: string;
+  architecture: string;
+  /** True for a software/fallback adapter such as Mesa's lavapipe. */
+  isFallback: boolean;
+  /** Features we asked for and got. */
+  features: string[];
+  /** The limits requested (the adapter's maxima). */
+  limits: Record<string, number>;
+}
+
+/** A storage binding: a whole tensor's byte range inside a buffer. */
+export interface Binding {
+  buffer: GPUBuffer;
+  offset: number;
+  size: number;
+}
+
+/** Thrown when no WebGPU adapter exists; the message says what to install. */
+export class NoAdapterError extends Error {
+  constructor() {
+    super(
+      "No WebGPU adapter found. On a machine without a GPU install Mesa's software Vulkan driver " +
+        "(Debian/Ubuntu: `apt-get install mesa-vulkan-drivers`) and, if the GL fallback is chosen, " +
+        "set DENO_WEBGPU_BACKEND=vulkan. With a GPU, install its Vulkan (or Metal/D3D12) driver.",
+    );
+    this.name = "NoAdapterError";
+  }
+}
+
+/** Thrown for a WebGPU validation or out-of-memory error; the message names the kernel. */
+export class GpuError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "GpuError";
+  }
+}
+
+/** Rounds `n` up to a multiple of `m`. @example roundUp(5, 4) // 8 */
+export function roundUp(n: number, m: number): number {
+  return Math.ceil(n / m) * m;
+}
+
+/** Size class of a pooled buffer: 4 classes per power of two, at least 256 bytes. */
+function sizeClass(bytes: number): number {
+  if (bytes <= 256) return 256;
+  const p = 2 ** Math.floor(Math.log2(bytes));
+  for (const f of [1, 1.25, 1.5, 1.75, 2]) {
+    const c = roundUp(p * f, 256);
+    if (c >= bytes) return c;
+  }
+  return roundUp(bytes, 256);
+}
+
+/** Workgroup counts for a 1-D launch of `n` threads, folded into y past the 65535 limit. */
+export function grid1d(n: number, workgroupSize: number): [number, number, number] {
+  const groups = Math.max(1, Math.ceil(n / workgroupSize));
+  if (groups <= 65535) return [groups, 1, 1];
+  const y = Math.ceil(groups / 65535);
+  return [Math.ceil(groups / y), y, 1];
+}
+
+/**
+ * WGSL helper: the flat thread index of a 1-D launch made with {@linkcode grid1d}.
+ * Use as `let i = flat_index(wid, nwg, lid.x, WG);`.
+ */
+export const WGSL_FLAT_INDEX = /* wgsl */ `
+fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lx: u32, wg: u32) -> u32 {
+  return (wid.y * nwg.x + wid.x) * wg + lx;
+}`;
+
+/** Packs the uniform parameters of one dispatch: 32-bit words in declaration order. */
+export class Params {
+  private readonly view = new DataView(new ArrayBuffer(UNIFORM_SLOT));
+  private words = 0;
+  /** Appends an unsigned 32-bit integer. */
+  u32(v: number): this {
+    this.view.setUint32(this.next(), v >>> 0, true);
+    return this;
+  }
+  /** Appends a signed 32-bit integer. */
+  i32(v: number): this {
+    this.view.setInt32(this.next(), v | 0, true);
+    return this;
+  }
+  /** Appends a 32-bit float. */
+  f32(v: number): this {
+    this.view.setFloat32(this.next(), v, true);
+    return this;
+  }
+  /** The packed bytes (a multiple of 16, as uniform structs need). */
+  bytes(): Uint8Array {
+    return new Uint8Array(this.view.buffer, 0, Math.max(16, roundUp(this.words * 4, 16)));
+  }
+  private next(): number {
+    if (this.words >= UNIFORM_SLOT / 4) throw new GpuError("Params: more than 64 words");
+    return 4 * this.words++;
+  }
+}
+
+/** The one WebGPU device of this process and everything cached around it. */
+export class Gpu {
+  /** The adapter's description and what we requested. */
+  readonly info: GpuInfo;
+  private readonly pipelines = new Map<string, GPUComputePipeline>();
+  private readonly pool = new Map<number, GPUBuffer[]>();
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private readonly uniformStaging = new Uint8Array(MAX_DISPATCHES_PER_BATCH * UNIFORM_SLOT);
+  private readonly uniformBuffer: GPUBuffer;
+  private dispatches = 0;
+  private batchKernels = new Set<string>();
+  private pendingErrors: Promise<string | null>[] = [];
+  private lostReason: string | null = null;
+  /** Bytes held by live (non-pooled) allocations, for diagnostics. */
+  bytesInUse = 0;
+  /** Total dispatches encoded since creation (for benchmarks and tests). */
+  totalDispatches = 0;
+  /** Total submits since creation. */
+  totalSubmits = 0;
+
+  constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: GpuInfo) {
+    this.info = info;
+    this.uniformBuffer = device.createBuffer({
+      size: this.uniformStaging.byteLength,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    });
+    device.lost.then((l) => {
+      this.lostReason = `${l.reason}: ${l.message}`;
+    });
+  }
+
+  /** Whether the device can store f16 (the `shader-f16` feature). */
+  get hasF16(): boolean {
+    return this.device.features.has("shader-f16");
+  }
+
+  /** Largest byte size one storage binding may cover. */
+  get maxBinding(): number {
+    return this.device.limits.maxStorageBufferBindingSize;
+  }
+
+  /**
+   * A compute pipeline for `name`, compiled once per distinct `source` variant.
+   * `key` distinguishes specializations (sizes, dtypes baked into the WGSL text).
+   */
+  pipeline(name: string, key: string, source: () => string): GPUComputePipeline {
+    const id = `${name}|${key}`;
+    let p = this.pipelines.get(id);
+    if (p) return p;
+    this.device.pushErrorScope("validation");
+    const module = this.device.createShaderModule({ code: source(), label: id });
+    p = this.device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+      label: id,
+    });
+    this.pendingErrors.push(
+      this.device.popErrorScope().then((e) => e ? `kernel ${id}: ${e.message}` : null),
+    );
+    this.pipelines.set(id, p);
+    return p;
+  }
+
+  /**
+   * Encodes one dispatch of `pipeline` over `workgroups`, binding `buffers` at bindings
+   * 0..n-1 and `params` (if any) at binding n. Returns immediately.
+   */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    buffers: Binding[],
+    workgroups: [number, number, number],
+    params?: Params,
+  ): void {
+    if (this.lostReason) throw new GpuError(`GPU device lost (${this.lostReason})`);
+    if (workgroups[0] * workgroups[1] * workgroups[2] === 0) return;
+    if (this.dispatches >= MAX_DISPATCHES_PER_BATCH) this.submitBatch();
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
+      binding: i,
+      resource: { buffer: b.buffer, offset: b.offset, size: roundUp(b.size, 4) },
+    }));
+    if (params) {
+      const bytes = params.bytes();
+      const offset = this.dispatches * UNIFORM_SLOT;
+      this.uniformStaging.set(bytes, offset);
+      entries.push({
+        binding: buffers.length,
+        resource: { buffer: this.uniformBuffer, offset, size: bytes.byteLength },
+      });
+    }
+    const bindGroup = this.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const pass = this.computePass();
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    this.dispatches++;
+    this.totalDispatches++;
+    this.batchKernels.add(pipeline.label);
+  }
+
+  /** Encodes a zero fill of a byte range (outside any compute pass). */
+  clear(b: Binding): void {
+    this.currentEncoder(true).clearBuffer(b.buffer, b.offset, roundUp(b.size, 4));
+  }
+
+  /** Encodes a buffer-to-buffer copy of `size` bytes. */
+  copy(src: Binding, dst: Binding, size = src.size): void {
+    this.currentEncoder(true).copyBufferToBuffer(
+      src.buffer,
+      src.offset,
+      dst.buffer,
+      dst.offset,
+      roundUp(size, 4),
+    );
+  }
+
+  /** Writes host data into a buffer, ordered after everything encoded so far. */
+  write(b: Binding, data: ArrayBufferView): void {
+    // queue.writeBuffer runs before the next submit, so pending work must go first.
+    this.submitBatch();
+    const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 === 0) {
+      this.device.queue.writeBuffer(b.buffer, b.offset, bytes);
+    } else {
+      const padded = new Uint8Array(roundUp(bytes.byteLength, 4));
+      padded.set(bytes);
+      this.device.queue.writeBuffer(b.buffer, b.offset, padded);
+    }
+  }
+
+  /** Submits everything encoded so far and throws any error found since the last flush. */
+  async flush(): Promise<void> {
+    this.submitBatch();
+    await this.checkErrors();
+  }
+
+  /** Copies a byte range back to the host (flushes first). */
+  async read(b: Binding): Promise<ArrayBuffer> {
+    const size = roundUp(b.size, 4);
+    const staging = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.currentEncoder(true).copyBufferToBuffer(b.buffer, b.offset, staging, 0, size);
+    this.submitBatch();
+    await this.checkErrors();
+    await staging.mapAsync(GPUMapMode.READ);
+    const out = staging.getMappedRange().slice(0, b.size);
+    staging.unmap();
+    staging.destroy();
+    return out;
+  }
+
+  /** Waits until the GPU has finished all submitted work. */
+  async sync(): Promise<void> {
+    this.submitBatch();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.checkErrors();
+  }
+
+  /** A storage buffer of at least `bytes` bytes from the pool (contents undefined). */
+  alloc(bytes: number): GPUBuffer {
+    const cls = sizeClass(Math.max(4, bytes));
+    const free = this.pool.get(cls);
+    this.bytesInUse += cls;
+    if (free && free.length) return free.pop()!;
+    if (cls > this.device.limits.maxBufferSize) {
+      throw new GpuError(
+        `buffer of ${bytes} bytes exceeds this adapter's maxBufferSize ` +
+          `(${this.device.limits.maxBufferSize}); use a smaller batch or model`,
+      );
+    }
+    this.device.pushErrorScope("out-of-memory");
+    const buf = this.device.createBuffer({
+      size: cls,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.pendingErrors.push(
+      this.device.popErrorScope().then((e) =>
+        e ? `out of GPU memory allocating ${cls} bytes: ${e.message}` : null
+      ),
+    );
+    return buf;
+  }
+
+  /** Returns a buffer from {@linkcode alloc} to the pool. Encoded work may still use it. */
+  free(buf: GPUBuffer): void {
+    const list = this.pool.get(buf.size) ?? [];
+    list.push(buf);
+    this.pool.set(buf.size, list);
+    this.bytesInUse -= buf.size;
+  }
+
+  /** Destroys every pooled (free) buffer, returning its memory to the driver. */
+  trimPool(): void {
+    for (const list of this.pool.values()) for (const b of list) b.destroy();
+    this.pool.clear();
+  }
+
+  private computePass(): GPUComputePassEncoder {
+    if (!this.pass) this.pass = this.currentEncoder(false).beginComputePass();
+    return this.pass;
+  }
+
+  private currentEncoder(endPass: boolean): GPUCommandEncoder {
+    if (endPass && this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder();
+    return this.encoder;
+  }
+
+  private submitBatch(): void {
+    if (!this.encoder) return;
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+    if (this.dispatches > 0) {
+      this.device.queue.writeBuffer(
+        this.uniformBuffer,
+        0,
+        this.uniformStaging,
+        0,
+        this.dispatches * UNIFORM_SLOT,
+      );
+    }
+    const kernels = [...this.batchKernels].join(", ");
+    this.device.pushErrorScope("validation");
+    this.device.queue.submit([this.encoder.finish()]);
+    this.pendingErrors.push(
+      this.device.popErrorScope().then((e) =>
+        e ? `a batch of kernels [${kernels}] failed validation: ${e.message}` : null
+      ),
+    );
+    this.encoder = null;
+    this.dispatches = 0;
+    this.batchKernels = new Set();
+    this.totalSubmits++;
+  }
+
+  private async checkErrors(): Promise<void> {
+    if (this.pendingErrors.length === 0) return;
+    const pending = this.pendingErrors;
+    this.pendingErrors = [];
+    const messages = (await Promise.all(pending)).filter((m) => m !== null);
+    if (messages.length) throw new GpuError(messages.join("\n"));
+    if (this.lostReason) throw new GpuError(`GPU device lost (${this.lostReason})`);
+  }
+}
+
+let instance: Promise<Gpu> | null = null;
+
+/** Features requested when the adapter has them. */
+const WANTED_FEATURES = ["shader-f16", "subgroups", "timestamp-query"] as const;
+
+/**
+ * The process's one GPU, created on first call: the adapter's maximum limits and the
+ * features `shader-f16`, `subgroups` and `timestamp-query` where present.
+ *
+ * @throws {NoAdapterError} when there is no WebGPU adapter, saying what to install.
+ * @example
+ * const gpu = await getGpu();
+ * console.log(gpu.info.description);
+ */
+export function getGpu(): Promise<Gpu> {
+  instance ??= createGpu();
+  return instance;
+}
+
+async function createGpu(): Promise<Gpu> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) throw new NoAdapterError();
+  const adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  if (!adapter) throw new NoAdapterError();
+  const features = WANTED_FEATURES.filter((f) => adapter.features.has(f)) as GPUFeatureName[];
+  const limits: Record<string, number> = {};
+  for (const key in adapter.limits) {
+    const v = (adapter.limits as unknown as Record<string, unknown>)[key];
+    if (typeof v === "number") limits[key] = v;
+  }
+  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
+  const ai = adapter.info;
+  return new Gpu(adapter, device, {
+    description: ai.description || ai.device || "unknown adapter",
+    vendor: ai.vendor,
+    architecture: ai.architecture,
+    isFallback: Boolean((ai as unknown as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+    features: [...device.features].sort(),
+    limits,
+  });
+}

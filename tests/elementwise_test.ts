@@ -1,0 +1,50 @@
+import { ewCpu, ewForward, type EwOp, sumToBias, sumToBiasCpu } from "../kernels/elementwise.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+
+const OPS: EwOp[] = ["add", "mul", "scale", "silu", "sigmoid", "swiglu", "silu_bwd", "sigmoid_bwd"];
+
+Deno.test("elementwise kernels match their CPU twins for ragged sizes", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  for (const n of [1, 255, 257, 4099]) {
+    for (const op of OPS) {
+      const arity = op === "scale" || op === "silu" || op === "sigmoid" ? 1 : 2;
+      const host = Array.from({ length: arity }, (_, k) => randn(n, 10 * n + k, 2));
+      const ins = host.map((h) => Tensor.from(gpu, h, [n]));
+      const out = Tensor.empty(gpu, [n]);
+      ewForward(op, out, ins, { scalar: 0.37 });
+      assertClose(await out.readF32(), ewCpu(op, host, 0.37), { label: `${op} n=${n}` });
+    }
+  }
+});
+
+Deno.test("elementwise accumulate adds into the output", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const a = randn(1000, 1), b = randn(1000, 2), o = randn(1000, 3);
+  const out = Tensor.from(gpu, o, [1000]);
+  ewForward("mul", out, [Tensor.from(gpu, a, [1000]), Tensor.from(gpu, b, [1000])], {
+    accumulate: true,
+  });
+  const want = ewCpu("mul", [a, b]).map((v, i) => v + o[i]);
+  assertClose(await out.readF32(), want);
+});
+
+Deno.test("broadcast add and its bias reduction match the CPU twin", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const x = randn(37 * 19, 4), b = randn(19, 5);
+  const out = Tensor.empty(gpu, [37, 19]);
+  ewForward("add", out, [Tensor.from(gpu, x, [37, 19]), Tensor.from(gpu, b, [19])]);
+  assertClose(await out.readF32(), ewCpu("add", [x, b]));
+  const db = Tensor.empty(gpu, [19]);
+  sumToBias(db, Tensor.from(gpu, x, [37, 19]));
+  assertClose(await db.readF32(), sumToBiasCpu(x, 19), { atol: 1e-4 });
+});
+
+Deno.test("the same elementwise op run twice gives identical bits", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const a = Tensor.from(gpu, randn(5000, 9), [5000]);
+  const o1 = Tensor.empty(gpu, [5000]), o2 = Tensor.empty(gpu, [5000]);
+  ewForward("silu", o1, [a]);
+  ewForward("silu", o2, [a]);
+  assertSameBits(await o1.readF32(), await o2.readF32());
+});
