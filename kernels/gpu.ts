@@ -410,7 +410,10 @@ async function createGpu(): Promise<Gpu> {
     const v = (adapter.limits as unknown as Record<string, unknown>)[key];
     if (typeof v === "number") limits[key] = v;
   }
-  const device = await adapter.requestDevice({ requiredFeatures: features, requiredLimits: limits });
+  const device = await adapter.requestDevice({
+    requiredFeatures: features,
+    requiredLimits: limits,
+  });
   const ai = adapter.info;
   return new Gpu(adapter, device, {
     description: ai.description || ai.device || "unknown adapter",

@@ -63,7 +63,7 @@ export async function scoped<T>(fn: () => T | Promise<T>): Promise<T> {
   try {
     const r = await fn();
     if (r instanceof Tensor) s.keep(r);
-    else if (Array.isArray(r)) for (const x of r) if (x instanceof Tensor) s.keep(x);
+    else if (Array.isArray(r)) { for (const x of r) if (x instanceof Tensor) s.keep(x); }
     return r;
   } finally {
     s.dispose();
