@@ -1,0 +1,42 @@
+import assert from "node:assert/strict";
+import { ParamArena } from "../kernels/arena.ts";
+import { assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+
+Deno.test(
+  "arena lays tensors out aligned and splits chunks at the binding limit",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const arena = new ParamArena(gpu, [
+      { name: "a", shape: [3, 5] },
+      { name: "b", shape: [7] },
+      { name: "c", shape: [20, 10] },
+      { name: "bias", shape: [4], trainable: false },
+    ], { chunkBytes: 1024 });
+    const layout = arena.entries.map((e) => [e.chunk, e.offset]);
+    assert.deepEqual(layout, [[0, 0], [0, 256], [1, 0], [2, 0]]);
+    for (const e of arena.entries) assert.equal(e.offset % 256, 0);
+    assert.equal(arena.entry("c").chunk, 1); // 800 bytes do not fit after 512 used bytes
+    assert.equal(arena.entry("a").decay, true);
+    assert.equal(arena.entry("b").decay, false);
+    assert.equal(arena.param("bias").requiresGrad, false);
+    assert.equal(arena.numParams, 15 + 7 + 200 + 4);
+    assert.throws(() => arena.entry("nope"), /no parameter named nope/);
+    assert.throws(() => arena.upload("b", new Float32Array(3)), /b expects 7 values/);
+  },
+);
+
+Deno.test("arena uploads, reads back and zeroes gradients exactly", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const arena = new ParamArena(gpu, [{ name: "w", shape: [33, 9] }, { name: "n", shape: [9] }]);
+  const w = randn(33 * 9, 1), n = randn(9, 2);
+  arena.upload("w", w);
+  arena.upload("n", n);
+  const all = await arena.readAll();
+  assertSameBits(all.get("w")!, w, "w");
+  assertSameBits(all.get("n")!, n, "n");
+  arena.param("w").grad!.upload(randn(33 * 9, 3));
+  arena.zeroGrads();
+  const g = await arena.readAll("grads");
+  assert.ok(g.get("w")!.every((v) => v === 0));
+});
