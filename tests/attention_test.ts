@@ -1,0 +1,217 @@
+import {
+  attention,
+  attentionBackward,
+  attentionBackwardCpu,
+  attentionCpu,
+  attentionForward,
+  type AttentionShape,
+} from "../kernels/attention.ts";
+import { Tape } from "../kernels/autograd.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { assertClose, assertSameBits, finiteDiff, GPU_TEST, randn, rng, testGpu } from "./_util.ts";
+
+/** Shapes: a single token, ragged small dims, dqk != dv (MLA), and T past one 32-row tile. */
+const SHAPES: AttentionShape[] = [
+  { B: 1, T: 1, H: 1, dqk: 4, dv: 4 },
+  { B: 2, T: 7, H: 3, dqk: 12, dv: 8 },
+  { B: 2, T: 33, H: 1, dqk: 5, dv: 3 },
+  { B: 1, T: 65, H: 2, dqk: 48, dv: 32 },
+];
+
+/** Packed-conversation segment ids [B, T]: non-decreasing, with random boundaries. */
+function packedSegments(B: number, T: number, seed: number): Int32Array {
+  const r = rng(seed);
+  const seg = new Int32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    let id = 0;
+    for (let t = 0; t < T; t++) {
+      if (t > 0 && r() < 0.15) id++;
+      seg[b * T + t] = id;
+    }
+  }
+  return seg;
+}
+
+function inputs(s: AttentionShape, seed: number) {
+  const nq = s.B * s.T * s.H * s.dqk, nv = s.B * s.T * s.H * s.dv;
+  return {
+    q: randn(nq, seed),
+    k: randn(nq, seed + 1),
+    v: randn(nv, seed + 2),
+    dout: randn(nv, seed + 3),
+  };
+}
+
+const label = (s: AttentionShape, seg: boolean) =>
+  `B${s.B} T${s.T} H${s.H} dqk${s.dqk} dv${s.dv}${seg ? " seg" : ""}`;
+
+Deno.test(
+  "attention forward matches the CPU twin, with and without segments",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    for (const s of SHAPES) {
+      for (const withSeg of [false, true]) {
+        const x = inputs(s, s.T * 7 + s.dqk);
+        const seg = withSeg ? packedSegments(s.B, s.T, s.T) : null;
+        const scale = 1 / Math.sqrt(s.dqk);
+        const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+        const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+        const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+        const segT = seg ? Tensor.from(gpu, seg, [s.B, s.T], "i32") : null;
+        const out = Tensor.empty(gpu, [s.B, s.T, s.H, s.dv]);
+        const lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+        attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale });
+        const want = attentionCpu({ ...x, seg }, { shape: s, scale });
+        assertClose(await out.readF32(), want.out, {
+          atol: 1e-5,
+          rtol: 1e-4,
+          label: label(s, withSeg),
+        });
+        assertClose(await lse.readF32(), want.lse, { atol: 1e-5, rtol: 1e-5, label: "lse" });
+      }
+    }
+  },
+);
+
+Deno.test("attention segments with arbitrary ids keep unequal ids apart", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const s = { B: 2, T: 40, H: 2, dqk: 6, dv: 5 };
+  const x = inputs(s, 99);
+  const r = rng(5);
+  const seg = Int32Array.from({ length: s.B * s.T }, () => Math.floor(r() * 3));
+  const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+  const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+  const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+  const out = Tensor.empty(gpu, [s.B, s.T, s.H, s.dv]);
+  const lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+  attentionForward({ out, lse }, { q, k, v, seg: Tensor.from(gpu, seg, [s.B, s.T], "i32") }, {
+    scale: 0.4,
+  });
+  const want = attentionCpu({ ...x, seg }, { shape: s, scale: 0.4 });
+  assertClose(await out.readF32(), want.out, { atol: 1e-5, rtol: 1e-4 });
+});
+
+Deno.test("attention CPU backward matches central finite differences", () => {
+  for (const withSeg of [false, true]) {
+    const s = { B: 2, T: 6, H: 2, dqk: 3, dv: 2 };
+    const x = inputs(s, 21);
+    const seg = withSeg ? Int32Array.from([0, 0, 1, 1, 1, 2, 0, 0, 0, 0, 1, 1]) : null;
+    const o = { shape: s, scale: 0.7 };
+    const base = {
+      q: Float64Array.from(x.q),
+      k: Float64Array.from(x.k),
+      v: Float64Array.from(x.v),
+      seg,
+    };
+    // loss = sum(out * dout), so d loss / d out = dout
+    const loss = () => {
+      const { out } = attentionCpu(base, o);
+      let l = 0;
+      for (let i = 0; i < out.length; i++) l += out[i] * x.dout[i];
+      return l;
+    };
+    const g = attentionBackwardCpu({ ...base, dout: x.dout }, o);
+    for (const name of ["q", "k", "v"] as const) {
+      const fd = finiteDiff(() => loss(), base[name]);
+      const grad = name === "q" ? g.dq : name === "k" ? g.dk : g.dv;
+      assertClose(grad, fd, { atol: 1e-7, rtol: 1e-6, label: `d${name}${withSeg ? " seg" : ""}` });
+    }
+  }
+});
+
+Deno.test("attention GPU backward matches the CPU backward", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  for (const s of SHAPES) {
+    for (const withSeg of [false, true]) {
+      const x = inputs(s, s.T * 3 + s.dv);
+      const seg = withSeg ? packedSegments(s.B, s.T, s.T + 1) : null;
+      const scale = 1 / Math.sqrt(s.dqk);
+      const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+      const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+      const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+      const dout = Tensor.from(gpu, x.dout, [s.B, s.T, s.H, s.dv]);
+      const segT = seg ? Tensor.from(gpu, seg, [s.B, s.T], "i32") : null;
+      const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+      attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale });
+      const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
+      const dv = Tensor.empty(gpu, v.shape);
+      attentionBackward({ dq, dk, dv }, { q, k, v, seg: segT, out, lse, dout }, { scale });
+      const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale });
+      const tol = { atol: 1e-5, rtol: 1e-3 };
+      const l = label(s, withSeg);
+      assertClose(await dq.readF32(), want.dq, { ...tol, label: `dq ${l}` });
+      assertClose(await dk.readF32(), want.dk, { ...tol, label: `dk ${l}` });
+      assertClose(await dv.readF32(), want.dv, { ...tol, label: `dv ${l}` });
+    }
+  }
+});
+
+Deno.test("attention backward accumulates into existing gradients", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const s = { B: 1, T: 9, H: 2, dqk: 4, dv: 6 };
+  const x = inputs(s, 77);
+  const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+  const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+  const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+  const dout = Tensor.from(gpu, x.dout, v.shape);
+  const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+  attentionForward({ out, lse }, { q, k, v }, { scale: 0.5 });
+  const pre = { dq: randn(q.size, 1), dk: randn(k.size, 2), dv: randn(v.size, 3) };
+  const dq = Tensor.from(gpu, pre.dq, q.shape), dk = Tensor.from(gpu, pre.dk, k.shape);
+  const dv = Tensor.from(gpu, pre.dv, v.shape);
+  attentionBackward({ dq, dk, dv }, { q, k, v, out, lse, dout }, {
+    scale: 0.5,
+    accumulate: { dq: true, dk: true, dv: true },
+  });
+  const want = attentionBackwardCpu(x, { shape: s, scale: 0.5 });
+  const add = (a: Float32Array, b: Float64Array) => b.map((w, i) => w + a[i]);
+  assertClose(await dq.readF32(), add(pre.dq, want.dq), { atol: 1e-5, rtol: 1e-3 });
+  assertClose(await dk.readF32(), add(pre.dk, want.dk), { atol: 1e-5, rtol: 1e-3 });
+  assertClose(await dv.readF32(), add(pre.dv, want.dv), { atol: 1e-5, rtol: 1e-3 });
+});
+
+Deno.test(
+  "attention() records a backward on the tape that matches the CPU twin",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const s = { B: 2, T: 37, H: 2, dqk: 10, dv: 7 };
+    const x = inputs(s, 5);
+    const seg = packedSegments(s.B, s.T, 3);
+    const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+    const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+    const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+    q.requiresGrad = k.requiresGrad = v.requiresGrad = true;
+    const tape = new Tape().start();
+    const out = attention(q, k, v, { scale: 0.3, seg: Tensor.from(gpu, seg, [s.B, s.T], "i32") });
+    tape.backward(out, Tensor.from(gpu, x.dout, out.shape));
+    const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale: 0.3 });
+    const cpuOut = attentionCpu({ ...x, seg }, { shape: s, scale: 0.3 }).out;
+    assertClose(await out.readF32(), cpuOut, { atol: 1e-5, rtol: 1e-4 });
+    assertClose(await q.grad!.readF32(), want.dq, { atol: 1e-5, rtol: 1e-3, label: "dq" });
+    assertClose(await k.grad!.readF32(), want.dk, { atol: 1e-5, rtol: 1e-3, label: "dk" });
+    assertClose(await v.grad!.readF32(), want.dv, { atol: 1e-5, rtol: 1e-3, label: "dv" });
+  },
+);
+
+Deno.test("attention forward and backward give identical bits on rerun", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const s = { B: 2, T: 65, H: 2, dqk: 48, dv: 32 };
+  const x = inputs(s, 8);
+  const seg = Tensor.from(gpu, packedSegments(s.B, s.T, 4), [s.B, s.T], "i32");
+  const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+  const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+  const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+  const dout = Tensor.from(gpu, x.dout, v.shape);
+  const run = () => {
+    const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+    attentionForward({ out, lse }, { q, k, v, seg }, { scale: 0.2 });
+    const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
+    const dv = Tensor.empty(gpu, v.shape);
+    attentionBackward({ dq, dk, dv }, { q, k, v, seg, out, lse, dout }, { scale: 0.2 });
+    return Promise.all([out, lse, dq, dk, dv].map((t) => t.readF32()));
+  };
+  const a = await run(), b = await run();
+  a.forEach((t, i) => assertSameBits(t, b[i], `output ${i}`));
+});
