@@ -195,7 +195,9 @@ function storyTeller(world: World): (rng: Rng) => string {
   function workshop(maker: Person, pr: Product, lang: Lang): string {
     if (lang === "en") {
       return `${maker.name.en} is ${article(maker.job.en)} in ${maker.home.en}. In a small ` +
-        `workshop, ${maker.name.en} makes the ${pr.name.en}, a ${pr.color.en} ${pr.kind.en} that ` +
+        `workshop, ${maker.name.en} makes the ${pr.name.en}, ${
+          article(pr.color.en)
+        } ${pr.kind.en} that ` +
         `sells for $${pr.price}. People say the ${pr.name.en} is made by ${maker.name.en} with care.`;
     }
     return `${maker.name.zh}是${maker.home.zh}的一名${maker.job.zh}。在一个小作坊里，` +
