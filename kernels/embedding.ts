@@ -1,0 +1,294 @@
+/**
+ * Embedding lookup and its deterministic backward, with CPU twins.
+ *
+ * Legend: V vocabulary rows, D embedding dim, N tokens (the product of the ids' dims).
+ *
+ *     forward:  out [N, D] = table [V, D] gathered at ids i32 [N]
+ *     backward: dTable [V, D] (+)= sum over tokens n with ids[n] = v of dout[n, :], in token order
+ *
+ * Ids outside [0, V) (e.g. -1 padding) give zero rows and receive no gradient.
+ *
+ * The backward uses no atomics. It builds, on the GPU, the list of tokens of every id in token
+ * order (a counting sort), then one thread per (v, d) sums its tokens' gradients in that order:
+ *   1. rank: one thread per token counts the earlier tokens with the same id (its rank) and
+ *      whether a later one exists; the last occurrence writes the id's count. O(N^2) id
+ *      comparisons, tiled through workgroup memory (16.8M for N = 4096: cheap next to a GEMM).
+ *   2. scan: one workgroup turns the counts [V] into start offsets [V + 1]. O(V).
+ *   3. scatter: token n goes to slot start[id] + rank. O(N).
+ *   4. sum: dTable[v, d] = sum of dout[list[k], d] for k in [start[v], start[v + 1]). O(V D + N D).
+ * Every row of dTable is written (zeros for unused ids), so it needs no zero fill first.
+ *
+ * @module
+ */
+import { gradFor, needsGrad, record } from "./autograd.ts";
+import { launch, launch1d } from "./_launch.ts";
+import { assertF32, type Floats, like } from "./_rows.ts";
+import type { Params } from "./gpu.ts";
+import { Tensor } from "./tensor.ts";
+
+const FWD_SRC = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> table: array<f32>;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+struct P { n: u32, d: u32, v: u32, _pad: u32 }
+@group(0) @binding(3) var<uniform> p: P;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let i = (wid.y * nwg.x + wid.x) * 256u + li;
+  if (i >= p.n * p.d) { return; }
+  let t = i / p.d;
+  let id = ids[t];
+  var v = 0.0;
+  if (id >= 0 && u32(id) < p.v) { v = table[u32(id) * p.d + (i - t * p.d)]; }
+  out[i] = v;
+}`;
+
+/**
+ * Encodes `out[n, :] = table[ids[n], :]` (zeros where the id is outside [0, V)).
+ *
+ * @param out f32 [..., D] with N rows.
+ * @param table f32 [V, D].
+ * @param ids i32, N elements.
+ * @throws when shapes or dtypes disagree.
+ * @example embeddingForward(h, embedTokens, tokens); // [B, T, D] from [V, D] and [B, T]
+ */
+export function embeddingForward(out: Tensor, table: Tensor, ids: Tensor): void {
+  assertF32(table, "embeddingForward");
+  const [V, D] = checkShapes(table, ids, out, "embeddingForward");
+  launch1d(
+    table.gpu,
+    "embedding",
+    "",
+    () => FWD_SRC,
+    [table.binding, ids.binding, out.binding],
+    ids.size * D,
+    (p) => p.u32(ids.size).u32(D).u32(V).u32(0),
+  );
+}
+
+function checkShapes(table: Tensor, ids: Tensor, rows: Tensor, what: string): [number, number] {
+  if (table.shape.length !== 2) {
+    throw new Error(`${what}: table must be [V, D], got [${table.shape}]`);
+  }
+  if (ids.dtype !== "i32") throw new Error(`${what}: ids must be i32, got ${ids.dtype}`);
+  const [V, D] = table.shape;
+  if (rows.size !== ids.size * D) {
+    throw new Error(`${what}: [${rows.shape}] is not [${ids.size}, ${D}] (ids [${ids.shape}])`);
+  }
+  return [V, D];
+}
+
+/** Threads per workgroup of the rank pass (also its tile of ids). */
+const RANK_WG = 256;
+
+const RANK_SRC = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> ids: array<i32>;
+@group(0) @binding(1) var<storage, read_write> rank: array<u32>;
+@group(0) @binding(2) var<storage, read_write> count: array<u32>;
+struct P { n: u32, v: u32, _a: u32, _b: u32 }
+@group(0) @binding(3) var<uniform> p: P;
+var<workgroup> tile: array<i32, ${RANK_WG}>;
+@compute @workgroup_size(${RANK_WG})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let n = (wid.y * nwg.x + wid.x) * ${RANK_WG}u + li;
+  // No early return: every thread must reach the barriers.
+  var id = -1;
+  if (n < p.n) { id = ids[n]; }
+  var r = 0u;
+  var later = false;
+  for (var m0 = 0u; m0 < p.n; m0 += ${RANK_WG}u) {
+    let m = m0 + li;
+    tile[li] = select(-1, ids[min(m, p.n - 1u)], m < p.n);
+    workgroupBarrier();
+    let top = min(${RANK_WG}u, p.n - m0);
+    for (var k = 0u; k < top; k++) {
+      if (tile[k] == id) {
+        if (m0 + k < n) { r++; } else if (m0 + k > n) { later = true; }
+      }
+    }
+    workgroupBarrier();
+  }
+  if (n < p.n && id >= 0 && u32(id) < p.v) {
+    rank[n] = r;
+    // the last occurrence of an id is its only writer: no atomics, no race
+    if (!later) { count[u32(id)] = r + 1u; }
+  }
+}`;
+
+/** Threads of the one-workgroup scan. */
+const SCAN_WG = 256;
+
+const SCAN_SRC = /* wgsl */ `
+@group(0) @binding(0) var<storage, read_write> cs: array<u32>;
+struct P { v: u32, chunk: u32, _a: u32, _b: u32 }
+@group(0) @binding(1) var<uniform> p: P;
+var<workgroup> sums: array<u32, ${SCAN_WG}>;
+@compute @workgroup_size(${SCAN_WG})
+fn main(@builtin(local_invocation_index) li: u32) {
+  // counts [V] -> exclusive starts [V + 1], in place; thread li owns a contiguous chunk.
+  let a = min(li * p.chunk, p.v);
+  let b = min(a + p.chunk, p.v);
+  var s = 0u;
+  for (var i = a; i < b; i++) { s += cs[i]; }
+  sums[li] = s;
+  workgroupBarrier();
+  if (li == 0u) {
+    var run = 0u;
+    for (var k = 0u; k < ${SCAN_WG}u; k++) { let c = sums[k]; sums[k] = run; run += c; }
+    cs[p.v] = run;
+  }
+  workgroupBarrier();
+  var run = sums[li];
+  for (var i = a; i < b; i++) { let c = cs[i]; cs[i] = run; run += c; }
+}`;
+
+const SCATTER_SRC = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> ids: array<i32>;
+@group(0) @binding(1) var<storage, read> rank: array<u32>;
+@group(0) @binding(2) var<storage, read> starts: array<u32>;
+@group(0) @binding(3) var<storage, read_write> list: array<u32>;
+struct P { n: u32, v: u32, _a: u32, _b: u32 }
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let n = (wid.y * nwg.x + wid.x) * 256u + li;
+  if (n >= p.n) { return; }
+  let id = ids[n];
+  if (id < 0 || u32(id) >= p.v) { return; }
+  list[starts[u32(id)] + rank[n]] = n;
+}`;
+
+const SUM_SRC = (acc: boolean) => /* wgsl */ `
+@group(0) @binding(0) var<storage, read> dout: array<f32>;
+@group(0) @binding(1) var<storage, read> starts: array<u32>;
+@group(0) @binding(2) var<storage, read> list: array<u32>;
+@group(0) @binding(3) var<storage, read_write> dtable: array<f32>;
+struct P { v: u32, d: u32, _a: u32, _b: u32 }
+@group(0) @binding(4) var<uniform> p: P;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let i = (wid.y * nwg.x + wid.x) * 256u + li;
+  if (i >= p.v * p.d) { return; }
+  let v = i / p.d;
+  let j = i - v * p.d;
+  var s = 0.0;
+  for (var k = starts[v]; k < starts[v + 1u]; k++) { s += dout[list[k] * p.d + j]; }
+  ${acc ? "dtable[i] = dtable[i] + s;" : "dtable[i] = s;"}
+}`;
+
+/**
+ * Encodes the embedding gradient `dTable[v, :] (+)= sum_{n: ids[n] = v} dout[n, :]`, summed in
+ * token order (deterministic; see the module doc for the passes and their cost).
+ *
+ * @param dTable f32 [V, D]; every row is written.
+ * @param dout f32 [..., D] with N rows.
+ * @param ids i32 [N], as in the forward.
+ * @param opts `accumulate` to add into dTable.
+ * @throws when shapes or dtypes disagree.
+ * @example embeddingBackward(embed.grad, dh, tokens, { accumulate: true });
+ */
+export function embeddingBackward(
+  dTable: Tensor,
+  dout: Tensor,
+  ids: Tensor,
+  opts: { accumulate?: boolean } = {},
+): void {
+  const [V, D] = checkShapes(dTable, ids, dout, "embeddingBackward");
+  const gpu = dTable.gpu, N = ids.size, acc = Boolean(opts.accumulate);
+  const rank = Tensor.empty(gpu, [Math.max(1, N)], "u32");
+  const starts = Tensor.zeros(gpu, [V + 1], "u32"); // counts, then starts
+  const list = Tensor.empty(gpu, [Math.max(1, N)], "u32");
+  const np = (p: Params) => p.u32(N).u32(V).u32(0).u32(0);
+  launch1d(
+    gpu,
+    "embedding_rank",
+    "",
+    () => RANK_SRC,
+    [ids.binding, rank.binding, starts.binding],
+    N,
+    np,
+    RANK_WG,
+  );
+  launch(
+    gpu,
+    "embedding_scan",
+    "",
+    () => SCAN_SRC,
+    [starts.binding],
+    [1, 1, 1],
+    (p) => p.u32(V).u32(Math.ceil(V / SCAN_WG)).u32(0).u32(0),
+  );
+  launch1d(
+    gpu,
+    "embedding_scatter",
+    "",
+    () => SCATTER_SRC,
+    [ids.binding, rank.binding, starts.binding, list.binding],
+    N,
+    np,
+  );
+  launch1d(
+    gpu,
+    "embedding_bwd",
+    `${acc}`,
+    () => SUM_SRC(acc),
+    [dout.binding, starts.binding, list.binding, dTable.binding],
+    V * D,
+    (p) => p.u32(V).u32(D).u32(0).u32(0),
+  );
+  // Later users of these pooled buffers are encoded after the reads above.
+  for (const t of [rank, starts, list]) t.dispose();
+}
+
+/** CPU twin of {@linkcode embeddingForward}: out [N, D] from table [V, D] and ids [N]. */
+export function embeddingCpu<A extends Floats>(table: A, ids: ArrayLike<number>, D: number): A {
+  const V = table.length / D;
+  const out = like(table, ids.length * D);
+  for (let n = 0; n < ids.length; n++) {
+    const id = ids[n];
+    if (id < 0 || id >= V) continue;
+    for (let j = 0; j < D; j++) out[n * D + j] = table[id * D + j];
+  }
+  return out;
+}
+
+/** CPU twin of {@linkcode embeddingBackward}: dTable [V, D] from dout [N, D] and ids [N]. */
+export function embeddingBackwardCpu<A extends Floats>(
+  dout: A,
+  ids: ArrayLike<number>,
+  shape: { V: number; D: number },
+): A {
+  const { V, D } = shape;
+  const dt = like(dout, V * D);
+  for (let n = 0; n < ids.length; n++) {
+    const id = ids[n];
+    if (id < 0 || id >= V) continue;
+    for (let j = 0; j < D; j++) dt[id * D + j] += dout[n * D + j];
+  }
+  return dt;
+}
+
+/**
+ * Embedding lookup with autograd for the table.
+ *
+ * @param table f32 [V, D].
+ * @param ids i32, any shape.
+ * @returns f32 [...ids.shape, D].
+ * @example const h = embedding(embedTokens, tokens); // [B, T] -> [B, T, D]
+ */
+export function embedding(table: Tensor, ids: Tensor): Tensor {
+  const out = Tensor.empty(table.gpu, [...ids.shape, table.shape[1]]);
+  embeddingForward(out, table, ids);
+  if (needsGrad(table)) {
+    record("embedding", [out], () => {
+      if (!out.grad) return;
+      const { grad, accumulate } = gradFor(table);
+      embeddingBackward(grad, out.grad, ids, { accumulate });
+    });
+  }
+  return out;
+}
