@@ -55,6 +55,19 @@ Deno.test("preset sizes are in their intended ranges", () => {
   assert.ok(small.total >= 100e6 && small.total <= 200e6, `small has ${small.total}`);
 });
 
+Deno.test("preset counts match the numbers quoted in config.ts", () => {
+  const want: Record<PresetName, [number, number, number, number]> = {
+    tiny: [52_656, 34_224, 33_768, 24_552],
+    nano: [2_344_496, 2_049_584, 2_053_960, 1_906_504],
+    mini: [93_812_672, 27_752_384, 82_775_152, 24_972_400],
+    small: [161_471_296, 76_536_640, 148_306_352, 70_449_584],
+  };
+  for (const name of NAMES) {
+    const c = countParameters(PRESETS[name]);
+    assert.deepEqual([c.total, c.active, c.main.total, c.main.active], want[name], name);
+  }
+});
+
 Deno.test("tiny exercises every feature", () => {
   const c = PRESETS.tiny;
   assert.ok(c.q_lora_rank > 0);
