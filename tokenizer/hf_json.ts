@@ -1,0 +1,328 @@
+/**
+ * Hugging Face `tokenizer.json` and `tokenizer_config.json`, as JSON objects (no file I/O here;
+ * see `io.ts`).
+ *
+ * `tokenizer.json` holds a BPE model (vocab + merges as `"left right"` strings, readable by every
+ * version of `tokenizers`), the pre-tokenizer as a `Sequence` of a `Split` with our regex
+ * (behavior `Isolated`) and a `ByteLevel` with `use_regex: false`, a `ByteLevel` decoder, no
+ * normalizer and no post-processor (BOS/EOS are added by the chat template or the data pipeline,
+ * never silently). Special tokens are `added_tokens` with `special: true` and also sit in the model
+ * vocab at the same ids.
+ *
+ * `tokenizer_config.json` names the bos/eos/pad tokens, carries the Jinja `chat_template`, sets
+ * `model_max_length`, and turns off `clean_up_tokenization_spaces` (that option rewrites `" ."` to
+ * `"."` on decode, which would break round trips).
+ *
+ * References: huggingface/tokenizers `tokenizers/src/tokenizer/serialization.rs`,
+ * transformers `tokenization_utils_base.py`.
+ *
+ * @module
+ */
+
+import { byteLevelToBytes } from "./byte_level.ts";
+import { CHAT_TEMPLATE } from "./chat_template.ts";
+import { BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, type SpecialToken } from "./special_tokens.ts";
+import { Tokenizer } from "./tokenizer.ts";
+
+/** An entry of `added_tokens` in `tokenizer.json`. */
+export interface HfAddedToken {
+  id: number;
+  content: string;
+  single_word: boolean;
+  lstrip: boolean;
+  rstrip: boolean;
+  normalized: boolean;
+  special: boolean;
+}
+
+/** The `tokenizer.json` object this module writes. */
+export interface HfTokenizerJson {
+  version: string;
+  truncation: null;
+  padding: null;
+  added_tokens: HfAddedToken[];
+  normalizer: null;
+  pre_tokenizer: Record<string, unknown>;
+  post_processor: null;
+  decoder: Record<string, unknown>;
+  model: {
+    type: "BPE";
+    dropout: null;
+    unk_token: null;
+    continuing_subword_prefix: null;
+    end_of_word_suffix: null;
+    fuse_unk: boolean;
+    byte_fallback: boolean;
+    ignore_merges: boolean;
+    vocab: Record<string, number>;
+    merges: string[];
+  };
+}
+
+/** The `tokenizer_config.json` fields this project reads and writes. */
+export interface TokenizerConfig {
+  bos_token: string;
+  eos_token: string;
+  pad_token: string;
+  unk_token: null;
+  additional_special_tokens: string[];
+  added_tokens_decoder: Record<string, Omit<HfAddedToken, "id">>;
+  add_bos_token: boolean;
+  add_eos_token: boolean;
+  chat_template: string;
+  clean_up_tokenization_spaces: boolean;
+  model_max_length: number;
+  tokenizer_class: string;
+}
+
+/** Default `model_max_length`: the longest context the small presets train with. */
+export const DEFAULT_MODEL_MAX_LENGTH = 2048;
+
+function addedToken(s: SpecialToken): HfAddedToken {
+  return {
+    id: s.id,
+    content: s.content,
+    single_word: false,
+    lstrip: false,
+    rstrip: false,
+    normalized: false,
+    special: true,
+  };
+}
+
+/**
+ * Builds the `tokenizer.json` object of a tokenizer.
+ *
+ * @param tok The tokenizer.
+ * @returns A JSON-serializable object (`JSON.stringify` it to write the file).
+ * @example
+ * ```ts ignore
+ * const json = JSON.stringify(toTokenizerJson(tok));
+ * ```
+ */
+export function toTokenizerJson(tok: Tokenizer): HfTokenizerJson {
+  const vocab: Record<string, number> = {};
+  for (let id = 0; id < tok.vocabSize; id++) vocab[tok.idToToken(id)] = id;
+  const merges = tok.merges.map(([a, b]) => `${tok.idToToken(a)} ${tok.idToToken(b)}`);
+  return {
+    version: "1.0",
+    truncation: null,
+    padding: null,
+    added_tokens: tok.specialTokens.map(addedToken),
+    normalizer: null,
+    pre_tokenizer: {
+      type: "Sequence",
+      pretokenizers: [
+        { type: "Split", pattern: { Regex: tok.pattern }, behavior: "Isolated", invert: false },
+        { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
+      ],
+    },
+    post_processor: null,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      ignore_merges: false,
+      vocab,
+      merges,
+    },
+  };
+}
+
+function fail(source: string, what: string): never {
+  throw new Error(`${source}: ${what}`);
+}
+
+function isRecord(x: unknown): x is Record<string, unknown> {
+  return typeof x === "object" && x !== null && !Array.isArray(x);
+}
+
+function findSplitPattern(pre: unknown, source: string): string {
+  if (!isRecord(pre)) {
+    fail(source, "pre_tokenizer is missing; expected a Split + ByteLevel sequence");
+  }
+  const steps = pre.type === "Sequence" && Array.isArray(pre.pretokenizers)
+    ? pre.pretokenizers
+    : [pre];
+  let pattern: string | undefined;
+  let byteLevel = false;
+  for (const step of steps) {
+    if (!isRecord(step)) continue;
+    if (step.type === "Split" && isRecord(step.pattern) && typeof step.pattern.Regex === "string") {
+      if (step.invert === true || (step.behavior !== undefined && step.behavior !== "Isolated")) {
+        fail(source, "only Split with behavior Isolated and invert false is supported");
+      }
+      pattern = step.pattern.Regex;
+    } else if (step.type === "ByteLevel") {
+      if (step.use_regex !== false) {
+        fail(source, "ByteLevel pre-tokenizer with use_regex true (GPT-2 style) is not supported");
+      }
+      if (step.add_prefix_space === true) fail(source, "add_prefix_space true is not supported");
+      byteLevel = true;
+    } else {
+      fail(source, `unsupported pre-tokenizer step ${JSON.stringify(step.type)}`);
+    }
+  }
+  if (pattern === undefined || !byteLevel) {
+    fail(
+      source,
+      "expected a pre_tokenizer Sequence of Split (Regex) and ByteLevel (use_regex false)",
+    );
+  }
+  return pattern;
+}
+
+/**
+ * Reads a tokenizer from a parsed `tokenizer.json` (the format {@linkcode toTokenizerJson} writes,
+ * or any byte-level BPE with a Split + ByteLevel pre-tokenizer and no normalizer).
+ *
+ * @param json The parsed file.
+ * @param options `source`: name used in error messages (e.g. the file path).
+ * @returns The tokenizer.
+ * @throws {Error} Naming `source` and the field, if the file is not a supported byte-level BPE.
+ * @example
+ * ```ts ignore
+ * const tok = tokenizerFromJson(JSON.parse(text), { source: "runs/tok/tokenizer.json" });
+ * ```
+ */
+export function tokenizerFromJson(json: unknown, options: { source?: string } = {}): Tokenizer {
+  const source = options.source ?? "tokenizer.json";
+  if (!isRecord(json)) fail(source, "expected a JSON object");
+  const model = json.model;
+  if (!isRecord(model) || model.type !== "BPE") fail(source, 'model.type must be "BPE"');
+  if (json.normalizer != null) fail(source, "a normalizer is not supported (expected null)");
+  if (!isRecord(json.decoder) || json.decoder.type !== "ByteLevel") {
+    fail(source, 'decoder.type must be "ByteLevel"');
+  }
+  const pattern = findSplitPattern(json.pre_tokenizer, source);
+  if (!isRecord(model.vocab)) fail(source, "model.vocab must be an object of token -> id");
+  if (!Array.isArray(model.merges)) fail(source, "model.merges must be an array");
+
+  const specialTokens: SpecialToken[] = [];
+  const specialContent = new Set<string>();
+  for (const t of Array.isArray(json.added_tokens) ? json.added_tokens : []) {
+    if (!isRecord(t) || typeof t.content !== "string" || typeof t.id !== "number") {
+      fail(source, "every added_tokens entry needs a string content and a number id");
+    }
+    if (t.special !== true) {
+      fail(
+        source,
+        `added token ${
+          JSON.stringify(t.content)
+        } is not special; only special added tokens are supported`,
+      );
+    }
+    specialTokens.push({ content: t.content, id: t.id });
+    specialContent.add(t.content);
+  }
+  const specialIds = new Set(specialTokens.map((s) => s.id));
+
+  const tokenBytes: Array<Uint8Array | null> = [];
+  const idOf = new Map<string, number>();
+  for (const [token, id] of Object.entries(model.vocab)) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {
+      fail(source, `model.vocab[${JSON.stringify(token)}] must be a non-negative integer id`);
+    }
+    idOf.set(token, id);
+    while (tokenBytes.length <= id) tokenBytes.push(null);
+    if (specialIds.has(id)) continue;
+    if (specialContent.has(token)) {
+      fail(source, `special token ${token} has a different id in model.vocab`);
+    }
+    tokenBytes[id] = byteLevelToBytes(token);
+  }
+  const merges: Array<[number, number]> = model.merges.map((m: unknown, r: number) => {
+    const parts = typeof m === "string" ? m.split(" ") : m;
+    if (!Array.isArray(parts) || parts.length !== 2) {
+      fail(source, `model.merges[${r}] must be "left right" or [left, right]`);
+    }
+    const a = idOf.get(String(parts[0])), b = idOf.get(String(parts[1]));
+    if (a === undefined || b === undefined) {
+      fail(source, `model.merges[${r}] (${parts.join(" ")}) uses a token missing from model.vocab`);
+    }
+    return [a, b];
+  });
+  return new Tokenizer({ tokenBytes, merges, specialTokens, pattern });
+}
+
+/**
+ * Builds the `tokenizer_config.json` object.
+ *
+ * @param tok The tokenizer (must have `<|bos|>`, `<|eos|>`, `<|pad|>`).
+ * @param options `modelMaxLength` (default 2048), `chatTemplate` (default {@linkcode CHAT_TEMPLATE}).
+ * @returns A JSON-serializable object.
+ * @throws {Error} If the tokenizer lacks one of the named special tokens.
+ * @example
+ * ```ts ignore
+ * toTokenizerConfig(tok).eos_token; // "<|eos|>"
+ * ```
+ */
+export function toTokenizerConfig(
+  tok: Tokenizer,
+  options: { modelMaxLength?: number; chatTemplate?: string } = {},
+): TokenizerConfig {
+  for (const t of [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN]) tok.specialId(t);
+  const decoder: TokenizerConfig["added_tokens_decoder"] = {};
+  for (const s of tok.specialTokens) {
+    const { id, ...rest } = addedToken(s);
+    decoder[String(id)] = rest;
+  }
+  const named = new Set([BOS_TOKEN, EOS_TOKEN, PAD_TOKEN]);
+  return {
+    add_bos_token: false,
+    add_eos_token: false,
+    added_tokens_decoder: decoder,
+    additional_special_tokens: tok.specialTokens.map((s) => s.content).filter((c) => !named.has(c)),
+    bos_token: BOS_TOKEN,
+    eos_token: EOS_TOKEN,
+    pad_token: PAD_TOKEN,
+    unk_token: null,
+    chat_template: options.chatTemplate ?? CHAT_TEMPLATE,
+    clean_up_tokenization_spaces: false,
+    model_max_length: options.modelMaxLength ?? DEFAULT_MODEL_MAX_LENGTH,
+    tokenizer_class: "PreTrainedTokenizerFast",
+  };
+}
+
+/**
+ * Validates a parsed `tokenizer_config.json`.
+ *
+ * @param json The parsed file.
+ * @param options `source`: name used in error messages.
+ * @returns The config (unknown extra fields are kept).
+ * @throws {Error} Naming `source` and the field, if a required field is missing or mistyped.
+ * @example
+ * ```ts ignore
+ * parseTokenizerConfig(JSON.parse(text)).chat_template;
+ * ```
+ */
+export function parseTokenizerConfig(
+  json: unknown,
+  options: { source?: string } = {},
+): TokenizerConfig {
+  const source = options.source ?? "tokenizer_config.json";
+  if (!isRecord(json)) fail(source, "expected a JSON object");
+  for (const key of ["bos_token", "eos_token", "pad_token", "chat_template"]) {
+    if (typeof json[key] !== "string") fail(source, `${key} must be a string`);
+  }
+  if (json.model_max_length !== undefined && typeof json.model_max_length !== "number") {
+    fail(source, "model_max_length must be a number");
+  }
+  const defaults: Omit<TokenizerConfig, "bos_token" | "eos_token" | "pad_token" | "chat_template"> =
+    {
+      add_bos_token: false,
+      add_eos_token: false,
+      added_tokens_decoder: {},
+      additional_special_tokens: [],
+      unk_token: null,
+      clean_up_tokenization_spaces: false,
+      model_max_length: DEFAULT_MODEL_MAX_LENGTH,
+      tokenizer_class: "PreTrainedTokenizerFast",
+    };
+  return { ...defaults, ...json } as unknown as TokenizerConfig;
+}
