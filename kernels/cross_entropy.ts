@@ -176,13 +176,13 @@ export function crossEntropyForward(
   targets: Tensor,
   opts: CrossEntropyOptions = {},
 ): void {
-  rowLaunch("ce", out.rowLoss, out.lse, logits, targets, opts.weights);
   if (opts.denominator !== undefined && !(opts.denominator > 0)) {
     throw new Error(`crossEntropyForward: denominator must be > 0, got ${opts.denominator}`);
   }
   if (out.loss.size < 1 || out.stats.size < 2) {
     throw new Error("crossEntropyForward: loss must hold 1 value and stats 2");
   }
+  rowLaunch("ce", out.rowLoss, out.lse, logits, targets, opts.weights);
   const { rows, C } = rowsOf(logits);
   launch(
     logits.gpu,

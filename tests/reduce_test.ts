@@ -152,3 +152,12 @@ Deno.test("reduction ops record backwards that accumulate under the tape", GPU_T
   }
   assertClose(await x.grad!.readF32(), want);
 });
+
+Deno.test("row kernels fold more than 65535 rows into a 2-D grid", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const R = 70_001, C = 3;
+  const x = randn(R * C, 13);
+  const out = Tensor.empty(gpu, [R]);
+  reduceForward(out, Tensor.from(gpu, x, [R, C]), { op: "sum" });
+  assertClose(await out.readF32(), reduceCpu(x, C, "sum").out, { atol: 1e-5 });
+});
