@@ -57,6 +57,17 @@ export class Scope {
 
 let currentScope: Scope | null = null;
 
+/** Runs `fn` with no active scope: tensors it creates live until disposed by hand. */
+export function unscoped<T>(fn: () => T): T {
+  const saved = currentScope;
+  currentScope = null;
+  try {
+    return fn();
+  } finally {
+    currentScope = saved;
+  }
+}
+
 /** Runs `fn` in a fresh {@linkcode Scope}, disposing what it created except the returned tensors. */
 export async function scoped<T>(fn: () => T | Promise<T>): Promise<T> {
   const s = new Scope();
