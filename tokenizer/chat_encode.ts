@@ -20,6 +20,7 @@
  */
 
 import { type ChatMessage, renderChatSegments, type RenderOptions } from "./chat_template.ts";
+import { wellFormed } from "./pretokenize.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Token ids of a conversation with the SFT loss mask. */
@@ -73,7 +74,7 @@ export function renderChatForTraining(
     const starts: number[] = [];
     while (j < segments.length && segments[j].kind !== "special") {
       starts.push(text.length);
-      text += segments[j].text;
+      text += wellFormed(segments[j].text); // same length: U+FFFD replaces each lone surrogate
       j++;
     }
     let s = 0;

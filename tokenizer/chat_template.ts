@@ -88,8 +88,16 @@ export interface ChatMessage {
   name?: string;
 }
 
-/** A tool in OpenAI form: `{type: "function", function: {name, description, parameters}}`. */
-export type ToolSpec = Record<string, unknown>;
+/**
+ * A tool in OpenAI form: `{type: "function", function: {name, description, parameters}}`. The
+ * template shows `function` as JSON, or the whole object when it has no `function` field.
+ */
+export interface ToolSpec {
+  /** Always `"function"` in OpenAI requests. */
+  type?: string;
+  /** The function's name, description and JSON-schema parameters. */
+  function?: { name: string; description?: string; parameters?: unknown };
+}
 
 /** Options of the renderers. */
 export interface RenderOptions {

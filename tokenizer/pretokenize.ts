@@ -146,10 +146,12 @@ export function pretokenize(text: string, options: { regex?: RegExp } = {}): str
  * ```
  */
 export function lastSafeCut(text: string): number {
-  for (let i = text.lastIndexOf("\n", text.length - 2); i >= 0; i = text.lastIndexOf("\n", i - 1)) {
-    const next = text.charCodeAt(i + 1);
-    if (!isWhiteSpaceCode(next)) return i + 1;
+  if (text.length < 2) return -1;
+  let i = text.lastIndexOf("\n", text.length - 2);
+  while (i >= 0) {
+    if (!isWhiteSpaceCode(text.charCodeAt(i + 1))) return i + 1;
     if (i === 0) break;
+    i = text.lastIndexOf("\n", i - 1);
   }
   return -1;
 }
