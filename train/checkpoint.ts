@@ -120,7 +120,11 @@ export interface SaveOptions {
 
 /** Thrown for a missing, malformed or mismatched checkpoint; the message names file and field. */
 export class CheckpointError extends Error {
-  /** @param message What is wrong and what to do. */
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong and what to do.
+   */
   constructor(message: string) {
     super(message);
     this.name = "CheckpointError";

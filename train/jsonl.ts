@@ -29,6 +29,8 @@ export type JsonlCheck = (value: unknown) => string | undefined;
 /** Thrown for a malformed line; `message` is `file:line: reason`. */
 export class JsonlError extends Error {
   /**
+   * Creates the error.
+   *
    * @param file The file name.
    * @param line The 1-based line number.
    * @param reason What is wrong with the line.

@@ -68,7 +68,11 @@ export interface ResolvedOptions<S extends readonly OptionSpec[]> {
 
 /** Thrown for an unknown flag or key, a wrong type or a missing value; names the flag or key. */
 export class OptionsError extends Error {
-  /** @param message What is wrong and what to do. */
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong and what to do.
+   */
   constructor(message: string) {
     super(message);
     this.name = "OptionsError";

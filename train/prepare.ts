@@ -97,7 +97,11 @@ export interface PrepareMeta {
 
 /** Thrown for bad preparation options. */
 export class PrepareError extends Error {
-  /** @param message What is wrong and what to do. */
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong and what to do.
+   */
   constructor(message: string) {
     super(message);
     this.name = "PrepareError";

@@ -103,7 +103,11 @@ export class ProgressBar {
   #step: number;
   #stats: ProgressStats = {};
 
-  /** @param options See {@linkcode ProgressOptions}; only `total` is required. */
+  /**
+   * Starts the display; nothing is printed until the first update.
+   *
+   * @param options See {@linkcode ProgressOptions}; only `total` is required.
+   */
   constructor(options: ProgressOptions) {
     this.#o = {
       start: 0,

@@ -54,6 +54,8 @@ export class Rng {
   #s: Uint32Array;
 
   /**
+   * Seeds a generator.
+   *
    * @param seed Any integer; the same (seed, stream) gives the same sequence everywhere.
    * @param stream A second integer giving an independent sequence (e.g. the epoch).
    */

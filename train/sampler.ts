@@ -71,7 +71,11 @@ export interface SamplerState {
 
 /** Thrown for bad sampler settings or a state that does not fit this sampler. */
 export class SamplerError extends Error {
-  /** @param message What is wrong and what to do. */
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong and what to do.
+   */
   constructor(message: string) {
     super(message);
     this.name = "SamplerError";
@@ -165,6 +169,8 @@ export class BatchSampler {
   #orderEpoch = -1;
 
   /**
+   * Makes a sampler positioned at epoch 0, batch 0.
+   *
    * @param tokens The split's token stream (e.g. a shard's ids); not copied, do not mutate.
    * @param options `B`, `T`, `seed`, optional `padId`.
    * @throws {SamplerError} for a non-positive B or T, or a stream with fewer than 2 tokens.

@@ -29,7 +29,11 @@ export interface LrSchedule {
 
 /** Thrown for inconsistent schedule settings; the message names the field. */
 export class ScheduleError extends Error {
-  /** @param message What is wrong. */
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong.
+   */
   constructor(message: string) {
     super(message);
     this.name = "ScheduleError";

@@ -58,7 +58,11 @@ export interface Shard {
 
 /** Thrown for a file that is not a valid shard; the message names the file and what to do. */
 export class ShardError extends Error {
-  /** @param message What is wrong, naming the file. */
+  /**
+   * Creates the error.
+   *
+   * @param message What is wrong, naming the file.
+   */
   constructor(message: string) {
     super(message);
     this.name = "ShardError";

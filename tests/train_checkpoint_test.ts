@@ -1,0 +1,211 @@
+import assert from "node:assert/strict";
+import {
+  type CheckpointData,
+  CheckpointError,
+  listCheckpoints,
+  loadCheckpoint,
+  saveCheckpoint,
+} from "../train/checkpoint.ts";
+
+const TABLE = [
+  { name: "model.embed_tokens.weight", shape: [16, 8] },
+  { name: "model.layers.0.input_layernorm.weight", shape: [8] },
+  { name: "model.layers.0.mlp.gate.e_score_correction_bias", shape: [4] },
+  { name: "lm_head.weight", shape: [16, 8] },
+];
+
+/** Values including the awkward ones a bit-exact format must keep: -0, NaN payloads, denormals. */
+function tensor(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  const u = new Uint32Array(a.buffer);
+  for (let i = 0; i < n; i++) u[i] = Math.imul(i + 1, 2654435761 + seed) >>> 0;
+  a[0] = -0;
+  u[1] = 0x7fc01234; // a NaN with a payload
+  u[2] = 0x00000001; // the smallest denormal
+  return a;
+}
+
+function data(step: number): CheckpointData {
+  const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const params = new Map(TABLE.map((t, i) => [t.name, tensor(numel(t.shape), step * 10 + i)]));
+  const trainable = TABLE.filter((t) => !t.name.includes("e_score_correction_bias"));
+  const m = new Map(trainable.map((t, i) => [t.name, tensor(numel(t.shape), step * 100 + i)]));
+  const v = new Map(trainable.map((t, i) => [t.name, tensor(numel(t.shape), step * 1000 + i)]));
+  return {
+    table: TABLE,
+    params,
+    m,
+    v,
+    hfConfig: { model_type: "deepseek_v3", hidden_size: 8 },
+    state: {
+      step,
+      tokensSeen: step * 64,
+      rng: [1, 2, 3, step],
+      sampler: { epoch: 0, index: step },
+    },
+  };
+}
+
+function assertBitExact(
+  a: ReadonlyMap<string, Float32Array>,
+  b: ReadonlyMap<string, Float32Array>,
+) {
+  assert.deepEqual([...a.keys()], [...b.keys()]);
+  for (const [name, x] of a) {
+    const y = b.get(name)!;
+    assert.deepEqual(
+      new Uint32Array(y.buffer, y.byteOffset, y.length),
+      new Uint32Array(x.buffer, x.byteOffset, x.length),
+      name,
+    );
+  }
+}
+
+Deno.test("a checkpoint round-trips parameters, moments, config and state bit-exactly", async () => {
+  const run = await Deno.makeTempDir();
+  const d = data(123);
+  const dir = await saveCheckpoint(run, d);
+  assert.equal(dir, `${run}/step-000123`);
+  assert.deepEqual(JSON.parse(await Deno.readTextFile(`${run}/latest.json`)), {
+    format: 1,
+    step: 123,
+    dir: "step-000123",
+  });
+  const files = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+  assert.deepEqual(files, [
+    "config.json",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "state.json",
+  ]);
+  for (const path of [run, dir]) {
+    const ck = await loadCheckpoint(path, { expect: TABLE });
+    assertBitExact(ck.params, d.params);
+    assertBitExact(ck.m, d.m);
+    assertBitExact(ck.v, d.v);
+    assert.deepEqual(ck.hfConfig, d.hfConfig);
+    assert.equal(ck.state.step, 123);
+    assert.deepEqual(ck.state.rng, [1, 2, 3, 123]);
+    assert.deepEqual(ck.state.sampler, { epoch: 0, index: 123 });
+    assert.deepEqual(ck.table, TABLE);
+  }
+  await Deno.remove(run, { recursive: true });
+});
+
+Deno.test("loading names the tensor whose shape or presence differs from the model's", async () => {
+  const run = await Deno.makeTempDir();
+  await saveCheckpoint(run, data(1));
+  const wrong = TABLE.map((t) => t.name === "lm_head.weight" ? { ...t, shape: [32, 8] } : t);
+  await assert.rejects(
+    () => loadCheckpoint(run, { expect: wrong }),
+    (e: Error) =>
+      e instanceof CheckpointError && e.message.includes("model.safetensors") &&
+      e.message.includes("'lm_head.weight' has shape [16, 8], expected [32, 8]"),
+  );
+  await assert.rejects(
+    () => loadCheckpoint(run, { expect: [...TABLE, { name: "model.norm.weight", shape: [8] }] }),
+    /missing tensor 'model\.norm\.weight'/,
+  );
+  await assert.rejects(
+    () => loadCheckpoint(run, { expect: TABLE.slice(1) }),
+    /unexpected tensor 'model\.embed_tokens\.weight'/,
+  );
+  const bad = data(2);
+  bad.params = new Map([...bad.params, ["lm_head.weight", new Float32Array(3)]]);
+  await assert.rejects(
+    () => saveCheckpoint(run, bad),
+    /'lm_head\.weight' has 3 values, shape \[16,8\] needs 128/,
+  );
+  await assert.rejects(
+    () => loadCheckpoint(`${run}/nowhere`),
+    /no such checkpoint or run directory/,
+  );
+  await Deno.remove(run, { recursive: true });
+});
+
+Deno.test("saving keeps the newest N checkpoints and removes crash leftovers", async () => {
+  const run = await Deno.makeTempDir();
+  await Deno.mkdir(`${run}/step-000007.tmp-99999`);
+  await Deno.writeTextFile(`${run}/step-000007.tmp-99999/model.safetensors`, "partial");
+  for (const step of [1, 2, 3, 4]) await saveCheckpoint(run, data(step), { keep: 2 });
+  assert.deepEqual((await listCheckpoints(run)).map((c) => c.step), [3, 4]);
+  const names = (await Array.fromAsync(Deno.readDir(run))).map((e) => e.name).sort();
+  assert.deepEqual(names, ["latest.json", "step-000003", "step-000004"]);
+  // Saving a step again (a resumed run) replaces it.
+  await saveCheckpoint(run, data(3), { keep: 2 });
+  assert.equal((await loadCheckpoint(run)).state.step, 3);
+  assert.deepEqual((await listCheckpoints(run)).map((c) => c.step), [3, 4]);
+  await Deno.remove(run, { recursive: true });
+});
+
+Deno.test("a SIGKILL in the middle of a checkpoint write leaves the previous one loadable", async () => {
+  const run = await Deno.makeTempDir();
+  const first = data(1);
+  await saveCheckpoint(run, first);
+  // A child process writes a 32 MiB checkpoint in 1 MiB blocks and stalls half way through
+  // model.safetensors; we kill it there.
+  const child = `${run}/child.ts`;
+  await Deno.writeTextFile(
+    child,
+    `import { saveCheckpoint } from ${
+      JSON.stringify(import.meta.resolve("../train/checkpoint.ts"))
+    };
+const n = 8 << 20;
+const big = new Float32Array(n).fill(2.5);
+await saveCheckpoint(Deno.args[0], {
+  table: [{ name: "w", shape: [n] }],
+  params: new Map([["w", big]]),
+  m: new Map(),
+  v: new Map(),
+  hfConfig: {},
+  state: { step: 2, tokensSeen: 0 },
+}, {
+  blockBytes: 1 << 20,
+  onProgress: async (p) => {
+    if (p.file === "model.safetensors" && p.written >= 16 << 20) {
+      console.log("MID");
+      await new Promise((r) => setTimeout(r, 60_000));
+    }
+  },
+});
+console.log("DONE");
+`,
+  );
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--no-lock", child, run],
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = proc.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("MID")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  assert.ok(out.includes("MID"), `child did not reach the middle of the write: ${out}`);
+  proc.kill("SIGKILL");
+  const status = await proc.status;
+  assert.equal(status.signal, "SIGKILL");
+  await reader.cancel();
+
+  const leftovers = (await Array.fromAsync(Deno.readDir(run))).filter((e) =>
+    e.name.includes(".tmp-")
+  );
+  assert.equal(leftovers.length, 1, "the killed write left its temporary directory");
+  const partial = await Deno.stat(`${run}/${leftovers[0].name}/model.safetensors`);
+  assert.ok(partial.size > 0 && partial.size < 32 << 20);
+  assert.equal(JSON.parse(await Deno.readTextFile(`${run}/latest.json`)).dir, "step-000001");
+  assert.deepEqual((await listCheckpoints(run)).map((c) => c.step), [1]);
+  const ck = await loadCheckpoint(run, { expect: TABLE });
+  assert.equal(ck.state.step, 1);
+  assertBitExact(ck.params, first.params);
+  assertBitExact(ck.m, first.m);
+  assertBitExact(ck.v, first.v);
+
+  // The next successful save cleans the leftover up.
+  await saveCheckpoint(run, data(3));
+  const after = (await Array.fromAsync(Deno.readDir(run))).map((e) => e.name).sort();
+  assert.deepEqual(after, ["child.ts", "latest.json", "step-000001", "step-000003"]);
+  await Deno.remove(run, { recursive: true });
+});
