@@ -1,7 +1,10 @@
 /**
  * MiniDeepSeek: the DeepSeek-V3 training pipeline at small scale, in TypeScript on WebGPU.
  *
- * This module re-exports the public API of each layer; see the README for the command line.
+ * This module re-exports the runtime and kernels; the model, tokenizer, data, training and
+ * serving layers are their own entry points (`./model`, `./tokenizer`, `./data`, `./train`,
+ * `./serve`), since several of them share names such as `balanceLoss` between a GPU kernel and
+ * its CPU reference.
  *
  * @example
  * ```ts

@@ -16,3 +16,6 @@ export * from "./config.ts";
 export * from "./params.ts";
 export * from "./reference.ts";
 export * from "./safetensors.ts";
+export * from "./mla.ts";
+export * from "./ffn.ts";
+export * from "./transformer.ts";
