@@ -49,17 +49,19 @@ export interface MergeRules {
  */
 export class ChunkEncoder {
   #rules: MergeRules;
+  // Two generations: when the young one fills up it becomes the old one, and hits in the old
+  // one are promoted. Frequent chunks survive; memory stays below 2 x cacheSize entries.
   #cache = new Map<string, number[]>();
+  #old = new Map<string, number[]>();
   #cacheSize: number;
   #bytes = new Uint8Array(1024);
   #ids = new Int32Array(1024);
   #rank = new Int32Array(1024);
-  #encoder = new TextEncoder();
 
   /**
    * @param rules The merge rules.
-   * @param options `cacheSize`: most chunks kept in the cache (default 100 000); when full the
-   *   cache is cleared, which keeps memory bounded at negligible cost for natural text.
+   * @param options `cacheSize`: chunks per cache generation (default 100 000; at most twice that
+   *   are kept).
    */
   constructor(rules: MergeRules, options: { cacheSize?: number } = {}) {
     this.#rules = rules;
@@ -69,6 +71,7 @@ export class ChunkEncoder {
   /** Empties the chunk cache. */
   clearCache(): void {
     this.#cache.clear();
+    this.#old.clear();
   }
 
   /**
@@ -78,7 +81,10 @@ export class ChunkEncoder {
    * @param out Array the ids are pushed onto.
    */
   encodeChunk(chunk: string, out: number[]): void {
-    const cached = this.#cache.get(chunk);
+    let cached = this.#cache.get(chunk);
+    if (cached === undefined && (cached = this.#old.get(chunk)) !== undefined) {
+      this.#remember(chunk, cached);
+    }
     if (cached !== undefined) {
       for (let i = 0; i < cached.length; i++) out.push(cached[i]);
       return;
@@ -86,10 +92,15 @@ export class ChunkEncoder {
     const n = this.#utf8(chunk);
     const start = out.length;
     this.encodeBytes(this.#bytes, n, out);
-    if (chunk.length <= MAX_CACHED_CHUNK) {
-      if (this.#cache.size >= this.#cacheSize) this.#cache.clear();
-      this.#cache.set(chunk, out.slice(start));
+    if (chunk.length <= MAX_CACHED_CHUNK) this.#remember(chunk, out.slice(start));
+  }
+
+  #remember(chunk: string, ids: number[]): void {
+    if (this.#cache.size >= this.#cacheSize) {
+      this.#old = this.#cache;
+      this.#cache = new Map();
     }
+    this.#cache.set(chunk, ids);
   }
 
   /**
@@ -189,17 +200,44 @@ export class ChunkEncoder {
     return m;
   }
 
-  /** UTF-8 encodes `chunk` into `this.#bytes`; returns the byte length. */
+  /**
+   * UTF-8 encodes `chunk` into `this.#bytes`; returns the byte length. A hand-written loop: for the
+   * short strings chunks are, it beats `TextEncoder.encodeInto`'s call overhead. Lone surrogates
+   * become U+FFFD (EF BF BD), as `TextEncoder` would write them.
+   */
   #utf8(chunk: string): number {
     const len = chunk.length;
     if (this.#bytes.length < len * 3) this.#bytes = new Uint8Array(len * 3 + 64);
     const bytes = this.#bytes;
+    let n = 0;
     for (let i = 0; i < len; i++) {
-      const c = chunk.charCodeAt(i);
-      if (c >= 0x80) return this.#encoder.encodeInto(chunk, bytes).written;
-      bytes[i] = c;
+      let c = chunk.charCodeAt(i);
+      if (c < 0x80) {
+        bytes[n++] = c;
+      } else if (c < 0x800) {
+        bytes[n++] = 0xc0 | (c >> 6);
+        bytes[n++] = 0x80 | (c & 63);
+      } else if (c < 0xd800 || c >= 0xe000) {
+        bytes[n++] = 0xe0 | (c >> 12);
+        bytes[n++] = 0x80 | ((c >> 6) & 63);
+        bytes[n++] = 0x80 | (c & 63);
+      } else {
+        const d = i + 1 < len ? chunk.charCodeAt(i + 1) : 0;
+        if (c < 0xdc00 && d >= 0xdc00 && d < 0xe000) {
+          c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+          i++;
+          bytes[n++] = 0xf0 | (c >> 18);
+          bytes[n++] = 0x80 | ((c >> 12) & 63);
+          bytes[n++] = 0x80 | ((c >> 6) & 63);
+          bytes[n++] = 0x80 | (c & 63);
+        } else {
+          bytes[n++] = 0xef;
+          bytes[n++] = 0xbf;
+          bytes[n++] = 0xbd;
+        }
+      }
     }
-    return len;
+    return n;
   }
 }
 

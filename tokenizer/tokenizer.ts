@@ -190,6 +190,11 @@ export class Tokenizer {
     this.#encoder.encodeChunk(chunk, out);
   }
 
+  /** Empties the cache of encoded chunks (it is bounded anyway; this frees the memory now). */
+  clearCache(): void {
+    this.#encoder.clearCache();
+  }
+
   #encodeOrdinary(text: string, out: number[]): void {
     const regex = this.regex;
     const encoder = this.#encoder;
