@@ -8,6 +8,9 @@
  */
 import { Command } from "commander";
 import { infoCommand } from "./cli/info.ts";
+import { prepareCommand } from "./cli/prepare.ts";
+import { pretrainCommand } from "./cli/pretrain.ts";
+import { tokenizerCommand } from "./cli/tokenizer.ts";
 
 /** Builds the top-level program with every subcommand registered. */
 export function buildCli(): Command {
@@ -17,6 +20,9 @@ export function buildCli(): Command {
     .showHelpAfterError()
     .configureOutput({ outputError: (s, write) => write(s) });
   program.addCommand(infoCommand());
+  program.addCommand(tokenizerCommand());
+  program.addCommand(prepareCommand());
+  program.addCommand(pretrainCommand());
   return program;
 }
 

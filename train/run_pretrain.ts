@@ -1,0 +1,285 @@
+/**
+ * `pretrain` as a function: the option table (shared by the CLI's flags, its JSON config file
+ * and `--help`) and {@linkcode runPretrain}, which loads shards, builds or resumes the model and
+ * runs the shared loop.
+ *
+ * @module
+ */
+import { getGpu } from "../kernels/gpu.ts";
+import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
+import { DeepSeekV3 } from "../model/transformer.ts";
+import { loadCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
+import { type LoopResult, trainLoop } from "./loop.ts";
+import { defineOptions, type OptionValues } from "./options.ts";
+import type { PrepareMeta } from "./prepare.ts";
+import { PretrainTask } from "./pretrain.ts";
+import { readShard } from "./shards.ts";
+
+/** Options shared by every training stage (pretrain, SFT, DPO). */
+export const COMMON_TRAIN_OPTIONS = defineOptions(
+  [
+    {
+      name: "out",
+      type: "string",
+      default: "runs/pretrain",
+      help: "run directory (checkpoints, metrics.jsonl, loss.svg)",
+    },
+    {
+      name: "steps",
+      type: "integer",
+      default: 300,
+      min: 1,
+      help: "optimizer steps",
+      why: "the nano demo's budget on a CPU adapter",
+    },
+    { name: "batchSize", type: "integer", default: 8, min: 1, help: "sequences per micro-batch" },
+    {
+      name: "seqLen",
+      type: "integer",
+      default: 128,
+      min: 2,
+      help: "tokens per sequence (<= the model's max_seq_len)",
+    },
+    {
+      name: "gradAccum",
+      type: "integer",
+      default: 1,
+      min: 1,
+      help: "micro-batches per optimizer step",
+    },
+    {
+      name: "lr",
+      type: "number",
+      default: 3e-3,
+      min: 0,
+      help: "peak learning rate",
+      why: "small models tolerate a high LR; V3 used 2.2e-4 at 671B",
+    },
+    { name: "warmupSteps", type: "integer", default: 20, min: 0, help: "linear warmup steps" },
+    {
+      name: "decayStartFraction",
+      type: "number",
+      default: 0.5,
+      min: 0,
+      max: 1,
+      help: "fraction of the run at constant LR before the cosine decay",
+    },
+    {
+      name: "minLrRatio",
+      type: "number",
+      default: 0.1,
+      min: 0,
+      max: 1,
+      help: "final LR as a fraction of the peak",
+      why: "V3 decays to 10%",
+    },
+    {
+      name: "weightDecay",
+      type: "number",
+      default: 0.1,
+      min: 0,
+      help: "AdamW decoupled weight decay on matrices",
+      why: "V3",
+    },
+    { name: "beta1", type: "number", default: 0.9, min: 0, max: 1, help: "AdamW beta1", why: "V3" },
+    {
+      name: "beta2",
+      type: "number",
+      default: 0.95,
+      min: 0,
+      max: 1,
+      help: "AdamW beta2",
+      why: "V3",
+    },
+    {
+      name: "maxGradNorm",
+      type: "number",
+      default: 1.0,
+      min: 0,
+      help: "global gradient-norm clip (0: off)",
+      why: "V3",
+    },
+    {
+      name: "seed",
+      type: "integer",
+      default: 1234,
+      help: "seed of the initialization and the data order",
+    },
+    { name: "logEvery", type: "integer", default: 10, min: 1, help: "steps between metric lines" },
+    {
+      name: "evalEvery",
+      type: "integer",
+      default: 100,
+      min: 0,
+      help: "steps between validations (0: only at the end)",
+    },
+    {
+      name: "evalBatches",
+      type: "integer",
+      default: 8,
+      min: 0,
+      help: "validation batches per evaluation (0: the whole split)",
+    },
+    {
+      name: "checkpointEvery",
+      type: "integer",
+      default: 100,
+      min: 0,
+      help: "steps between checkpoints (0: only at the end)",
+    },
+    { name: "keep", type: "integer", default: 2, min: 0, help: "checkpoints kept (0: all)" },
+    {
+      name: "resume",
+      type: "boolean",
+      default: false,
+      help: "continue from the run directory's latest checkpoint",
+    },
+    {
+      name: "progress",
+      type: "boolean",
+      default: true,
+      help: "show the progress bar (--no-progress for none)",
+    },
+  ] as const,
+);
+
+/** The `pretrain` options. */
+export const PRETRAIN_OPTIONS = defineOptions(
+  [
+    {
+      name: "data",
+      type: "string",
+      default: "runs/data",
+      help: "directory written by `cli.ts prepare` (train.bin, val.bin, meta.json)",
+    },
+    {
+      name: "preset",
+      type: "string",
+      default: "nano",
+      choices: ["tiny", "nano", "mini", "small"],
+      help: "model size preset",
+    },
+    {
+      name: "model",
+      type: "string",
+      default: "{}",
+      help: "JSON overrides of model config fields, e.g. '{\"n_layers\": 4}'",
+    },
+    ...COMMON_TRAIN_OPTIONS,
+  ] as const,
+);
+
+/** Resolved `pretrain` options. */
+export type PretrainValues = OptionValues<typeof PRETRAIN_OPTIONS>;
+
+/**
+ * Parses the `--model` JSON overrides and resolves the preset, with the vocabulary taken from
+ * the prepared data.
+ * @throws naming the field when the JSON or a field is invalid.
+ */
+export function modelConfigFrom(
+  preset: string,
+  overridesJson: string,
+  vocabSize: number,
+): ModelConfig {
+  let overrides: Record<string, unknown>;
+  try {
+    overrides = JSON.parse(overridesJson);
+  } catch (e) {
+    throw new Error(`--model: not valid JSON (${(e as Error).message}): ${overridesJson}`);
+  }
+  if (typeof overrides !== "object" || overrides === null || Array.isArray(overrides)) {
+    throw new Error(`--model: expected a JSON object of config fields, got ${overridesJson}`);
+  }
+  return resolveConfig(preset as PresetName, { vocab_size: vocabSize, ...overrides });
+}
+
+/** Reads `meta.json` of a prepared data directory, with a clear error when it is missing. */
+export async function readPrepareMeta(dir: string): Promise<PrepareMeta> {
+  try {
+    return JSON.parse(await Deno.readTextFile(`${dir}/meta.json`));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(
+        `--data ${dir}: no meta.json there; run \`cli.ts prepare --out ${dir}\` first`,
+      );
+    }
+    throw new Error(`--data ${dir}/meta.json: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Runs pretraining.
+ * @returns the loop's result; the model's last checkpoint is in `values.out`.
+ */
+export async function runPretrain(
+  values: PretrainValues,
+  opts: { log?: (line: string) => void } = {},
+): Promise<LoopResult> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const meta = await readPrepareMeta(values.data);
+  const train = (await readShard(`${values.data}/train.bin`)).tokens;
+  const val = (await readShard(`${values.data}/val.bin`)).tokens;
+  let cfg = modelConfigFrom(values.preset, values.model, meta.vocabSize);
+  if (values.resume) {
+    // The checkpoint's own config wins over flags, so a resumed run is the same model.
+    const dir = await resolveCheckpoint(values.out);
+    if (dir) {
+      const ck = await loadCheckpoint(dir);
+      const run = ck.state.run as { model?: ModelConfig } | undefined;
+      if (run?.model) cfg = resolveConfig(run.model);
+    }
+  }
+  if (values.seqLen > cfg.max_seq_len) {
+    throw new Error(
+      `--seq-len ${values.seqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
+    );
+  }
+  const gpu = await getGpu();
+  const model = DeepSeekV3.create(gpu, cfg, { seed: values.seed });
+  const task = new PretrainTask(train, val, {
+    B: values.batchSize,
+    T: values.seqLen,
+    seed: values.seed,
+    evalBatches: values.evalBatches,
+  });
+  log(
+    `pretrain: ${cfg.n_layers} layers, dim ${cfg.dim}, ${model.arena.numParams} parameters; ` +
+      `${train.length} train / ${val.length} val tokens; ${task.batchesPerEpoch} batches per epoch; ` +
+      `adapter ${gpu.info.description}`,
+  );
+  try {
+    return await trainLoop(model, task, {
+      ...loopOptionsFrom(values),
+      runInfo: { ...values, model: cfg },
+      log,
+    });
+  } finally {
+    model.arena.destroy();
+  }
+}
+
+/** The loop settings a stage's common options give. */
+export function loopOptionsFrom(values: OptionValues<typeof COMMON_TRAIN_OPTIONS>) {
+  return {
+    runDir: values.out,
+    steps: values.steps,
+    gradAccum: values.gradAccum,
+    lr: values.lr,
+    warmupSteps: values.warmupSteps,
+    decayStartFraction: values.decayStartFraction,
+    minLrRatio: values.minLrRatio,
+    adamw: {
+      weightDecay: values.weightDecay,
+      beta1: values.beta1,
+      beta2: values.beta2,
+      maxGradNorm: values.maxGradNorm,
+    },
+    logEvery: values.logEvery,
+    evalEvery: values.evalEvery,
+    checkpointEvery: values.checkpointEvery,
+    keep: values.keep,
+    resume: values.resume,
+    progress: values.progress,
+  };
+}
