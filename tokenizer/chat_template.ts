@@ -68,7 +68,9 @@ export interface ToolCall {
 
 /** An OpenAI content part; only text parts are rendered. */
 export interface ContentPart {
+  /** `"text"` for text parts; other types (images, audio) are dropped. */
   type: string;
+  /** The text of a text part. */
   text?: string;
 }
 

@@ -112,6 +112,8 @@ export class StreamingDecoder {
   #decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
   /**
+   * Creates a decoder with no pending bytes.
+   *
    * @param source The tokenizer.
    * @param options See {@linkcode DecodeOptions}.
    */

@@ -59,6 +59,8 @@ export class ChunkEncoder {
   #rank = new Int32Array(1024);
 
   /**
+   * Creates an encoder with an empty cache.
+   *
    * @param rules The merge rules.
    * @param options `cacheSize`: chunks per cache generation (default 100 000; at most twice that
    *   are kept).

@@ -26,25 +26,41 @@ import { Tokenizer } from "./tokenizer.ts";
 
 /** An entry of `added_tokens` in `tokenizer.json`. */
 export interface HfAddedToken {
+  /** Token id. */
   id: number;
+  /** The token's text, e.g. `<|im_end|>`. */
   content: string;
+  /** Match only as a whole word (always false here). */
   single_word: boolean;
+  /** Swallow white space on the left (always false here: the template controls spacing). */
   lstrip: boolean;
+  /** Swallow white space on the right (always false here). */
   rstrip: boolean;
+  /** Match after normalization (false: there is no normalizer). */
   normalized: boolean;
+  /** Special: skipped by `decode(..., skip_special_tokens=True)` (true for all of ours). */
   special: boolean;
 }
 
 /** The `tokenizer.json` object this module writes. */
 export interface HfTokenizerJson {
+  /** Format version, `"1.0"`. */
   version: string;
+  /** No truncation: the data pipeline packs sequences itself. */
   truncation: null;
+  /** No padding: batches are built by the training loop. */
   padding: null;
+  /** The special tokens. */
   added_tokens: HfAddedToken[];
+  /** No normalizer: text is encoded exactly as given. */
   normalizer: null;
+  /** `Sequence` of `Split` (our regex, `Isolated`) and `ByteLevel` (`use_regex: false`). */
   pre_tokenizer: Record<string, unknown>;
+  /** No post-processor: BOS/EOS come from the template or the data pipeline. */
   post_processor: null;
+  /** `ByteLevel` decoder. */
   decoder: Record<string, unknown>;
+  /** The BPE model: vocab (token string -> id) and merges (`"left right"`, rank order). */
   model: {
     type: "BPE";
     dropout: null;
@@ -61,17 +77,29 @@ export interface HfTokenizerJson {
 
 /** The `tokenizer_config.json` fields this project reads and writes. */
 export interface TokenizerConfig {
+  /** `<|bos|>`. */
   bos_token: string;
+  /** `<|eos|>` (chat turns end with `<|im_end|>`; a server stops on both). */
   eos_token: string;
+  /** `<|pad|>`. */
   pad_token: string;
+  /** None: byte-level BPE can encode any input. */
   unk_token: null;
+  /** The other special tokens, in id order. */
   additional_special_tokens: string[];
+  /** Special tokens by id (as strings), as transformers writes them. */
   added_tokens_decoder: Record<string, Omit<HfAddedToken, "id">>;
+  /** False: the tokenizer never adds BOS by itself (the chat template writes it). */
   add_bos_token: boolean;
+  /** False: the tokenizer never adds EOS by itself. */
   add_eos_token: boolean;
+  /** The Jinja chat template (`CHAT_TEMPLATE`). */
   chat_template: string;
+  /** False: cleaning spaces on decode (`" ."` -> `"."`) would break round trips. */
   clean_up_tokenization_spaces: boolean;
+  /** Longest sequence the model is meant for. */
   model_max_length: number;
+  /** `PreTrainedTokenizerFast`, so `AutoTokenizer` needs no custom code. */
   tokenizer_class: string;
 }
 

@@ -43,7 +43,13 @@ export {
   type TrainFilesProgress,
   trainTokenizerFromFiles,
 } from "./corpus.ts";
-export { decodeBytes, decodeIds, type DecodeOptions, StreamingDecoder } from "./decode.ts";
+export {
+  decodeBytes,
+  decodeIds,
+  type DecodeOptions,
+  StreamingDecoder,
+  type TokenBytesSource,
+} from "./decode.ts";
 export { type AllowedSpecial, splitOnSpecials } from "./encode.ts";
 export {
   DEFAULT_MODEL_MAX_LENGTH,

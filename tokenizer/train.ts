@@ -54,6 +54,8 @@ export class ChunkCounter {
   #regex: RegExp;
 
   /**
+   * Creates an empty counter.
+   *
    * @param options `pattern`: pre-tokenizer pattern in `tokenizer.json` syntax (default ours).
    */
   constructor(options: { pattern?: string } = {}) {
