@@ -50,11 +50,12 @@ interface Case {
   shape: GroupedShape;
 }
 
-// Ragged: Kin/Kout not multiples of the 32x32 tile or the 16-step, strides with padding,
-// experts with no rows, experts with several row tiles (N=50, K=3 puts ~38 rows on each).
+// Ragged: Kin/Kout not multiples of the 64x64 tile or the 16-step, strides with padding, experts
+// with no rows, experts with a full and a partial row tile (N=150, K=2 puts ~100 rows on each of
+// three experts), several column tiles and several weight-gradient tiles.
 const CASES: Case[] = [
   { N: 7, K: 2, allowed: [0, 2, 4], shape: { E: 5, Kin: 19, Kout: 37, strideElems: 37 * 19 + 13 } },
-  { N: 50, K: 3, allowed: [0, 1, 3], shape: { E: 4, Kin: 70, Kout: 45, strideElems: 70 * 45 } },
+  { N: 150, K: 2, allowed: [0, 1, 3], shape: { E: 4, Kin: 70, Kout: 130, strideElems: 70 * 130 } },
   { N: 3, K: 1, allowed: [1], shape: { E: 2, Kin: 1, Kout: 1, strideElems: 64 } },
 ];
 
