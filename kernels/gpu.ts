@@ -23,6 +23,16 @@ const UNIFORM_SLOT = 256;
 /** Dispatches per batch before an automatic flush (bounded by the uniform buffer's size). */
 const MAX_DISPATCHES_PER_BATCH = 4096;
 
+/** Timestamp slots per batch while profiling. */
+const PROFILE_SLOTS = 1024;
+
+interface Profiler {
+  totals: Map<string, { ms: number; count: number }>;
+  pending: Promise<void>[];
+  labels: string[];
+  querySet: GPUQuerySet | null;
+}
+
 /** What `cli.ts info` prints about the adapter and the device we made from it. */
 export interface GpuInfo {
   /** Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
@@ -146,6 +156,7 @@ export class Gpu {
   totalDispatches = 0;
   /** Total submits since creation. */
   totalSubmits = 0;
+  private profiler: Profiler | null = null;
 
   constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: GpuInfo) {
     this.info = info;
@@ -202,7 +213,8 @@ export class Gpu {
   ): void {
     if (this.lostReason) throw new GpuError(`GPU device lost (${this.lostReason})`);
     if (workgroups[0] * workgroups[1] * workgroups[2] === 0) return;
-    if (this.dispatches >= MAX_DISPATCHES_PER_BATCH) this.submitBatch();
+    const profileFull = this.profiler !== null && this.profiler.labels.length >= PROFILE_SLOTS;
+    if (this.dispatches >= MAX_DISPATCHES_PER_BATCH || profileFull) this.submitBatch();
     const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
       binding: i,
       resource: { buffer: b.buffer, offset: b.offset, size: roundUp(b.size, 4) },
@@ -220,10 +232,14 @@ export class Gpu {
       layout: pipeline.getBindGroupLayout(0),
       entries,
     });
-    const pass = this.computePass();
+    const pass = this.profiler ? this.profiledPass(pipeline.label) : this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
     pass.dispatchWorkgroups(workgroups[0], workgroups[1], workgroups[2]);
+    if (this.profiler) {
+      pass.end();
+      this.pass = null;
+    }
     this.dispatches++;
     this.totalDispatches++;
     this.batchKernels.add(pipeline.label);
@@ -328,6 +344,88 @@ export class Gpu {
     this.pool.clear();
   }
 
+  /**
+   * Starts timing every dispatch with timestamp queries (one compute pass per dispatch, so it
+   * slows things down a little). Needs the `timestamp-query` feature.
+   * @throws when the adapter has no timestamp queries.
+   */
+  startProfiling(): void {
+    if (!this.device.features.has("timestamp-query")) {
+      throw new GpuError("profiling needs the timestamp-query feature, which this adapter lacks");
+    }
+    this.submitBatch();
+    this.profiler = { totals: new Map(), pending: [], labels: [], querySet: null };
+  }
+
+  /**
+   * Stops profiling and returns GPU time per kernel name (milliseconds, dispatch count),
+   * slowest first.
+   */
+  async stopProfiling(): Promise<{ kernel: string; ms: number; count: number }[]> {
+    const p = this.profiler;
+    if (!p) return [];
+    this.submitBatch();
+    await Promise.all(p.pending);
+    this.profiler = null;
+    return [...p.totals].map(([kernel, t]) => ({ kernel, ms: t.ms, count: t.count }))
+      .sort((a, b) => b.ms - a.ms);
+  }
+
+  private profiledPass(label: string): GPUComputePassEncoder {
+    const p = this.profiler!;
+    const encoder = this.currentEncoder(true);
+    p.querySet ??= this.device.createQuerySet({ type: "timestamp", count: 2 * PROFILE_SLOTS });
+    const i = p.labels.length;
+    p.labels.push(label);
+    const pass = encoder.beginComputePass({
+      timestampWrites: {
+        querySet: p.querySet,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+    this.pass = pass;
+    return pass;
+  }
+
+  /** Resolves this batch's timestamps (when profiling) into the totals, asynchronously. */
+  private resolveProfile(encoder: GPUCommandEncoder): (() => void) | null {
+    const p = this.profiler;
+    if (!p || !p.querySet || p.labels.length === 0) return null;
+    const n = p.labels.length, labels = p.labels, querySet = p.querySet;
+    const bytes = 16 * n;
+    const resolve = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = this.device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    encoder.resolveQuerySet(querySet, 0, 2 * n, resolve, 0);
+    encoder.copyBufferToBuffer(resolve, 0, read, 0, bytes);
+    p.labels = [];
+    p.querySet = null; // a fresh set per batch: the old one is read after the submit
+    return () => {
+      p.pending.push(
+        read.mapAsync(GPUMapMode.READ).then(() => {
+          const t = new BigUint64Array(read.getMappedRange());
+          for (let i = 0; i < n; i++) {
+            const ms = Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+            const e = p.totals.get(labels[i]) ?? { ms: 0, count: 0 };
+            e.ms += ms;
+            e.count++;
+            p.totals.set(labels[i], e);
+          }
+          read.unmap();
+          read.destroy();
+          resolve.destroy();
+          querySet.destroy();
+        }),
+      );
+    };
+  }
+
   private computePass(): GPUComputePassEncoder {
     if (!this.pass) this.pass = this.currentEncoder(false).beginComputePass();
     return this.pass;
@@ -358,8 +456,10 @@ export class Gpu {
       );
     }
     const kernels = [...this.batchKernels].join(", ");
+    const afterSubmit = this.resolveProfile(this.encoder);
     this.device.pushErrorScope("validation");
     this.device.queue.submit([this.encoder.finish()]);
+    afterSubmit?.();
     this.pendingErrors.push(
       this.device.popErrorScope().then((e) =>
         e ? `a batch of kernels [${kernels}] failed validation: ${e.message}` : null
