@@ -1,0 +1,107 @@
+/**
+ * Serving: sampling, the batched generation engine, OpenAI-compatible HTTP endpoints with tool
+ * calls, and a web chat page.
+ *
+ * - {@linkcode LanguageModel}: what a model must offer (batched incremental decoding).
+ * - {@linkcode Sampler}, {@linkcode StopStringMatcher} and the pure sampling functions.
+ * - {@linkcode Engine}: the request queue and continuous-batching loop.
+ * - {@linkcode parseToolCalls}, {@linkcode ToolCallStreamParser}: `<tool_call>` output to OpenAI
+ *   `tool_calls`.
+ * - {@linkcode CompletionService}: chat and text completions without HTTP.
+ * - {@linkcode createServer}, {@linkcode createHandler}: the HTTP server and the page at `/`.
+ * - {@linkcode loadForServing}: a model directory to serve (the model part awaits the GPU decoder).
+ *
+ * Left out: `n > 1`, logprobs, JSON mode, embeddings, prefix caching.
+ *
+ * @example
+ * ```ts ignore
+ * import { createServer } from "./serve/mod.ts";
+ * const server = createServer({ model, tokenizer, port: 8000 });
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatRun,
+  type CompletionRun,
+  CompletionService,
+  type OpenAIFinishReason,
+  type TextCompletion,
+  type ToolCallDelta,
+} from "./completions.ts";
+export {
+  ContextLengthError,
+  Engine,
+  type EngineOptions,
+  EngineOverloadedError,
+  type EngineStats,
+  type EngineTokenizer,
+  type FinishReason,
+  type GenerateOptions,
+  type Generation,
+  type GenerationResult,
+  type Usage,
+} from "./engine.ts";
+export {
+  type LoadedModel,
+  loadForServing,
+  loadModel,
+  type LoadModelOptions,
+  NotImplementedError,
+} from "./load.ts";
+export type { LanguageModel, SeqHandle, StepItem } from "./model_api.ts";
+export {
+  ApiError,
+  type ChatRequest,
+  type CommonRequest,
+  type CompletionRequest,
+  parseChatRequest,
+  parseCompletionRequest,
+  requireObject,
+  type ToolChoice,
+  type UsageBody,
+} from "./protocol.ts";
+export {
+  applyLogitBias,
+  applyPresenceFrequencyPenalty,
+  applyRepetitionPenalty,
+  argmax,
+  DEFAULT_SAMPLING,
+  minPMask,
+  resolveSampling,
+  Rng,
+  sampleIndex,
+  Sampler,
+  type SamplingParams,
+  softmax,
+  type StopMatch,
+  StopStringMatcher,
+  topKMask,
+  topPMask,
+} from "./sampling.ts";
+export {
+  type ConnectionInfo,
+  createHandler,
+  createServer,
+  DEFAULT_MAX_BODY_BYTES,
+  type Handler,
+  type HandlerOptions,
+  type RunningServer,
+  type ServerOptions,
+  type ServerTools,
+} from "./server.ts";
+export {
+  type OpenAIToolCall,
+  type ParsedReply,
+  parseToolCallBody,
+  parseToolCalls,
+  TOOL_CALL_CLOSE,
+  TOOL_CALL_OPEN,
+  toolCallId,
+  type ToolCallParseOptions,
+  type ToolCallStreamEvent,
+  ToolCallStreamParser,
+} from "./tool_calls.ts";
