@@ -7,6 +7,7 @@
  * @module
  */
 import { Command } from "commander";
+import { demoCommand } from "./cli/demo.ts";
 import { infoCommand } from "./cli/info.ts";
 import { prepareCommand } from "./cli/prepare.ts";
 import { pretrainCommand } from "./cli/pretrain.ts";
@@ -23,6 +24,7 @@ export function buildCli(): Command {
   program.addCommand(tokenizerCommand());
   program.addCommand(prepareCommand());
   program.addCommand(pretrainCommand());
+  program.addCommand(demoCommand());
   return program;
 }
 
