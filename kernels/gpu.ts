@@ -281,6 +281,19 @@ export class Gpu {
     await this.checkErrors();
   }
 
+  /**
+   * Drops everything encoded since the last submit without running it (after an exception in
+   * the middle of a step, whose half-encoded work must not run).
+   */
+  discard(): void {
+    if (this.pass) this.pass.end();
+    this.pass = null;
+    this.encoder = null;
+    this.dispatches = 0;
+    this.batchKernels = new Set();
+    if (this.profiler) this.profiler.labels = [];
+  }
+
   /** Copies a byte range back to the host (flushes first). */
   async read(b: Binding): Promise<ArrayBuffer> {
     const size = roundUp(b.size, 4);

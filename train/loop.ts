@@ -304,6 +304,7 @@ export async function trainLoop(
       checkpoint,
     };
   } catch (e) {
+    gpu.discard(); // the failed step's half-encoded work must not run
     bar.finish();
     await metrics.close().catch(() => {});
     throw e;
