@@ -9,6 +9,7 @@
 import { Command } from "commander";
 import { demoCommand } from "./cli/demo.ts";
 import { infoCommand } from "./cli/info.ts";
+import { modelCommand } from "./cli/model.ts";
 import { prepareCommand } from "./cli/prepare.ts";
 import { pretrainCommand } from "./cli/pretrain.ts";
 import { tokenizerCommand } from "./cli/tokenizer.ts";
@@ -21,6 +22,7 @@ export function buildCli(): Command {
     .showHelpAfterError()
     .configureOutput({ outputError: (s, write) => write(s) });
   program.addCommand(infoCommand());
+  program.addCommand(modelCommand());
   program.addCommand(tokenizerCommand());
   program.addCommand(prepareCommand());
   program.addCommand(pretrainCommand());
@@ -29,5 +31,12 @@ export function buildCli(): Command {
 }
 
 if (import.meta.main) {
-  await buildCli().parseAsync(["deno", "cli.ts", ...Deno.args]);
+  try {
+    await buildCli().parseAsync(["deno", "cli.ts", ...Deno.args]);
+  } catch (e) {
+    // A user error reads as one line; MINIDEEPSEEK_DEBUG=1 shows the stack.
+    const debug = Deno.env.get("MINIDEEPSEEK_DEBUG");
+    console.error(`error: ${debug ? (e as Error).stack : (e as Error).message ?? e}`);
+    Deno.exit(1);
+  }
 }
