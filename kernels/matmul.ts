@@ -107,8 +107,8 @@ export function matmulShape(
   return { M, N, K, Z: batch.reduce((p, d) => p * d, 1), batch, batchedA, batchedB };
 }
 
-/** One compiled specialization of the kernel. */
-export interface Spec {
+/** One compiled specialization of the GEMM kernel (what {@linkcode matmulSource} bakes in). */
+export interface MatmulSpec {
   transA: boolean;
   transB: boolean;
   /** A is read as vec4s (4 consecutive elements along its contiguous dim, aligned). */
@@ -147,14 +147,20 @@ function pickTile(
 }
 
 /**
- * WGSL of one specialization. Thread `lane` of workgroup (x, y, z) owns rows
- * m0 + i (i < TM) and columns col(j) (j < TN) of batch z:
- *   col(j) = n0 + lane * 4 + (j % 4) + 32 * (j / 4)   when B is read as vec4 along n,
+ * The WGSL of one specialization of the GEMM kernel (exported for bench/ experiments; kernels
+ * call {@linkcode matmulForward}). Bindings: A, B, C, then the params uniform.
+ *
+ * Thread `lane` of workgroup (x, y, z) owns rows m0 + i (i < TM) and columns col(j) (j < TN) of
+ * batch z, m0 = y * TM, n0 = x * L * TN:
+ *   col(j) = n0 + lane * 4 + (j % 4) + 32 * (j / 4)   with quadC (N % 4 == 0),
  *   col(j) = n0 + lane + 8 * j                        otherwise.
- * Rows and columns past M, N read garbage (robust-access clamped, never out of bounds) and are
- * not stored.
+ * Rows and columns past M, N read stray values (in bounds or robust-access zeros) that are never
+ * stored.
+ *
+ * @example const wgsl = matmulSource({ transA: false, transB: true, vecA: true, vecB: true,
+ *   TM: 12, TN: 16, quadC: true, tailK: false, accumulate: false });
  */
-export function matmulSource(s: Spec): string {
+export function matmulSource(s: MatmulSpec): string {
   const { transA, transB, vecA, vecB, TM, TN, quadC, tailK } = s;
   const col = (j: number) => quadC ? `n0 + ${(j & 3) + 32 * (j >> 2)}u` : `n0 + ${8 * j}u`;
   // One element of an operand, for the K tail (one k at a time).
@@ -337,7 +343,7 @@ export function matmulForward(out: Tensor, a: Tensor, b: Tensor, opts: MatmulOpt
   const quadC = N % 4 === 0, tailK = K % 4 !== 0;
   const [TM, TN] = pickTile(M, N, { quadM: transA && vecA, quadN: quadC, vec: vecA && vecB });
   const accumulate = Boolean(opts.accumulate);
-  const spec: Spec = { transA, transB, vecA, vecB, TM, TN, quadC, tailK, accumulate };
+  const spec: MatmulSpec = { transA, transB, vecA, vecB, TM, TN, quadC, tailK, accumulate };
   const gpu: Gpu = out.gpu;
   const flags = [transA, transB, vecA, vecB, quadC, tailK, accumulate].map(Number).join("");
   const key = `${flags}|${TM}x${TN}`;
