@@ -44,6 +44,8 @@ abstract class CpuModel implements LanguageModel {
   #next = 1;
   #seqs = new Map<SeqHandle, number[]>();
   #opened = 0;
+  #peak = 0;
+  #failNext: Error | undefined;
 
   constructor(vocabSize: number, options: CpuModelOptions, defaultId: string) {
     this.id = options.id ?? defaultId;
@@ -63,6 +65,20 @@ abstract class CpuModel implements LanguageModel {
     return this.#opened;
   }
 
+  /** Most sequences open at the same time so far. */
+  get peakSequences(): number {
+    return this.#peak;
+  }
+
+  /**
+   * Makes the next `step` throw, as a GPU error would.
+   *
+   * @param error The error to throw.
+   */
+  failNextStep(error: Error): void {
+    this.#failNext = error;
+  }
+
   newSequence(): SeqHandle {
     if (this.#seqs.size >= this.maxSequences) {
       throw new Error(`all ${this.maxSequences} sequences are in use`);
@@ -70,6 +86,7 @@ abstract class CpuModel implements LanguageModel {
     const h = this.#next++;
     this.#seqs.set(h, []);
     this.#opened++;
+    this.#peak = Math.max(this.#peak, this.#seqs.size);
     return h;
   }
 
@@ -96,6 +113,9 @@ abstract class CpuModel implements LanguageModel {
       }
     }
     if (this.#stepDelayMs > 0) await new Promise((r) => setTimeout(r, this.#stepDelayMs));
+    const fail = this.#failNext;
+    this.#failNext = undefined;
+    if (fail) throw fail;
     return items.map(({ seq, tokens }) => {
       const ctx = this.#seqs.get(seq);
       // Released while the step was in flight: the engine ignores these logits.
@@ -245,3 +265,51 @@ export function testTokenizer(): Tokenizer {
 
 /** The texts {@linkcode testTokenizer} was trained on, also handy for {@linkcode BigramModel}. */
 export const TEST_TEXTS: readonly string[] = TEST_CORPUS;
+
+/**
+ * A scripted chat assistant for tests and demos of the server, reading the ChatML prompt:
+ *
+ * - a prompt that ends inside a forced tool call (`<tool_call>` or `<tool_call>{"name": "f",
+ *   "arguments":`) is completed with arguments `{"city": "Karo"}`;
+ * - with tools shown, a last user message that mentions "weather" gets a `get_weather` call for
+ *   the word after "in" (default "Karo"), and "calculate X" a `calculator` call;
+ * - a tool result gets `The tool says: <result>`;
+ * - anything else gets `You said: <last user message>`.
+ *
+ * @param prompt The decoded prompt.
+ * @returns The reply text.
+ * @example
+ * ```ts ignore
+ * const model = new ScriptedModel(testTokenizer(), demoResponder);
+ * ```
+ */
+export function demoResponder(prompt: string): string {
+  const args = '{"city": "Karo"}';
+  const named = /<tool_call>\{"name": "[^"]*", "arguments":$/.exec(prompt);
+  if (named) return ` ${args}}</tool_call>`;
+  if (prompt.endsWith("<tool_call>")) {
+    return `{"name": "get_weather", "arguments": ${args}}</tool_call>`;
+  }
+  const turns = prompt.split("<|im_start|>");
+  const last = turns[turns.length - 2] ?? "";
+  if (last.startsWith("tool\n")) {
+    const result = /<tool_response>([\s\S]*?)<\/tool_response>/.exec(last)?.[1] ?? "";
+    return `The tool says: ${result}`;
+  }
+  const user = last.startsWith("user\n") ? last.slice(5).replace(/<\|im_end\|>\n?$/, "") : "";
+  if (prompt.includes("<tools>")) {
+    if (/weather/i.test(user)) {
+      const city = /\bin ([^\s?.!,]+)/.exec(user)?.[1] ?? "Karo";
+      return `<tool_call>{"name": "get_weather", "arguments": {"city": ${
+        JSON.stringify(city)
+      }}}</tool_call>`;
+    }
+    const calc = /calculate (.+?)[?.!]*$/i.exec(user);
+    if (calc) {
+      return `<tool_call>{"name": "calculator", "arguments": {"expression": ${
+        JSON.stringify(calc[1])
+      }}}</tool_call>`;
+    }
+  }
+  return `You said: ${user}`;
+}

@@ -19,11 +19,16 @@
  * the model was pretrained with, so a prompt reads as the start of a document (that token counts
  * as a prompt token); token-id prompts are used as given. Generation stops at `<|eos|>`.
  *
+ * Special tokens the model writes are counted but left out of the text (vLLM's default
+ * `skip_special_tokens`), except, in chat, `<tool_call>`, `</tool_call>`, `<think>` and
+ * `</think>`, which the reply parsers need.
+ *
  * @module
  */
 
 import { encodeChatPrompt } from "../tokenizer/chat_encode.ts";
 import { jinjaJson } from "../tokenizer/chat_template.ts";
+import { THINK_END_TOKEN, THINK_START_TOKEN } from "../tokenizer/special_tokens.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import {
   ContextLengthError,
@@ -38,6 +43,7 @@ import type { SamplingParams } from "./sampling.ts";
 import {
   type OpenAIToolCall,
   parseToolCalls,
+  TOOL_CALL_CLOSE,
   TOOL_CALL_OPEN,
   type ToolCallStreamEvent,
   ToolCallStreamParser,
@@ -163,6 +169,8 @@ export class CompletionService {
   /** The model name in responses. */
   readonly modelId: string;
   #chatStops: number[];
+  #hiddenChat: Set<number>;
+  #hiddenText: Set<number>;
 
   /**
    * @param engine The engine (whose tokenizer this must be).
@@ -175,6 +183,13 @@ export class CompletionService {
     this.tokenizer = tokenizer;
     this.modelId = options.modelId ?? engine.model.id;
     this.#chatStops = [tokenizer.imEndId, tokenizer.eosId, tokenizer.imStartId];
+    // Special tokens never reach the text (as with vLLM's skip_special_tokens), except in chat the
+    // markup the reply parsers read: tool calls and reasoning.
+    const shown = new Set([TOOL_CALL_OPEN, TOOL_CALL_CLOSE, THINK_START_TOKEN, THINK_END_TOKEN]);
+    this.#hiddenText = new Set(tokenizer.specialTokens.map((s) => s.id));
+    this.#hiddenChat = new Set(
+      tokenizer.specialTokens.filter((s) => !shown.has(s.content)).map((s) => s.id),
+    );
     tokenizer.specialId(TOOL_CALL_OPEN);
   }
 
@@ -214,6 +229,7 @@ export class CompletionService {
     const gen = this.#start(prompt, req, sampling, {
       forced,
       stopIds: this.#chatStops,
+      hidden: this.#hiddenChat,
       signal,
       param: "messages",
     });
@@ -330,6 +346,7 @@ export class CompletionService {
     const gen = this.#start(prompt, req, req.sampling, {
       forced: [],
       stopIds: [tok.eosId],
+      hidden: this.#hiddenText,
       signal,
       param: "prompt",
     });
@@ -385,7 +402,13 @@ export class CompletionService {
     prompt: number[],
     req: ChatRequest | CompletionRequest,
     sampling: Partial<SamplingParams>,
-    options: { forced: number[]; stopIds: number[]; signal?: AbortSignal; param: string },
+    options: {
+      forced: number[];
+      stopIds: number[];
+      hidden: ReadonlySet<number>;
+      signal?: AbortSignal;
+      param: string;
+    },
   ): Generation {
     try {
       return this.engine.generate(prompt, {
@@ -394,6 +417,7 @@ export class CompletionService {
         stop: req.stop,
         stopTokenIds: options.stopIds,
         forcedTokens: options.forced,
+        hiddenTokenIds: options.hidden,
         signal: options.signal,
       });
     } catch (e) {

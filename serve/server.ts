@@ -18,8 +18,9 @@
  * body over `maxBodyBytes`, 503 when the queue is full, 500 for anything unexpected.
  *
  * Requests run concurrently through one {@linkcode Engine}, which batches them. A client that
- * disconnects (the request's signal aborts, or the SSE stream is cancelled) cancels its generation
- * and frees its sequence. The server listens on loopback unless told otherwise; it sends no CORS
+ * disconnects (Deno cancels the response body: completions, streamed or not, answer with a body
+ * stream) cancels its generation and frees its sequence. So a non-streaming reply commits status
+ * 200 before generating; a model failure in mid-generation comes back as an error body with 200. The server listens on loopback unless told otherwise; it sends no CORS
  * headers, so other web sites cannot drive a local model from a visitor's browser.
  *
  * @example
@@ -229,28 +230,38 @@ type Route = {
 };
 
 /**
- * Runs `work` with an AbortController that fires when the client disconnects.
- *
- * Until the response is returned, the request's own signal tells (a client that leaves while a
- * non-streaming answer is generated). It is unhooked before returning, because Deno's legacy
- * behavior also aborts it after every successful response. After that, a streamed body learns of
- * a disconnect from its stream's `cancel` (see `sse`) and from `info.completed` rejecting.
+ * A JSON response whose body is written when `result` settles. The status (200) and headers go out
+ * at once so that the body stream exists: Deno cancels it when the client disconnects, which
+ * cancels the generation (`abort`). The request's own signal would also tell, but reading it makes
+ * Deno print a warning about its legacy abort-after-success behavior on every server start. The
+ * price: a model failure in mid-generation arrives as an OpenAI error body with status 200.
  */
-async function whileConnected(
-  req: Request,
-  info: ConnectionInfo,
-  work: (abort: AbortController) => Promise<Response>,
-): Promise<Response> {
-  const abort = new AbortController();
-  const onAbort = () => abort.abort();
-  req.signal.addEventListener("abort", onAbort, { once: true });
-  try {
-    const res = await work(abort);
-    info.completed?.catch(onAbort);
-    return res;
-  } finally {
-    req.signal.removeEventListener("abort", onAbort);
-  }
+function deferredJson(result: Promise<unknown>, abort: AbortController): Response {
+  const enc = new TextEncoder();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let text: string;
+      try {
+        text = JSON.stringify(await result);
+      } catch (e) {
+        if (abort.signal.aborted) return;
+        const err = e instanceof ApiError
+          ? e
+          : new ApiError(500, `generation failed: ${(e as Error).message}`);
+        text = JSON.stringify(err.toBody());
+      }
+      try {
+        controller.enqueue(enc.encode(text));
+        controller.close();
+      } catch {
+        // The client left meanwhile.
+      }
+    },
+    cancel() {
+      abort.abort();
+    },
+  });
+  return new Response(body, { headers: JSON_HEADERS });
 }
 
 /**
@@ -351,26 +362,26 @@ export function createHandler(options: HandlerOptions): Handler {
     ["/v1/chat/completions", {
       methods: ["POST"],
       auth: true,
-      run: (req, _rest, info) =>
-        whileConnected(req, info, async (abort) => {
-          const body = parseChatRequest(await readJsonBody(req, maxBody));
-          checkModel(body.model);
-          const run = service.startChat(body, abort.signal);
-          if (body.stream) return sse(run.chunks(), abort);
-          return json(await run.response());
-        }),
+      run: async (req, _rest, info) => {
+        const body = parseChatRequest(await readJsonBody(req, maxBody));
+        checkModel(body.model);
+        const abort = new AbortController();
+        info.completed?.catch(() => abort.abort());
+        const run = service.startChat(body, abort.signal);
+        return body.stream ? sse(run.chunks(), abort) : deferredJson(run.response(), abort);
+      },
     }],
     ["/v1/completions", {
       methods: ["POST"],
       auth: true,
-      run: (req, _rest, info) =>
-        whileConnected(req, info, async (abort) => {
-          const body = parseCompletionRequest(await readJsonBody(req, maxBody));
-          checkModel(body.model);
-          const run = service.startCompletion(body, abort.signal);
-          if (body.stream) return sse(run.chunks(), abort);
-          return json(await run.response());
-        }),
+      run: async (req, _rest, info) => {
+        const body = parseCompletionRequest(await readJsonBody(req, maxBody));
+        checkModel(body.model);
+        const abort = new AbortController();
+        info.completed?.catch(() => abort.abort());
+        const run = service.startCompletion(body, abort.signal);
+        return body.stream ? sse(run.chunks(), abort) : deferredJson(run.response(), abort);
+      },
     }],
     ["/api/tools", {
       methods: ["GET"],
