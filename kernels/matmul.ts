@@ -68,8 +68,9 @@ export interface MatmulShape {
   Z: number;
   /** Leading dims of the batched operand(s). */
   batch: number[];
-  /** Whether A / B carry the batch (false: 2-D, shared by every batch entry). */
+  /** Whether A carries the batch (false: 2-D, shared by every batch entry). */
   batchedA: boolean;
+  /** Whether B carries the batch (false: 2-D, shared by every batch entry). */
   batchedB: boolean;
 }
 
@@ -109,10 +110,13 @@ export function matmulShape(
 
 /** One compiled specialization of the GEMM kernel (what {@linkcode matmulSource} bakes in). */
 export interface MatmulSpec {
+  /** A is stored [K, M]. */
   transA: boolean;
+  /** B is stored [N, K]. */
   transB: boolean;
-  /** A is read as vec4s (4 consecutive elements along its contiguous dim, aligned). */
+  /** A is read as vec4s: 4 consecutive elements along its contiguous dim (K, or M with transA). */
   vecA: boolean;
+  /** B is read as vec4s: 4 consecutive elements along its contiguous dim (N, or K with transB). */
   vecB: boolean;
   /** Output rows per thread (a multiple of 4 when A^T is read as vec4). */
   TM: number;
@@ -122,6 +126,7 @@ export interface MatmulSpec {
   quadC: boolean;
   /** K % 4 != 0: the kernel needs the one-k-at-a-time tail loop. */
   tailK: boolean;
+  /** C += instead of C =. */
   accumulate: boolean;
 }
 
@@ -150,10 +155,10 @@ function pickTile(
  * The WGSL of one specialization of the GEMM kernel (exported for bench/ experiments; kernels
  * call {@linkcode matmulForward}). Bindings: A, B, C, then the params uniform.
  *
- * Thread `lane` of workgroup (x, y, z) owns rows m0 + i (i < TM) and columns col(j) (j < TN) of
- * batch z, m0 = y * TM, n0 = x * L * TN:
- *   col(j) = n0 + lane * 4 + (j % 4) + 32 * (j / 4)   with quadC (N % 4 == 0),
- *   col(j) = n0 + lane + 8 * j                        otherwise.
+ * Thread `lane` of workgroup (x, y, z) owns rows y * TM + i (i < TM) and columns col(j) (j < TN)
+ * of batch z:
+ *   col(j) = x * L * TN + lane * 4 + (j % 4) + 32 * (j / 4)   with quadC (N % 4 == 0),
+ *   col(j) = x * L * TN + lane + 8 * j                        otherwise.
  * Rows and columns past M, N read stray values (in bounds or robust-access zeros) that are never
  * stored.
  *
@@ -510,9 +515,13 @@ export interface MatmulCpuOptions {
   aShape: readonly number[];
   /** Shape of `b` ([...batch, K, N], or [..., N, K] with transB). */
   bShape: readonly number[];
+  /** As {@linkcode MatmulOptions.transA}. */
   transA?: boolean;
+  /** As {@linkcode MatmulOptions.transB}. */
   transB?: boolean;
+  /** As {@linkcode MatmulOptions.alpha}. */
   alpha?: number;
+  /** As {@linkcode MatmulOptions.sumBatch}. */
   sumBatch?: boolean;
   /** Initial output to add into (the `accumulate` of the GPU launcher). */
   out?: ArrayLike<number>;

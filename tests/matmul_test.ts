@@ -144,13 +144,15 @@ Deno.test(
 
 Deno.test("the same matmul run twice gives identical bits", GPU_TEST, async () => {
   const gpu = await testGpu();
-  const [M, N, K] = [67, 45, 129];
-  const a = Tensor.from(gpu, randn(M * K, 11), [M, K]);
-  const b = Tensor.from(gpu, randn(N * K, 12), [N, K]);
-  const o1 = Tensor.empty(gpu, [M, N]), o2 = Tensor.empty(gpu, [M, N]);
-  matmulForward(o1, a, b, { transB: true });
-  matmulForward(o2, a, b, { transB: true });
-  assertSameBits(await o1.readF32(), await o2.readF32(), "matmul rerun");
+  // scalar loads with a K tail, then the vec4 12x16 path
+  for (const [M, N, K] of [[67, 45, 129], [40, 136, 64]]) {
+    const a = Tensor.from(gpu, randn(M * K, 11), [M, K]);
+    const b = Tensor.from(gpu, randn(N * K, 12), [N, K]);
+    const o1 = Tensor.empty(gpu, [M, N]), o2 = Tensor.empty(gpu, [M, N]);
+    matmulForward(o1, a, b, { transB: true });
+    matmulForward(o2, a, b, { transB: true });
+    assertSameBits(await o1.readF32(), await o2.readF32(), `matmul rerun ${M}x${N}x${K}`);
+  }
 });
 
 Deno.test("the CPU matmul backward matches finite differences for every transpose", () => {
