@@ -61,6 +61,7 @@ export const APP_JS: string = String.raw`"use strict";
   }
   function setStatus(text, kind) {
     els.status.textContent = text;
+    els.status.title = text;
     els.status.className = "status " + (kind || "");
   }
 

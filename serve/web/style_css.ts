@@ -25,7 +25,7 @@ html, body { height: 100%; margin: 0; }
 body {
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "Noto Sans CJK SC", sans-serif;
   background: var(--bg); color: var(--text);
-  display: grid; grid-template-rows: auto 1fr; grid-template-columns: 300px 1fr;
+  display: grid; grid-template-rows: auto minmax(0, 1fr); grid-template-columns: 300px minmax(0, 1fr);
   grid-template-areas: "top top" "side main";
 }
 header {
@@ -36,8 +36,14 @@ header {
 .brand img { width: 22px; height: 22px; }
 .model { color: var(--muted); font-size: 13px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
 .spacer { flex: 1; }
-.status { font-size: 13px; color: var(--muted); display: inline-flex; align-items: center; gap: 6px; }
-.status::before { content: ""; width: 8px; height: 8px; border-radius: 50%; background: var(--muted); }
+.status {
+  font-size: 13px; color: var(--muted); display: inline-flex; align-items: center; gap: 6px;
+  min-width: 0; white-space: nowrap; overflow: hidden;
+}
+header button { flex: none; white-space: nowrap; }
+.status::before {
+  content: ""; flex: none; width: 8px; height: 8px; border-radius: 50%; background: var(--muted);
+}
 .status.ok::before { background: #2f9e44; }
 .status.busy::before { background: #f08c00; }
 .status.error::before { background: #e03131; }
@@ -56,17 +62,18 @@ aside {
 }
 aside h2 { font-size: 12px; text-transform: uppercase; letter-spacing: 0.8px; color: var(--muted); margin: 0; }
 label { display: flex; flex-direction: column; gap: 6px; font-size: 13px; font-weight: 550; }
-label .hint { font-weight: 400; color: var(--muted); font-size: 12px; }
+.hint { font-weight: 400; color: var(--muted); font-size: 12px; }
+#tools-note { margin: 4px 0 0 26px; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
 .row { display: flex; align-items: center; justify-content: space-between; gap: 8px; }
 textarea, input[type="number"], input[type="password"], input[type="text"] {
   font: inherit; color: var(--text); background: var(--bg); border: 1px solid var(--border);
-  border-radius: 8px; padding: 8px 10px; width: 100%;
+  border-radius: 8px; padding: 8px 10px; width: 100%; font-weight: 400;
 }
 textarea:focus, input:focus { outline: 2px solid color-mix(in srgb, var(--accent) 40%, transparent); border-color: var(--accent); }
 #system { min-height: 90px; resize: vertical; }
 input[type="range"] { width: 100%; accent-color: var(--accent); }
 .check { flex-direction: row; align-items: center; gap: 8px; font-weight: 500; }
-main { grid-area: main; display: flex; flex-direction: column; min-height: 0; }
+main { grid-area: main; display: flex; flex-direction: column; min-height: 0; min-width: 0; }
 #log { flex: 1; overflow-y: auto; padding: 24px 0 12px; }
 .inner { max-width: 820px; margin: 0 auto; padding: 0 20px; }
 #empty { color: var(--muted); text-align: center; margin-top: 18vh; }
@@ -105,9 +112,16 @@ pre { margin: 6px 0 0; font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, mo
 .footnote { max-width: 820px; margin: 6px auto 0; padding: 0 20px; font-size: 11.5px; color: var(--muted); }
 [hidden] { display: none !important; }
 @media (max-width: 760px) {
-  body { grid-template-columns: 1fr; grid-template-areas: "top" "main"; }
+  body { grid-template-columns: minmax(0, 1fr); grid-template-areas: "top" "main"; }
+  header { padding: 8px 12px; gap: 8px; }
+  .brand { font-size: 14px; }
+  .status { font-size: 0; gap: 0; } /* just the dot; the text stays in the title */
+  header button { padding: 6px 9px; }
+  .model { display: none; }
   #toggle-settings { display: inline-block; }
-  aside { display: none; position: fixed; top: 52px; left: 0; right: 0; z-index: 5; border-bottom: 1px solid var(--border); }
+  .msg, .inner, .footnote { padding: 0 12px; }
+  #composer button { min-width: 64px; }
+  aside { display: none; position: fixed; top: 50px; left: 0; right: 0; z-index: 5; border-bottom: 1px solid var(--border); }
   aside.open { display: flex; }
 }
 `;
