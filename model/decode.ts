@@ -30,8 +30,11 @@
  * runs the MTP module at the positions whose next token is known,
  * `h' = eh_proj [hnorm(h_j) ; enorm(Emb(t_{j+1}))]`, one block, `shared_head.norm`, the shared
  * head, and returns logits for token j + 2: a draft that the next main step verifies.
- * {@linkcode generateGreedy} puts it together; under greedy sampling its output equals plain
- * decoding token for token. Only the first MTP module is used for drafting.
+ * {@linkcode Decoder.greedyStep} is the fused steady state of greedy self-speculation: it verifies
+ * drafts, picks the greedy tokens on the GPU, runs the MTP at the same positions and reads back
+ * only token ids, one readback per step (on lavapipe a readback alone costs ~11 ms, as much as a
+ * nano decode step's compute). {@linkcode generateGreedy} puts it together; its output equals
+ * plain greedy decoding token for token. Only the first MTP module is used for drafting.
  *
  * Weights: W_UK / W_UV are copied out of `kv_b_proj` when the decoder is made; call
  * {@linkcode Decoder.syncWeights} after changing the model's parameters.
@@ -45,9 +48,10 @@ import { noGrad } from "../kernels/autograd.ts";
 import { concatLastDim, copyColumns, sliceLastDim, transpose12 } from "../kernels/copy.ts";
 import { add } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
-import type { Gpu } from "../kernels/gpu.ts";
+import { type Gpu, roundUp } from "../kernels/gpu.ts";
 import { latentAttentionForward, latentCacheWrite } from "../kernels/latent_attention.ts";
 import { linear, matmul } from "../kernels/matmul.ts";
+import { reduceForward } from "../kernels/reduce.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { ropeForward } from "../kernels/rope.ts";
 import { Scope, Tensor, unscoped } from "../kernels/tensor.ts";
@@ -77,6 +81,19 @@ export interface DecoderOptions {
   mtp?: boolean;
   /** Name reported as the `LanguageModel` id (default `minideepseek`). */
   id?: string;
+}
+
+/** What {@linkcode Decoder.greedyStep} settled for one item. */
+export interface GreedyStepResult {
+  /** How many of the item's drafts (`tokens[1..]`) the main model's greedy tokens confirmed. */
+  accepted: number;
+  /**
+   * The tokens this step settled, in order: the accepted drafts, then the main model's greedy
+   * token after them (the next pending token).
+   */
+  tokens: number[];
+  /** The MTP module's greedy draft of the token after `tokens`' last; -1 without drafting. */
+  draft: number;
 }
 
 /** The absorbed halves of one layer's `kv_b_proj`. */
@@ -323,24 +340,15 @@ export class Decoder {
     }
     const plan = this.#plan(items, this.#mtpLen, this.#len, "mtpStep");
     if (plan.items.length === 0) return [];
-    const cfg = this.#cfg, S = this.maxSequences, L = this.maxSeqLen;
-    const Lm = cfg.n_layers, pre = `model.layers.${Lm}`, eps = cfg.norm_eps;
-    const hidden = this.#hidden, cache = this.#mtpCache;
-    const p = (n: string) => this.#model.param(n);
+    const cfg = this.#cfg, S = this.maxSequences, L = this.maxSeqLen, hidden = this.#hidden;
     const logits = await this.#run(plan, (t) => {
-      const h = embedding(hidden.reshape([S * L, cfg.dim]), t.flat); // [N, D]
-      const e = rmsnorm(
-        embedding(p("model.embed_tokens.weight"), t.ids),
-        p(`${pre}.enorm.weight`),
-        {
-          eps,
-        },
+      const h = embedding(hidden.reshape([S * L, cfg.dim]), t.flat); // [N, D] stored states
+      const x = this.#mtpBody(h, t.ids, t);
+      return this.#head(
+        embedding(x, t.last),
+        `model.layers.${cfg.n_layers}.shared_head.norm.weight`,
       );
-      const hn = rmsnorm(h, p(`${pre}.hnorm.weight`), { eps });
-      let x = linear(concatLastDim([hn, e]), p(`${pre}.eh_proj.weight`)); // [N, D]
-      x = this.#block(Lm, x, cache, t);
-      return this.#head(embedding(x, t.last), `${pre}.shared_head.norm.weight`);
-    });
+    }) as Float32Array;
     for (const it of plan.items) this.#mtpLen[it.slot] += it.count;
     return this.#split(logits, plan, false).map((l) => l[0]);
   }
@@ -358,22 +366,118 @@ export class Decoder {
     this.#hidden?.dispose();
   }
 
+  /**
+   * One greedy step with drafts verified on the GPU, and (with MTP) the next draft made in the
+   * same submission: the main model runs on every item's tokens, its greedy token at each
+   * position is picked on the GPU (row argmax), and the MTP module runs at the same positions
+   * with those tokens as the next ones. One small readback per step, no logits leave the GPU.
+   *
+   * Per item, `tokens[0]` is the pending token (already settled: sampled but not yet in the
+   * cache) and `tokens[1..]` are drafts of the tokens after it. Draft i is accepted when it
+   * equals the main model's greedy token after position i - 1 and every draft before it was
+   * accepted; the cache keeps the pending token and the accepted drafts, the rest is rolled back.
+   *
+   * @param items Per sequence `[pending, ...drafts]`.
+   * @param opts.draft Run the MTP module for the next draft (default: whether the decoder has
+   *   MTP). Needs the MTP cache level with the main one ({@linkcode mtpStep} after a prefill).
+   * @returns Per item what the step settled.
+   * @throws {Error} As {@linkcode step}; when drafting without `{ mtp: true }`, or with an MTP
+   *   cache behind the main one.
+   */
+  async greedyStep(
+    items: readonly DecodeItem[],
+    opts: { draft?: boolean } = {},
+  ): Promise<GreedyStepResult[]> {
+    const draft = opts.draft ?? this.hasMtp;
+    if (draft && !this.hasMtp) {
+      throw new Error("greedyStep: drafting needs a Decoder made with { mtp: true }");
+    }
+    const plan = this.#plan(items, this.#len, null, "greedyStep");
+    if (draft) {
+      for (const [k, it] of plan.items.entries()) {
+        if (this.#mtpLen[it.slot] !== this.#len[it.slot]) {
+          throw new Error(
+            `greedyStep: sequence ${items[k].seq} has ${this.#mtpLen[it.slot]} MTP positions ` +
+              `but ${this.#len[it.slot]} main ones; bring the MTP cache level with mtpStep first`,
+          );
+        }
+      }
+    }
+    if (plan.items.length === 0) return [];
+    const N = plan.ids.length, Np = roundUp(N, 64); // two i32 halves 256-byte aligned
+    const cfg = this.#cfg, gpu = this.#gpu;
+    const picks = await this.#run(plan, (t) => {
+      const x = this.#mainBody(t); // [N, D]
+      const picked = Tensor.empty(gpu, [2 * Np], "i32");
+      const greedy = picked.view([N], 0), drafts = picked.view([N], Np);
+      const rowMax = (logits: Tensor, arg: Tensor) =>
+        reduceForward(Tensor.empty(gpu, [N]), logits, { op: "max", argmax: arg });
+      rowMax(this.#head(x, "model.norm.weight"), greedy);
+      if (draft) {
+        // MTP position j takes token j + 1: the main model's greedy pick at j, which is right
+        // for every position the step keeps (the pending token's and the accepted drafts').
+        const m = this.#mtpBody(x, greedy, t);
+        rowMax(this.#head(m, `model.layers.${cfg.n_layers}.shared_head.norm.weight`), drafts);
+      }
+      return picked;
+    }) as Int32Array;
+    let row = 0;
+    return plan.items.map((it, k) => {
+      const toks = items[k].tokens;
+      let a = 0;
+      while (a + 1 < it.count && toks[a + 1] === picks[row + a]) a++;
+      const res: GreedyStepResult = {
+        accepted: a,
+        tokens: [...toks.slice(1, a + 1), picks[row + a]],
+        draft: draft ? picks[Np + row + a] : -1,
+      };
+      this.#len[it.slot] += a + 1;
+      if (draft) this.#mtpLen[it.slot] = this.#len[it.slot];
+      row += it.count;
+      return res;
+    });
+  }
+
   async #mainStep(items: readonly DecodeItem[], all: boolean): Promise<Float32Array[][]> {
     const plan = this.#plan(items, this.#len, null, "step");
     if (plan.items.length === 0) return [];
-    const cfg = this.#cfg, hidden = this.#hidden;
     const logits = await this.#run(plan, (t) => {
-      let x = embedding(this.#model.param("model.embed_tokens.weight"), t.ids); // [N, D]
-      for (let i = 0; i < cfg.n_layers; i++) x = this.#block(i, x, this.#caches[i], t);
-      if (hidden) latentCacheWrite(hidden, { c: x, where: t.where });
+      const x = this.#mainBody(t);
       return this.#head(all ? x : embedding(x, t.last), "model.norm.weight"); // [N or I, V]
-    });
+    }) as Float32Array;
     for (const it of plan.items) this.#len[it.slot] += it.count;
     return this.#split(logits, plan, all);
   }
 
-  /** Uploads the plan, encodes `body` under noGrad in a scope, and reads its logits back. */
-  async #run(plan: Plan, body: (t: StepTensors) => Tensor): Promise<Float32Array> {
+  /**
+   * The main model on the step's tokens, appending to every layer's cache (and the hidden-state
+   * store): returns the final hidden states [N, D], before the final norm.
+   */
+  #mainBody(t: StepTensors): Tensor {
+    let x = embedding(this.#model.param("model.embed_tokens.weight"), t.ids); // [N, D]
+    for (let i = 0; i < this.#cfg.n_layers; i++) x = this.#block(i, x, this.#caches[i], t);
+    if (this.#hidden) latentCacheWrite(this.#hidden, { c: x, where: t.where });
+    return x;
+  }
+
+  /**
+   * The first MTP module at the step's positions, appending to its cache: `h` [N, D] the main
+   * model's hidden states there, `next` i32 [N] the token after each. Returns [N, D] before
+   * `shared_head.norm`.
+   */
+  #mtpBody(h: Tensor, next: Tensor, t: StepTensors): Tensor {
+    const cfg = this.#cfg, Lm = cfg.n_layers, pre = `model.layers.${Lm}`, eps = cfg.norm_eps;
+    const p = (n: string) => this.#model.param(n);
+    const e = rmsnorm(embedding(p("model.embed_tokens.weight"), next), p(`${pre}.enorm.weight`), {
+      eps,
+    });
+    const hn = rmsnorm(h, p(`${pre}.hnorm.weight`), { eps });
+    const x = linear(concatLastDim([hn, e]), p(`${pre}.eh_proj.weight`)); // [N, D]
+    return this.#block(Lm, x, this.#mtpCache!, t);
+  }
+
+  /** Uploads the plan, encodes `body` under noGrad in a scope, and reads its result back. */
+  async #run(plan: Plan, body: (t: StepTensors) => Tensor): Promise<Float32Array | Int32Array> {
     const scope = new Scope();
     try {
       const gpu = this.#gpu, N = plan.ids.length;
@@ -386,8 +490,8 @@ export class Decoder {
         cos: embedding(this.#model.rope.cos, pos),
         sin: embedding(this.#model.rope.sin, pos),
       };
-      const logits = noGrad(() => body(t));
-      return await logits.readF32();
+      const out = noGrad(() => body(t));
+      return (await out.read()) as Float32Array | Int32Array;
     } finally {
       scope.dispose();
     }
@@ -568,7 +672,7 @@ export interface GenerateOptions {
 export interface GenerateStats {
   /** Main-model steps, the prefill included. */
   steps: number;
-  /** MTP steps (the prefill's included). */
+  /** Separate MTP calls: the catch-up after the prefill (later drafts ride on the main steps). */
   mtpSteps: number;
   /** Drafts fed to the main model for verification. */
   drafted: number;
@@ -632,27 +736,26 @@ export async function generateGreedy(
       if (hist[i].length > decoder.maxSeqLen) active.delete(i); // the pending token cannot go in
       if (took.length) opts.onTokens?.(i, took);
     };
-    const redraft = async () => {
-      const idx = [...active];
-      if (!spec || idx.length === 0) return;
-      // MTP positions m .. len-1 use the tokens after them: hist[m + 1 .. len]
-      const items = idx.map((i) => {
-        const m = decoder.mtpLength(seqs[i]), len = decoder.length(seqs[i]);
-        return { seq: seqs[i], tokens: hist[i].slice(m + 1, len + 1) };
-      });
-      const logits = await decoder.mtpStep(items);
-      stats.mtpSteps++;
-      idx.forEach((i, k) => {
-        const position = hist[i].length; // the drafted token's position
-        const d = argmax(logits[k]);
-        draft[i] = opts.draftOverride ? opts.draftOverride(i, position, d) : d;
-      });
+    const setDraft = (i: number, d: number) => {
+      const position = hist[i].length; // the drafted token's position
+      draft[i] = opts.draftOverride ? opts.draftOverride(i, position, d) : d;
     };
 
     const first = await decoder.step(prompts.map((p, i) => ({ seq: seqs[i], tokens: p })));
     stats.steps++;
     prompts.forEach((_, i) => settle(i, [argmax(first[i])]));
-    await redraft();
+    if (spec) {
+      // the MTP catches up with the prompt (positions 0..n-1, the last one's next token being
+      // the one just settled) and drafts the token after it
+      const idx = [...active];
+      if (idx.length) {
+        const logits = await decoder.mtpStep(
+          idx.map((i) => ({ seq: seqs[i], tokens: hist[i].slice(1) })),
+        );
+        stats.mtpSteps++;
+        idx.forEach((i, k) => setDraft(i, argmax(logits[k])));
+      }
+    }
     while (active.size) {
       const idx = [...active];
       const items = idx.map((i) => {
@@ -663,23 +766,16 @@ export async function generateGreedy(
           out[i].length + 1 < opts.maxTokens;
         return { seq: seqs[i], tokens: useDraft ? [pending, d!] : [pending] };
       });
-      const logits = await decoder.stepAll(items);
+      const res = await decoder.greedyStep(items, { draft: spec });
       stats.steps++;
       idx.forEach((i, k) => {
-        const g1 = argmax(logits[k][0]);
-        if (items[k].tokens.length === 1) return settle(i, [g1]);
-        const d = items[k].tokens[1];
-        stats.drafted++;
-        if (g1 === d) {
-          stats.accepted++;
-          settle(i, [d, argmax(logits[k][1])]);
-        } else {
-          decoder.truncate(seqs[i], decoder.length(seqs[i]) - 1); // drop the draft's position
-          settle(i, [g1]);
+        if (items[k].tokens.length > 1) {
+          stats.drafted++;
+          stats.accepted += res[k].accepted;
         }
+        settle(i, res[k].tokens);
+        if (spec) setDraft(i, res[k].draft);
       });
-      for (const i of idx) draft[i] = null;
-      await redraft();
     }
   } finally {
     for (const s of seqs) decoder.release(s);

@@ -258,6 +258,18 @@ Deno.test(
     const plain = await generateGreedy(dec, prompts, { maxTokens });
     assert.equal(plain.stats.drafted, 0);
     assert.deepEqual(plain.tokens.map((t) => t.length), [24, 24, 24]);
+    // the server's path (logits read back, argmax on the host) gives the same tokens
+    {
+      const seq = dec.newSequence();
+      let [l] = await dec.step([{ seq, tokens: prompts[1] }]);
+      const manual = [argmax(l)];
+      while (manual.length < maxTokens) {
+        [l] = await dec.step([{ seq, tokens: [manual[manual.length - 1]] }]);
+        manual.push(argmax(l));
+      }
+      dec.release(seq);
+      assert.deepEqual(manual, plain.tokens[1]);
+    }
     // each prompt alone, plain, gives the same tokens as the batch
     for (const [i, p] of prompts.entries()) {
       assert.deepEqual((await generateGreedy(dec, [p], { maxTokens })).tokens[0], plain.tokens[i]);
@@ -326,5 +338,38 @@ Deno.test(
     assert.ok(steps < plain.stats.steps, `${steps} vs ${plain.stats.steps} steps`);
     assert.equal(argmax(new Float32Array([0, 2, 2])), 1);
     dec.dispose();
+  },
+);
+
+Deno.test(
+  "greedyStep() keeps the accepted prefix of several drafts and rolls back the rest",
+  GPU_TEST,
+  async () => {
+    const model = await tinyModel(11);
+    const V = model.cfg.vocab_size;
+    const prompt = [...randint(9, 51, V)], n = prompt.length;
+    const dec = new Decoder(model, { maxBatch: 2, mtp: true });
+    const want = (await generateGreedy(dec, [prompt], { maxTokens: 6 })).tokens[0];
+    const seq = dec.newSequence();
+    const [l] = await dec.step([{ seq, tokens: prompt }]);
+    assert.equal(argmax(l), want[0]);
+    await assert.rejects(dec.greedyStep([{ seq, tokens: [want[0]] }]), /bring the MTP cache level/);
+    // drafts: right, wrong, (right but after a wrong one)
+    const wrong = (want[2] + 1) % V;
+    let [r] = await dec.greedyStep([{ seq, tokens: [want[0], want[1], wrong, want[3]] }], {
+      draft: false,
+    });
+    assert.deepEqual(r, { accepted: 1, tokens: [want[1], want[2]], draft: -1 });
+    assert.equal(dec.length(seq), n + 2);
+    // the rejected positions were rolled back: decoding goes on as if they were never fed
+    [r] = await dec.greedyStep([{ seq, tokens: [want[2]] }], { draft: false });
+    assert.deepEqual(r.tokens, [want[3]]);
+    [r] = await dec.greedyStep([{ seq, tokens: [want[3], want[4]] }], { draft: false });
+    assert.deepEqual(r, { accepted: 1, tokens: [want[4], want[5]], draft: -1 });
+    dec.dispose();
+    const plainDec = new Decoder(model, { maxBatch: 1 });
+    const s2 = plainDec.newSequence();
+    await assert.rejects(plainDec.greedyStep([{ seq: s2, tokens: [1] }], { draft: true }), /mtp/);
+    plainDec.dispose();
   },
 );
