@@ -54,11 +54,17 @@ export type OpenAIFinishReason = "stop" | "length" | "tool_calls";
 
 /** A `chat.completion` response. */
 export interface ChatCompletion {
+  /** `chatcmpl-` + 24 hex digits. */
   id: string;
+  /** Always `chat.completion`. */
   object: "chat.completion";
+  /** Unix time in seconds. */
   created: number;
+  /** The served model's name. */
   model: string;
+  /** Always null (no fingerprinting). */
   system_fingerprint: null;
+  /** The one choice. */
   choices: [{
     index: 0;
     message: {
@@ -70,46 +76,65 @@ export interface ChatCompletion {
     logprobs: null;
     finish_reason: OpenAIFinishReason;
   }];
+  /** Token counts. */
   usage: UsageBody;
 }
 
 /** A tool-call fragment inside a streamed delta. */
 export interface ToolCallDelta {
+  /** Which call of the reply this fragment belongs to. */
   index: number;
+  /** The call id, in the call's first fragment. */
   id?: string;
+  /** `function`, in the call's first fragment. */
   type?: "function";
+  /** The name (first fragment) and a piece of the arguments JSON. */
   function: { name?: string; arguments: string };
 }
 
 /** A `chat.completion.chunk` (one server-sent event). */
 export interface ChatCompletionChunk {
+  /** The completion id, the same in every chunk. */
   id: string;
+  /** Always `chat.completion.chunk`. */
   object: "chat.completion.chunk";
+  /** Unix time in seconds. */
   created: number;
+  /** The served model's name. */
   model: string;
+  /** Always null. */
   system_fingerprint: null;
+  /** One choice; empty in the final usage chunk. */
   choices: {
     index: 0;
     delta: { role?: "assistant"; content?: string; tool_calls?: ToolCallDelta[] };
     logprobs: null;
     finish_reason: OpenAIFinishReason | null;
   }[];
+  /** With `stream_options.include_usage`: null, then the counts in the last chunk. */
   usage?: UsageBody | null;
 }
 
 /** A `text_completion` response or stream chunk. */
 export interface TextCompletion {
+  /** `cmpl-` + 24 hex digits. */
   id: string;
+  /** Always `text_completion`. */
   object: "text_completion";
+  /** Unix time in seconds. */
   created: number;
+  /** The served model's name. */
   model: string;
+  /** Always null. */
   system_fingerprint: null;
+  /** One choice; empty in the final usage chunk of a stream. */
   choices: {
     index: 0;
     text: string;
     logprobs: null;
     finish_reason: OpenAIFinishReason | null;
   }[];
+  /** Token counts (streams: only with `include_usage`, in the last chunk). */
   usage?: UsageBody | null;
 }
 
@@ -173,6 +198,8 @@ export class CompletionService {
   #hiddenText: Set<number>;
 
   /**
+   * Makes the service.
+   *
    * @param engine The engine (whose tokenizer this must be).
    * @param tokenizer The tokenizer, with the chat special tokens.
    * @param options `modelId` (default `engine.model.id`).

@@ -33,9 +33,16 @@
  */
 
 import { setImmediate } from "node:timers";
-import type { StreamingDecoder } from "../tokenizer/decode.ts";
 import type { LanguageModel, SeqHandle, StepItem } from "./model_api.ts";
 import { Sampler, type SamplingParams, StopStringMatcher } from "./sampling.ts";
+
+/** Token ids in, complete characters out (the tokenizer's `StreamingDecoder` fits). */
+export interface TextStreamDecoder {
+  /** Feeds a token; returns the text it completes (possibly empty). */
+  push(id: number): string;
+  /** Ends the stream; returns any held bytes as text (U+FFFD for a broken character). */
+  flush(): string;
+}
 
 /** What the engine needs from a tokenizer (the project's `Tokenizer` fits). */
 export interface EngineTokenizer {
@@ -44,7 +51,7 @@ export interface EngineTokenizer {
   /** Id of the end-of-document token, the default stop token. */
   readonly eosId: number;
   /** A decoder that returns only complete characters. */
-  streamingDecoder(): StreamingDecoder;
+  streamingDecoder(): TextStreamDecoder;
 }
 
 /** Why a generation ended. */
@@ -123,6 +130,8 @@ export interface EngineStats {
 /** Thrown by {@linkcode Engine.generate} when the queue is full (the server answers 503). */
 export class EngineOverloadedError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message What limit was hit.
    */
   constructor(message: string) {
@@ -134,6 +143,8 @@ export class EngineOverloadedError extends Error {
 /** Thrown by {@linkcode Engine.generate} for a prompt that does not fit (the server answers 400). */
 export class ContextLengthError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message The lengths involved.
    */
   constructor(message: string) {
@@ -243,7 +254,7 @@ interface Request {
   sampler: Sampler;
   stopIds: Set<number>;
   hidden: ReadonlySet<number>;
-  decoder: StreamingDecoder;
+  decoder: TextStreamDecoder;
   matcher: StopStringMatcher;
   channel: DeltaChannel;
   cancelled: boolean;
@@ -279,6 +290,8 @@ export class Engine {
   #stats = { steps: 0, completed: 0, cancelled: 0, failed: 0 };
 
   /**
+   * Makes an idle engine; the decoding loop runs while there is work.
+   *
    * @param model The model.
    * @param tokenizer The tokenizer the prompts were encoded with.
    * @param options Batch and queue limits.

@@ -36,6 +36,8 @@ export interface LoadedModel {
 /** Thrown by {@linkcode loadModel} until the GPU decoder exists. */
 export class NotImplementedError extends Error {
   /**
+   * Makes the error.
+   *
    * @param message What is missing.
    */
   constructor(message: string) {

@@ -43,6 +43,7 @@ export {
   type GenerateOptions,
   type Generation,
   type GenerationResult,
+  type TextStreamDecoder,
   type Usage,
 } from "./engine.ts";
 export {
@@ -53,6 +54,8 @@ export {
   NotImplementedError,
 } from "./load.ts";
 export type { LanguageModel, SeqHandle, StepItem } from "./model_api.ts";
+// The chat types of the tokenizer module that requests are made of.
+export type { ChatMessage, ContentPart, ToolCall, ToolSpec } from "../tokenizer/chat_template.ts";
 export {
   ApiError,
   type ChatRequest,

@@ -38,6 +38,8 @@ export class ApiError extends Error {
   readonly code: string | null;
 
   /**
+   * Makes the error.
+   *
    * @param status HTTP status.
    * @param message What is wrong and what to do.
    * @param options `type` (default by status), `param`, `code`.
@@ -524,7 +526,10 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
 
 /** Token counts in OpenAI form. */
 export interface UsageBody {
+  /** Tokens of the prompt. */
   prompt_tokens: number;
+  /** Tokens generated. */
   completion_tokens: number;
+  /** The sum. */
   total_tokens: number;
 }

@@ -82,6 +82,8 @@ export class Rng {
   #d: number;
 
   /**
+   * Seeds the generator.
+   *
    * @param seed Any finite number; integers up to 2^53 keep all their bits (negative ones too).
    * @throws {RangeError} If the seed is not finite.
    */
@@ -412,6 +414,8 @@ export class Sampler {
   #counts = new Map<number, number>();
 
   /**
+   * Makes the state for one request.
+   *
    * @param params Sampling parameters (defaults: {@linkcode DEFAULT_SAMPLING}).
    * @param options `promptTokens`: ids the repetition penalty also covers.
    * @throws {RangeError} If a parameter is out of range (see {@linkcode resolveSampling}).
@@ -499,6 +503,8 @@ export class StopStringMatcher {
   #stopped = false;
 
   /**
+   * Makes a matcher.
+   *
    * @param stops Stop strings; empty strings are ignored.
    */
   constructor(stops: readonly string[]) {

@@ -186,6 +186,8 @@ export class ToolCallStreamParser {
   #afterCall = false;
 
   /**
+   * Makes a parser for one reply.
+   *
    * @param options `idSeed` for the call ids.
    */
   constructor(options: ToolCallParseOptions = {}) {

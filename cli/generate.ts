@@ -1,0 +1,335 @@
+/**
+ * `cli.ts generate`: one prompt in, one streamed completion out, with every sampling flag.
+ *
+ * ```sh
+ * deno run -A cli.ts generate --model runs/sft --prompt "Once upon a time" --max-tokens 64
+ * deno run -A cli.ts generate --model runs/sft --chat --prompt "What is 6 * 7?" --temperature 0
+ * echo "Once upon a time" | deno run -A cli.ts generate --model runs/sft --seed 1
+ * ```
+ *
+ * The completion goes to stdout as it is decoded; a one-line summary (token counts, finish
+ * reason, speed) goes to stderr. The sampling flags and their parsing are shared with `chat`.
+ *
+ * @module
+ */
+
+import { Command, InvalidArgumentError, Option } from "commander";
+import { CompletionService } from "../serve/completions.ts";
+import { Engine } from "../serve/engine.ts";
+import { loadForServing } from "../serve/load.ts";
+import type { ChatRequest, CompletionRequest } from "../serve/protocol.ts";
+import type { SamplingParams } from "../serve/sampling.ts";
+
+/** Sampling flags as commander parses them (see {@linkcode addSamplingOptions}). */
+export interface SamplingFlags {
+  /** `--temperature`. */
+  temperature: number;
+  /** `--top-p`. */
+  topP: number;
+  /** `--top-k`. */
+  topK: number;
+  /** `--min-p`. */
+  minP: number;
+  /** `--repetition-penalty`. */
+  repetitionPenalty: number;
+  /** `--presence-penalty`. */
+  presencePenalty: number;
+  /** `--frequency-penalty`. */
+  frequencyPenalty: number;
+  /** `--seed` (absent: random). */
+  seed?: number;
+  /** `--max-tokens`. */
+  maxTokens: number;
+  /** `--stop`, repeatable. */
+  stop: string[];
+}
+
+/**
+ * A commander argument parser for a number in a range; the error names the flag.
+ *
+ * @param flag The flag, for the message.
+ * @param range `min`, `max`, `int`.
+ * @returns The parser.
+ * @example
+ * ```ts ignore
+ * cmd.option("--port <n>", "port", numberArg("--port", { min: 0, max: 65535, int: true }), 8000);
+ * ```
+ */
+export function numberArg(
+  flag: string,
+  range: { min?: number; max?: number; int?: boolean } = {},
+): (value: string) => number {
+  return (value: string) => {
+    const n = Number(value);
+    const { min = -Infinity, max = Infinity, int = false } = range;
+    if (
+      value.trim() === "" || !Number.isFinite(n) || (int && !Number.isInteger(n)) || n < min ||
+      n > max
+    ) {
+      const kind = int ? "an integer" : "a number";
+      const bounds = Number.isFinite(min) && Number.isFinite(max)
+        ? ` from ${min} to ${max}`
+        : Number.isFinite(min)
+        ? ` >= ${min}`
+        : "";
+      throw new InvalidArgumentError(`${flag} expects ${kind}${bounds}, got '${value}'`);
+    }
+    return n;
+  };
+}
+
+/**
+ * Adds the sampling flags to a command: `--temperature`, `--top-p`, `--top-k`, `--min-p`,
+ * `--repetition-penalty`, `--presence-penalty`, `--frequency-penalty`, `--seed`, `--max-tokens`,
+ * `--stop` (repeatable).
+ *
+ * @param cmd The command.
+ * @param defaults `temperature` and `maxTokens` defaults for this command.
+ * @returns The command.
+ * @example
+ * ```ts ignore
+ * addSamplingOptions(new Command("generate"), { temperature: 0.8, maxTokens: 128 });
+ * ```
+ */
+export function addSamplingOptions(
+  cmd: Command,
+  defaults: { temperature: number; maxTokens: number },
+): Command {
+  return cmd
+    .option(
+      "--temperature <t>",
+      "softmax temperature; 0 is greedy",
+      numberArg("--temperature", { min: 0, max: 2 }),
+      defaults.temperature,
+    )
+    .option(
+      "--top-p <p>",
+      "nucleus sampling mass; 1 is off",
+      numberArg("--top-p", { min: 1e-9, max: 1 }),
+      1,
+    )
+    .option(
+      "--top-k <k>",
+      "keep the k most likely tokens; 0 is off",
+      numberArg("--top-k", { min: 0, int: true }),
+      0,
+    )
+    .option(
+      "--min-p <p>",
+      "drop tokens below p x the best one; 0 is off",
+      numberArg("--min-p", { min: 0, max: 1 }),
+      0,
+    )
+    .option(
+      "--repetition-penalty <r>",
+      "CTRL penalty on tokens already seen; 1 is off",
+      numberArg("--repetition-penalty", { min: 1e-9, max: 10 }),
+      1,
+    )
+    .option(
+      "--presence-penalty <p>",
+      "OpenAI presence penalty, -2..2",
+      numberArg("--presence-penalty", { min: -2, max: 2 }),
+      0,
+    )
+    .option(
+      "--frequency-penalty <p>",
+      "OpenAI frequency penalty, -2..2",
+      numberArg("--frequency-penalty", { min: -2, max: 2 }),
+      0,
+    )
+    .option(
+      "--seed <n>",
+      "sampling seed: the same seed gives the same text (default: random)",
+      numberArg("--seed", { int: true }),
+    )
+    .option(
+      "--max-tokens <n>",
+      "most tokens to generate",
+      numberArg("--max-tokens", { min: 1, int: true }),
+      defaults.maxTokens,
+    )
+    .addOption(
+      new Option("--stop <text>", "stop string, not printed (repeatable)")
+        .argParser((v: string, prev: string[] | undefined) => [...(prev ?? []), v])
+        .default([] as string[], "none"),
+    );
+}
+
+/**
+ * Sampling flags to engine parameters.
+ *
+ * @param flags Parsed flags.
+ * @returns Sampling parameters.
+ * @example
+ * ```ts ignore
+ * samplingFromFlags({ temperature: 0, ... }).temperature; // 0
+ * ```
+ */
+export function samplingFromFlags(flags: SamplingFlags): Partial<SamplingParams> {
+  return {
+    temperature: flags.temperature,
+    topP: flags.topP,
+    topK: flags.topK,
+    minP: flags.minP,
+    repetitionPenalty: flags.repetitionPenalty,
+    presencePenalty: flags.presencePenalty,
+    frequencyPenalty: flags.frequencyPenalty,
+    seed: flags.seed,
+  };
+}
+
+/** Options of {@linkcode runGenerate}. */
+export interface RunGenerateOptions extends SamplingFlags {
+  /** The prompt text. */
+  prompt: string;
+  /** Treat the prompt as a user message in the chat template (default false: raw completion). */
+  chat?: boolean;
+  /** System prompt, with `chat`. */
+  system?: string;
+  /** Receives the text as it is decoded. */
+  write: (text: string) => void | Promise<void>;
+  /** Cancels the generation. */
+  signal?: AbortSignal;
+}
+
+/** What {@linkcode runGenerate} returns. */
+export interface RunGenerateResult {
+  /** The whole completion. */
+  text: string;
+  /** `stop`, `length` or `tool_calls`. */
+  finishReason: string;
+  /** Prompt and completion token counts. */
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+  /** Wall time in seconds. */
+  seconds: number;
+}
+
+/**
+ * Generates one completion and streams it to `write`.
+ *
+ * @param service The completion service (engine, tokenizer).
+ * @param options Prompt, mode, sampling flags, writer.
+ * @returns Text, finish reason, usage, time.
+ * @throws {Error} If the prompt does not fit the context, or the model fails.
+ * @example
+ * ```ts ignore
+ * const r = await runGenerate(service, { prompt: "Once", write: (t) => out.push(t), ...flags });
+ * ```
+ */
+export async function runGenerate(
+  service: CompletionService,
+  options: RunGenerateOptions,
+): Promise<RunGenerateResult> {
+  const t0 = performance.now();
+  const common = {
+    model: undefined,
+    stream: true,
+    includeUsage: true,
+    maxTokens: options.maxTokens,
+    sampling: samplingFromFlags(options),
+    stop: options.stop,
+  };
+  let text = "";
+  let finishReason = "stop";
+  let usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+  if (options.chat) {
+    const req: ChatRequest = {
+      ...common,
+      messages: [
+        ...(options.system ? [{ role: "system", content: options.system }] : []),
+        { role: "user", content: options.prompt },
+      ],
+      tools: null,
+      toolChoice: "none",
+    };
+    for await (const chunk of service.startChat(req, options.signal).chunks()) {
+      if (chunk.usage) usage = chunk.usage;
+      const c = chunk.choices[0];
+      if (c?.delta.content) {
+        text += c.delta.content;
+        await options.write(c.delta.content);
+      }
+      if (c?.finish_reason) finishReason = c.finish_reason;
+    }
+  } else {
+    const req: CompletionRequest = { ...common, prompt: options.prompt, echo: false };
+    for await (const chunk of service.startCompletion(req, options.signal).chunks()) {
+      if (chunk.usage) usage = chunk.usage;
+      const c = chunk.choices[0];
+      if (c?.text) {
+        text += c.text;
+        await options.write(c.text);
+      }
+      if (c?.finish_reason) finishReason = c.finish_reason;
+    }
+  }
+  return { text, finishReason, usage, seconds: (performance.now() - t0) / 1000 };
+}
+
+async function readStdin(): Promise<string> {
+  let text = "";
+  for await (const piece of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) text += piece;
+  return text.replace(/\r?\n$/, "");
+}
+
+/** Options `generate` parses. */
+interface GenerateFlags extends SamplingFlags {
+  model: string;
+  prompt?: string;
+  chat: boolean;
+  system?: string;
+}
+
+/**
+ * Builds the `generate` subcommand.
+ *
+ * @returns The command.
+ * @example
+ * ```ts ignore
+ * program.addCommand(generateCommand());
+ * ```
+ */
+export function generateCommand(): Command {
+  const cmd = new Command("generate")
+    .description("complete one prompt with a trained model, streaming the text to stdout")
+    .requiredOption(
+      "--model <dir>",
+      "trained model directory (config.json, model.safetensors, tokenizer.json)",
+    )
+    .option("--prompt <text>", "the prompt (default: read stdin)")
+    .option("--chat", "send the prompt as a user message through the chat template", false)
+    .option("--system <text>", "system prompt (with --chat)");
+  addSamplingOptions(cmd, { temperature: 0.8, maxTokens: 128 });
+  return cmd.action(async (flags: GenerateFlags) => {
+    const prompt = flags.prompt ?? await readStdin();
+    const { model, tokenizer, modelId } = await loadForServing(flags.model);
+    const engine = new Engine(model, tokenizer, { maxSequences: 1 });
+    const service = new CompletionService(engine, tokenizer, { modelId });
+    const enc = new TextEncoder();
+    const abort = new AbortController();
+    const onInt = () => abort.abort();
+    Deno.addSignalListener("SIGINT", onInt);
+    try {
+      const r = await runGenerate(service, {
+        ...flags,
+        prompt,
+        signal: abort.signal,
+        write: async (t) => {
+          await Deno.stdout.write(enc.encode(t));
+        },
+      });
+      const speed = r.usage.completion_tokens / Math.max(r.seconds, 1e-9);
+      console.error(
+        `\n[${r.usage.prompt_tokens} prompt + ${r.usage.completion_tokens} completion tokens, ` +
+          `finish: ${abort.signal.aborted ? "interrupted" : r.finishReason}, ${
+            speed.toFixed(1)
+          } tokens/s]`,
+      );
+    } finally {
+      Deno.removeSignalListener("SIGINT", onInt);
+      await engine.close();
+      await model.dispose?.();
+    }
+  });
+}

@@ -1,0 +1,297 @@
+import assert from "node:assert/strict";
+import { Command, CommanderError } from "commander";
+import { chatCommand, demoTools, httpBackend, runChatRepl, serviceBackend } from "../cli/chat.ts";
+import { generateCommand, runGenerate, type SamplingFlags } from "../cli/generate.ts";
+import { serveCommand, startServe } from "../cli/serve.ts";
+import {
+  BigramModel,
+  demoResponder,
+  ScriptedModel,
+  TEST_TEXTS,
+  testTokenizer,
+} from "../serve/_test_model.ts";
+import { CompletionService } from "../serve/completions.ts";
+import { Engine } from "../serve/engine.ts";
+import { NotImplementedError } from "../serve/load.ts";
+import type { LanguageModel } from "../serve/model_api.ts";
+import { generateWorld } from "../data/mod.ts";
+import { saveTokenizer } from "../tokenizer/io.ts";
+
+const tok = testTokenizer();
+
+/** A program holding one subcommand that throws instead of exiting, with captured output. */
+function program(sub: Command): { run: (...args: string[]) => Promise<void>; out: () => string } {
+  let out = "";
+  const capture = { writeOut: (s: string) => (out += s), writeErr: (s: string) => (out += s) };
+  const p = new Command("cli").exitOverride().configureOutput(capture);
+  sub.exitOverride().configureOutput(capture);
+  p.addCommand(sub);
+  return {
+    run: (...args) => p.parseAsync(["deno", "cli", ...args]).then(() => {}),
+    out: () => out,
+  };
+}
+
+function service(
+  model: LanguageModel = new ScriptedModel(tok, demoResponder, { maxSeqLen: 2048 }),
+) {
+  return new CompletionService(new Engine(model, tok), tok, { modelId: "cli-test" });
+}
+
+const FLAGS: SamplingFlags = {
+  temperature: 0,
+  topP: 1,
+  topK: 0,
+  minP: 0,
+  repetitionPenalty: 1,
+  presencePenalty: 0,
+  frequencyPenalty: 0,
+  maxTokens: 32,
+  stop: [],
+};
+
+async function* lines(...xs: string[]): AsyncGenerator<string> {
+  for (const x of xs) yield x;
+}
+
+Deno.test("serve, chat and generate --help list their flags with defaults", async () => {
+  for (
+    const [cmd, flags] of [
+      [serveCommand(), [
+        "--model",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8000",
+        "--api-key",
+        "--no-demo-tools",
+      ]],
+      [chatCommand(), ["--model", "--url", "--system", "--tools", "--temperature", "0.7"]],
+      [generateCommand(), ["--prompt", "--chat", "--top-k", "--top-p", "--seed", "--stop", "128"]],
+    ] as const
+  ) {
+    const p = program(cmd);
+    await assert.rejects(p.run(cmd.name(), "--help"), (e: CommanderError) => e.exitCode === 0);
+    for (const f of flags) assert.ok(p.out().includes(f), `${cmd.name()} --help lacks ${f}`);
+  }
+});
+
+Deno.test("a flag of the wrong type is refused with the flag's name", async () => {
+  const p = program(serveCommand());
+  await assert.rejects(p.run("serve", "--model", "x", "--port", "eighty"), CommanderError);
+  assert.match(p.out(), /--port expects an integer from 0 to 65535, got 'eighty'/);
+  const g = program(generateCommand());
+  await assert.rejects(g.run("generate", "--model", "x", "--temperature", "3"), CommanderError);
+  assert.match(g.out(), /--temperature expects a number from 0 to 2/);
+  const u = program(chatCommand());
+  await assert.rejects(u.run("chat", "--model", "x", "--bogus"), CommanderError);
+  assert.match(u.out(), /unknown option '--bogus'/);
+});
+
+Deno.test("serve, chat and generate say loading a model waits for the GPU decoder", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "serve_cli_" });
+  try {
+    await saveTokenizer(tok, dir);
+    for (
+      const args of [["serve", "--model", dir], ["chat", "--model", dir], [
+        "generate",
+        "--model",
+        dir,
+        "--prompt",
+        "hi",
+      ]]
+    ) {
+      const cmd = { serve: serveCommand, chat: chatCommand, generate: generateCommand }[
+        args[0] as "serve"
+      ]();
+      await assert.rejects(
+        program(cmd).run(...args),
+        (e: Error) =>
+          e instanceof NotImplementedError &&
+          /not implemented until the GPU decoder/.test(e.message),
+      );
+    }
+    await assert.rejects(
+      program(serveCommand()).run("serve", "--model", `${dir}/missing`),
+      /--model .*missing: no such directory/,
+    );
+    await assert.rejects(
+      program(chatCommand()).run("chat"),
+      /exactly one of --model <dir> or --url/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("startServe() serves a model and reports its URLs", async () => {
+  const log: string[] = [];
+  const server = startServe({
+    model: new ScriptedModel(tok, demoResponder),
+    tokenizer: tok,
+    port: 0,
+    write: (l) => log.push(l),
+    tools: demoTools(),
+  });
+  try {
+    const health = await (await fetch(`${server.url}/health`)).json();
+    assert.equal(health.status, "ok");
+    assert.match(log.join("\n"), /web chat:\s+http:\/\/127\.0\.0\.1:\d+\//);
+    assert.match(log.join("\n"), /OpenAI base URL: http:\/\/127\.0\.0\.1:\d+\/v1/);
+    const tools = await (await fetch(`${server.url}/api/tools`)).json();
+    assert.equal(tools.tools.length, 2);
+  } finally {
+    await server.shutdown();
+  }
+  const open: string[] = [];
+  const wide = startServe({
+    model: new ScriptedModel(tok, demoResponder),
+    tokenizer: tok,
+    host: "0.0.0.0",
+    port: 0,
+    write: (l) => open.push(l),
+  });
+  await wide.shutdown();
+  assert.match(open.join("\n"), /warning: listening on 0\.0\.0\.0 without --api-key/);
+});
+
+Deno.test("a taken port is reported with the --port flag", async () => {
+  const first = startServe({
+    model: new ScriptedModel(tok, demoResponder),
+    tokenizer: tok,
+    port: 0,
+    write: () => {},
+  });
+  try {
+    assert.throws(
+      () =>
+        startServe({
+          model: new ScriptedModel(tok, demoResponder),
+          tokenizer: tok,
+          port: first.port,
+          write: () => {},
+        }),
+      /--port \d+: the port is in use/,
+    );
+  } finally {
+    await first.shutdown();
+  }
+});
+
+Deno.test("the chat REPL streams replies and handles /reset, /system and /exit", async () => {
+  const seen: string[] = [];
+  const model = new ScriptedModel(tok, (p) => {
+    seen.push(p);
+    const users = p.split("<|im_start|>user").length - 1;
+    return `turns=${users} system=${p.includes("<|im_start|>system\nBe terse.")}`;
+  });
+  let out = "";
+  await runChatRepl({
+    backend: serviceBackend(service(model)),
+    input: lines(
+      "hello",
+      "again",
+      "/system Be terse.",
+      "third",
+      "/reset",
+      "fresh",
+      "/nope",
+      "/exit",
+      "never",
+    ),
+    write: (t) => {
+      out += t;
+    },
+    temperature: 0,
+  });
+  assert.match(out, /^Chatting with cli-test\./);
+  assert.match(out, /> turns=1 system=false\n/);
+  assert.match(out, /> turns=2 system=false\n/);
+  assert.match(out, /\(system prompt set\)/);
+  assert.match(out, /> turns=3 system=true\n/);
+  assert.match(out, /\(conversation cleared\)/);
+  assert.match(out, /> turns=1 system=true\n/);
+  assert.match(out, /unknown command \/nope/);
+  assert.equal(seen.length, 4, "nothing after /exit may run");
+  // The history holds the assistant's earlier replies.
+  assert.ok(seen[1].includes("<|im_start|>assistant\nturns=1 system=false<|im_end|>"));
+});
+
+Deno.test("the chat REPL runs tool calls and continues with the results", async () => {
+  const tools = demoTools();
+  const city = generateWorld().cities[0].name.en;
+  let out = "";
+  await runChatRepl({
+    backend: serviceBackend(service()),
+    input: lines(`What is the weather in ${city}?`),
+    write: (t) => {
+      out += t;
+    },
+    tools,
+    showPrompt: false,
+  });
+  const result = await tools.run("get_weather", JSON.stringify({ city }));
+  assert.ok(out.includes(`[tool call] get_weather {"city":"${city}"}`), out);
+  assert.ok(out.includes(`[tool result] ${result}`), out);
+  assert.ok(out.includes(`The tool says: ${result}`), out);
+});
+
+Deno.test("the chat REPL talks to a running server over HTTP", async () => {
+  const server = startServe({
+    model: new ScriptedModel(tok, demoResponder),
+    tokenizer: tok,
+    port: 0,
+    apiKey: "k",
+    write: () => {},
+  });
+  try {
+    await assert.rejects(httpBackend(server.url, { apiKey: "wrong" }), /Incorrect API key/);
+    const backend = await httpBackend(server.url + "/v1/", { apiKey: "k" });
+    assert.equal(backend.modelId, "scripted-test-model");
+    let out = "";
+    await runChatRepl({
+      backend,
+      input: lines("over the wire 你好"),
+      write: (t) => {
+        out += t;
+      },
+    });
+    assert.ok(out.includes("You said: over the wire 你好\n"), out);
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("runGenerate() streams a completion; the same seed repeats it; stop strings cut it", async () => {
+  const svc = service(new BigramModel(tok, TEST_TEXTS));
+  const run = async (over: Partial<SamplingFlags>) => {
+    const pieces: string[] = [];
+    const r = await runGenerate(svc, {
+      ...FLAGS,
+      ...over,
+      prompt: "The",
+      write: (t) => void pieces.push(t),
+    });
+    assert.equal(pieces.join(""), r.text);
+    return r;
+  };
+  const a = await run({ temperature: 1, seed: 5, maxTokens: 20 });
+  const b = await run({ temperature: 1, seed: 5, maxTokens: 20 });
+  assert.equal(a.text, b.text);
+  assert.ok(a.usage.completion_tokens <= 20 && a.usage.completion_tokens > 0);
+  const greedy = await run({});
+  const cut = greedy.text.indexOf(" ", 2);
+  if (cut > 0) {
+    const stop = greedy.text.slice(cut, cut + 2);
+    const stopped = await run({ stop: [stop] });
+    assert.equal(stopped.text, greedy.text.slice(0, greedy.text.indexOf(stop)));
+    assert.equal(stopped.finishReason, "stop");
+  }
+  const chat = await runGenerate(service(), {
+    ...FLAGS,
+    prompt: "hi there",
+    chat: true,
+    write: () => {},
+  });
+  assert.equal(chat.text, "You said: hi there");
+});
