@@ -85,7 +85,7 @@ export interface GenerationResult {
 export interface GenerateOptions {
   /** Sampling parameters (see `sampling.ts`; default temperature 1). */
   sampling?: Partial<SamplingParams>;
-  /** Most output tokens (default: until the context is full). */
+  /** Most output tokens (default, and at most: until the model's context is full). */
   maxTokens?: number;
   /** Stop strings, matched on the decoded text and not emitted. */
   stop?: readonly string[];
@@ -374,7 +374,11 @@ export class Engine {
         `the server is busy: ${this.#queue.length} requests are waiting (limit ${this.#maxQueue})`,
       );
     }
-    const sampler = new Sampler(options.sampling ?? {}, { promptTokens: prompt });
+    const sampler = new Sampler(options.sampling ?? {}, {
+      promptTokens: prompt,
+      // Padded rows of the model's vocabulary have no text: never sample them.
+      vocabLimit: this.tokenizer.vocabSize,
+    });
     const channel = new DeltaChannel();
     let resolve!: (r: GenerationResult) => void, reject!: (e: unknown) => void;
     const result = new Promise<GenerationResult>((res, rej) => {

@@ -410,6 +410,7 @@ export class Sampler {
   /** The seed in use (the given one, or the random one chosen). */
   readonly seed: number;
   #rng: Rng;
+  #limit: number | undefined;
   #seen: Set<number>;
   #counts = new Map<number, number>();
 
@@ -417,13 +418,15 @@ export class Sampler {
    * Makes the state for one request.
    *
    * @param params Sampling parameters (defaults: {@linkcode DEFAULT_SAMPLING}).
-   * @param options `promptTokens`: ids the repetition penalty also covers.
+   * @param options `promptTokens`: ids the repetition penalty also covers; `vocabLimit`: only ids
+   *   below it are ever picked (a model's vocabulary may be padded past the tokenizer's).
    * @throws {RangeError} If a parameter is out of range (see {@linkcode resolveSampling}).
    */
   constructor(
     params: Partial<SamplingParams> = {},
-    options: { promptTokens?: Iterable<number> } = {},
+    options: { promptTokens?: Iterable<number>; vocabLimit?: number } = {},
   ) {
+    this.#limit = options.vocabLimit;
     this.params = resolveSampling(params);
     this.seed = this.params.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
     this.#rng = new Rng(this.seed);
@@ -449,7 +452,11 @@ export class Sampler {
    */
   sample(logits: Float32Array): number {
     const p = this.params;
-    const l = new Float32Array(logits);
+    const l = new Float32Array(
+      this.#limit !== undefined && this.#limit < logits.length
+        ? logits.subarray(0, this.#limit)
+        : logits,
+    );
     if (p.logitBias.size > 0) applyLogitBias(l, p.logitBias);
     applyRepetitionPenalty(l, this.#seen, p.repetitionPenalty);
     applyPresenceFrequencyPenalty(l, this.#counts, {

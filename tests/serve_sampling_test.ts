@@ -168,3 +168,10 @@ Deno.test("held-back text comes out when it stops matching or at the end", () =>
   // No stop strings: everything passes straight through.
   assert.deepEqual(new StopStringMatcher([]).push("E"), { text: "E", stopped: false });
 });
+
+Deno.test("vocabLimit keeps the sampler off a model's padded vocabulary rows", () => {
+  const logits = Float32Array.of(0, 1, 9, 9);
+  assert.equal(new Sampler({ temperature: 0 }, { vocabLimit: 2 }).sample(logits), 1);
+  const s = new Sampler({ seed: 1 }, { vocabLimit: 2 });
+  for (let i = 0; i < 50; i++) assert.ok(s.sample(logits) < 2);
+});

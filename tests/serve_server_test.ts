@@ -469,3 +469,29 @@ Deno.test("the page's demo tools are listed and run through /api/tools", async (
     assert.equal(unknown.status, 404);
   });
 });
+
+Deno.test("a model failure reaches the client as an OpenAI error, streamed or not", async () => {
+  await withServer({}, async ({ server, model }) => {
+    const url = `${server.url}/v1/chat/completions`;
+    const messages = [{ role: "user", content: "hi" }];
+    model.failNextStep(new Error("device lost"));
+    const res = await fetch(url, {
+      method: "POST",
+      body: JSON.stringify({ messages, stream: true }),
+    });
+    const events = (await res.text()).split("\n\n").filter((e) => e);
+    assert.equal(events.at(-1), "data: [DONE]");
+    const err = JSON.parse(events.at(-2)!.slice(6));
+    assert.equal(err.error.type, "server_error");
+    assert.match(err.error.message, /device lost/);
+
+    model.failNextStep(new Error("device lost again"));
+    const plain = await post(url, { messages });
+    assert.equal(plain.status, 200); // committed before generating (see serve/server.ts)
+    assert.match(plain.json.error.message, /device lost again/);
+
+    // The server keeps serving.
+    const ok = await post(url, { messages });
+    assert.equal(ok.json.choices[0].message.content, "You said: hi");
+  });
+});
