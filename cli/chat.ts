@@ -330,6 +330,7 @@ export async function runChatRepl(options: ChatReplOptions): Promise<void> {
 /** Options `chat` parses. */
 interface ChatFlags extends SamplingFlags {
   model?: string;
+  tokenizer?: string;
   url?: string;
   apiKey?: string;
   modelId?: string;
@@ -366,6 +367,7 @@ export function chatCommand(): Command {
   const cmd = new Command("chat")
     .description("chat with a model in the terminal (streaming, multi-turn)")
     .option("--model <dir>", "trained model directory to load in-process")
+    .option("--tokenizer <dir>", "directory of tokenizer.json (default: the --model directory)")
     .option("--url <url>", "an OpenAI-compatible server instead, e.g. http://127.0.0.1:8000")
     .option("--api-key <key>", "API key for --url (default: $MINIDEEPSEEK_API_KEY)")
     .option("--model-id <name>", "model name to ask --url for (default: the first it lists)")
@@ -393,7 +395,10 @@ export function chatCommand(): Command {
         modelId: flags.modelId,
       });
     } else {
-      const { model, tokenizer, modelId } = await loadForServing(flags.model!);
+      const { model, tokenizer, modelId } = await loadForServing(flags.model!, {
+        maxSequences: 1,
+        tokenizerDir: flags.tokenizer,
+      });
       const engine = new Engine(model, tokenizer, { maxSequences: 1 });
       backend = serviceBackend(new CompletionService(engine, tokenizer, { modelId }));
       close = async () => {

@@ -276,6 +276,7 @@ async function readStdin(): Promise<string> {
 /** Options `generate` parses. */
 interface GenerateFlags extends SamplingFlags {
   model: string;
+  tokenizer?: string;
   prompt?: string;
   chat: boolean;
   system?: string;
@@ -297,13 +298,17 @@ export function generateCommand(): Command {
       "--model <dir>",
       "trained model directory (config.json, model.safetensors, tokenizer.json)",
     )
+    .option("--tokenizer <dir>", "directory of tokenizer.json (default: the --model directory)")
     .option("--prompt <text>", "the prompt (default: read stdin)")
     .option("--chat", "send the prompt as a user message through the chat template", false)
     .option("--system <text>", "system prompt (with --chat)");
   addSamplingOptions(cmd, { temperature: 0.8, maxTokens: 128 });
   return cmd.action(async (flags: GenerateFlags) => {
     const prompt = flags.prompt ?? await readStdin();
-    const { model, tokenizer, modelId } = await loadForServing(flags.model);
+    const { model, tokenizer, modelId } = await loadForServing(flags.model, {
+      maxSequences: 1,
+      tokenizerDir: flags.tokenizer,
+    });
     const engine = new Engine(model, tokenizer, { maxSequences: 1 });
     const service = new CompletionService(engine, tokenizer, { modelId });
     const enc = new TextEncoder();

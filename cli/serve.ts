@@ -110,6 +110,7 @@ export function startServe(options: StartServeOptions): RunningServer {
 /** Options `serve` parses. */
 interface ServeFlags {
   model: string;
+  tokenizer?: string;
   host: string;
   port: number;
   apiKey?: string;
@@ -138,6 +139,7 @@ export function serveCommand(): Command {
       "--model <dir>",
       "trained model directory (config.json, model.safetensors, tokenizer.json)",
     )
+    .option("--tokenizer <dir>", "directory of tokenizer.json (default: the --model directory)")
     .option("--host <address>", "interface to listen on (loopback: this machine only)", "127.0.0.1")
     .option(
       "--port <n>",
@@ -177,6 +179,7 @@ export function serveCommand(): Command {
     .action(async (flags: ServeFlags) => {
       const { model, tokenizer, modelId } = await loadForServing(flags.model, {
         maxSequences: flags.maxSequences,
+        tokenizerDir: flags.tokenizer,
       });
       const server = startServe({
         model,

@@ -68,12 +68,18 @@ export function loadModel(dir: string, _options: LoadModelOptions = {}): Promise
   );
 }
 
+/** Options of {@linkcode loadForServing}. */
+export interface LoadForServingOptions extends LoadModelOptions {
+  /** Directory of `tokenizer.json` (default: the model directory). */
+  tokenizerDir?: string;
+}
+
 /**
  * Loads a model directory's tokenizer and model.
  *
- * @param dir The directory; it must hold `tokenizer.json` (checked first, so a wrong path is
- *   reported as such).
- * @param options Cache sizes.
+ * @param dir The model directory; the tokenizer is read first (from `tokenizerDir`, default
+ *   `dir`), so a wrong path is reported as such.
+ * @param options Tokenizer directory, cache sizes.
  * @returns Model, tokenizer and model id.
  * @throws {Error} Naming the file if the directory or its tokenizer is missing or malformed.
  * @throws {NotImplementedError} From {@linkcode loadModel}, for now.
@@ -84,7 +90,7 @@ export function loadModel(dir: string, _options: LoadModelOptions = {}): Promise
  */
 export async function loadForServing(
   dir: string,
-  options: LoadModelOptions = {},
+  options: LoadForServingOptions = {},
 ): Promise<LoadedModel> {
   let info: Deno.FileInfo;
   try {
@@ -93,7 +99,7 @@ export async function loadForServing(
     throw new Error(`--model ${dir}: no such directory; pass a trained model's directory`);
   }
   if (!info.isDirectory) throw new Error(`--model ${dir}: not a directory`);
-  const tokenizer = await loadTokenizer(dir);
+  const tokenizer = await loadTokenizer(options.tokenizerDir ?? dir);
   const model = await loadModel(dir, options);
   const modelId = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
   return { model, tokenizer, modelId };

@@ -49,6 +49,7 @@ export {
 export {
   type LoadedModel,
   loadForServing,
+  type LoadForServingOptions,
   loadModel,
   type LoadModelOptions,
   NotImplementedError,

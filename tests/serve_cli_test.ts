@@ -115,6 +115,16 @@ Deno.test("serve, chat and generate say loading a model waits for the GPU decode
       program(serveCommand()).run("serve", "--model", `${dir}/missing`),
       /--model .*missing: no such directory/,
     );
+    // --tokenizer points elsewhere than --model.
+    const modelDir = await Deno.makeTempDir({ dir, prefix: "model_" });
+    await assert.rejects(
+      program(serveCommand()).run("serve", "--model", modelDir, "--tokenizer", dir),
+      NotImplementedError,
+    );
+    await assert.rejects(
+      program(serveCommand()).run("serve", "--model", modelDir),
+      /tokenizer\.json/,
+    );
     await assert.rejects(
       program(chatCommand()).run("chat"),
       /exactly one of --model <dir> or --url/,
