@@ -40,7 +40,8 @@
  * {@linkcode Decoder.syncWeights} after changing the model's parameters.
  *
  * Left out: sampling other than greedy in the helpers (the server samples from `step`'s logits),
- * paged or shared (prefix) caches, f16/FP8 caches, more than one draft token.
+ * paged or shared (prefix) caches, f16/FP8 caches, drafting more than one token ahead
+ * (`greedyStep` verifies several drafts; the MTP module drafts one).
  *
  * @module
  */

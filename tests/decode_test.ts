@@ -113,18 +113,19 @@ Deno.test(
     await lm.step([{ seq: junk, tokens: [5, 6, 7] }]);
     const seqs = prompts.map(() => lm.newSequence());
     lm.release(junk);
-    const first = await lm.step(prompts.map((p, i) => ({ seq: seqs[i], tokens: p })));
-    first.forEach((l, i) => assertClose(l, alone[i][0], { atol: 1e-5, label: `prefill ${i}` }));
-    const fed = [0, 0, 0];
-    for (let k = 0; k < 7; k++) {
-      // sequence 2 sits out step 3, so the batch composition and the positions vary
-      const idx = [0, 1, 2].filter((i) => fed[i] < 6 && !(i === 2 && k === 3));
-      const ls = await lm.step(idx.map((i) => ({ seq: seqs[i], tokens: [follow[i][fed[i]]] })));
+    // continuous batching: sequences 0 and 1 prefill together; sequence 2 prefills in the step
+    // where they decode their first token, and sits out a later step
+    const fed = [-1, -1, -1]; // -1: not prefilled yet
+    const tokensOf = (i: number) => fed[i] < 0 ? prompts[i] : [follow[i][fed[i]]];
+    for (let k = 0; k < 9; k++) {
+      const idx = [0, 1, 2].filter((i) => fed[i] < 6 && !(i === 2 && (k === 0 || k === 4)));
+      const ls = await lm.step(idx.map((i) => ({ seq: seqs[i], tokens: tokensOf(i) })));
       idx.forEach((i, j) => {
         fed[i]++;
-        assertClose(ls[j], alone[i][fed[i]], { atol: 1e-5, label: `seq ${i} token ${fed[i]}` });
+        assertClose(ls[j], alone[i][fed[i]], { atol: 1e-5, label: `seq ${i} output ${fed[i]}` });
       });
     }
+    assert.deepEqual(fed, [6, 6, 6]);
     assert.deepEqual(seqs.map((s) => dec.length(s)), [16, 29, 7]);
     dec.dispose();
   },
