@@ -3,7 +3,7 @@
  * sequences of different lengths, plus MTP self-speculative drafting (DeepSeek-V2 section 2.1,
  * V3 sections 2.1.1 and 2.2 / 5.4.3).
  *
- * Legend: S cache slots (open sequences), L positions per slot (max_seq_len), N new tokens of a
+ * Legend: S cache slots (open sequences), L positions per slot (maxSeqLen), N new tokens of a
  * step (all items together), I items of a step, D dim, V vocab, H heads, dn qk_nope_head_dim,
  * dr qk_rope_head_dim, dv v_head_dim, rkv kv_lora_rank, W = rkv + dr.
  *
@@ -80,6 +80,8 @@ export interface DecoderOptions {
    * MTP block's latent cache. Default false; needs a model with `mtp_depth >= 1`.
    */
   mtp?: boolean;
+  /** Positions per slot, at most the model's max_seq_len (default: max_seq_len). */
+  maxSeqLen?: number;
   /** Name reported as the `LanguageModel` id (default `minideepseek`). */
   id?: string;
 }
@@ -134,7 +136,7 @@ interface StepTensors {
 
 /**
  * Batched incremental decoder over a {@linkcode DeepSeekV3} model: one latent-cache slot per open
- * sequence, `max_seq_len` positions each.
+ * sequence, `maxSeqLen` positions each.
  *
  * @example
  * ```ts ignore
@@ -150,7 +152,7 @@ export class Decoder {
   readonly id: string;
   /** Length of each logits vector. */
   readonly vocabSize: number;
-  /** Most tokens one sequence holds (the model's max_seq_len). */
+  /** Most tokens one sequence holds (the model's max_seq_len unless made smaller). */
   readonly maxSeqLen: number;
   /** Cache slots: the most sequences open at once. */
   readonly maxSequences: number;
@@ -181,14 +183,21 @@ export class Decoder {
    *
    * @param model the model; its parameters are read on every step (W_UK / W_UV are copies, see
    *   {@linkcode Decoder.syncWeights}).
-   * @throws when `mtp` is asked of a model without an MTP module, or maxBatch is not a positive
-   *   integer.
+   * @throws when `mtp` is asked of a model without an MTP module, maxBatch is not a positive
+   *   integer, or maxSeqLen is not in [1, max_seq_len].
    */
   constructor(model: DeepSeekV3, opts: DecoderOptions = {}) {
     const cfg = model.cfg;
     const S = opts.maxBatch ?? 4;
     if (!Number.isInteger(S) || S < 1) {
       throw new RangeError(`Decoder: maxBatch must be a positive integer, got ${S}`);
+    }
+    const L = opts.maxSeqLen ?? cfg.max_seq_len;
+    if (!Number.isInteger(L) || L < 1 || L > cfg.max_seq_len) {
+      throw new RangeError(
+        `Decoder: maxSeqLen must be an integer in [1, ${cfg.max_seq_len}] (the model's ` +
+          `max_seq_len), got ${L}`,
+      );
     }
     if (opts.mtp && cfg.mtp_depth < 1) {
       throw new Error("Decoder: { mtp: true } needs a model with mtp_depth >= 1");
@@ -198,10 +207,10 @@ export class Decoder {
     this.#gpu = model.gpu;
     this.id = opts.id ?? "minideepseek";
     this.vocabSize = cfg.vocab_size;
-    this.maxSeqLen = cfg.max_seq_len;
+    this.maxSeqLen = L;
     this.maxSequences = S;
     this.hasMtp = Boolean(opts.mtp);
-    const L = cfg.max_seq_len, W = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
+    const W = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
     const H = cfg.n_heads, dn = cfg.qk_nope_head_dim, dv = cfg.v_head_dim;
     const rkv = cfg.kv_lora_rank;
     const gpu = this.#gpu;

@@ -174,6 +174,14 @@ Deno.test("step() refuses bad items and leaves the sequences unchanged", GPU_TES
   assert.throws(() => dec.truncate(a, 3), /outside \[0, 2\]/);
   dec.dispose();
   assert.throws(() => dec.newSequence(), /after dispose/);
+  assert.throws(() => new Decoder(model, { maxSeqLen: 65 }), /maxSeqLen must be an integer/);
+  assert.throws(() => new Decoder(model, { maxBatch: 0 }), /maxBatch/);
+  const short = new Decoder(model, { maxSeqLen: 8 });
+  assert.equal(short.maxSeqLen, 8);
+  const s = short.newSequence();
+  await short.step([{ seq: s, tokens: [1, 2, 3, 4, 5, 6, 7, 8] }]);
+  await assert.rejects(short.step([{ seq: s, tokens: [1] }]), /past maxSeqLen 8/);
+  short.dispose();
 });
 
 /** The MTP module's logits [T, V] over a whole sequence, as the training forward computes them. */
