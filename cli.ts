@@ -7,12 +7,18 @@
  * @module
  */
 import { Command } from "commander";
+import { chatCommand } from "./cli/chat.ts";
 import { demoCommand } from "./cli/demo.ts";
+import { generateCommand } from "./cli/generate.ts";
 import { infoCommand } from "./cli/info.ts";
 import { modelCommand } from "./cli/model.ts";
 import { prepareCommand } from "./cli/prepare.ts";
 import { pretrainCommand } from "./cli/pretrain.ts";
+import { serveCommand } from "./cli/serve.ts";
 import { tokenizerCommand } from "./cli/tokenizer.ts";
+import { sftCommand } from "./cli/sft.ts";
+import { dpoCommand } from "./cli/dpo.ts";
+import { evalCommand } from "./cli/eval.ts";
 
 /** Builds the top-level program with every subcommand registered. */
 export function buildCli(): Command {
@@ -26,6 +32,12 @@ export function buildCli(): Command {
   program.addCommand(tokenizerCommand());
   program.addCommand(prepareCommand());
   program.addCommand(pretrainCommand());
+  program.addCommand(sftCommand());
+  program.addCommand(dpoCommand());
+  program.addCommand(evalCommand());
+  program.addCommand(generateCommand());
+  program.addCommand(chatCommand());
+  program.addCommand(serveCommand());
   program.addCommand(demoCommand());
   return program;
 }

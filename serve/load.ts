@@ -1,18 +1,24 @@
 /**
  * Loading a trained model directory for serving: the tokenizer (`tokenizer.json`) and the model
- * (`config.json` + `model.safetensors`) behind the {@linkcode LanguageModel} interface.
+ * (`config.json` + `model.safetensors`) behind the {@linkcode LanguageModel} interface, decoded
+ * by the GPU incremental decoder (`model/decode.ts`: latent KV cache, absorbed MLA, batched
+ * steps).
  *
- * The tokenizer loads today. The model does not yet: serving needs the GPU incremental decoder
- * (`model/decode.ts`: latent KV cache, absorbed MLA, batched steps), which has not landed.
- * {@linkcode loadModel} is the one place to change when it does; the server, the engine, the CLI
- * commands and their tests already run against the interface (with the CPU models of
- * `_test_model.ts`).
+ * A "model directory" is a checkpoint (`step-NNNNNN/`) or a run directory (its `latest.json`
+ * checkpoint is used). The tokenizer is looked for in the given `tokenizerDir`, else in the
+ * model directory and its ancestors, each also with a `tokenizer/` subfolder, which finds the
+ * demo's `runs/demo/tokenizer` from `runs/demo/sft/step-000200`.
  *
  * @module
  */
 
+import { getGpu } from "../kernels/gpu.ts";
+import { Decoder } from "../model/decode.ts";
+import { decodeSafetensors, fromHfConfig } from "../model/safetensors.ts";
+import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadTokenizer } from "../tokenizer/io.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { resolveCheckpoint } from "../train/checkpoint.ts";
 import type { LanguageModel } from "./model_api.ts";
 
 /** Options of {@linkcode loadModel}. */
@@ -33,39 +39,65 @@ export interface LoadedModel {
   modelId: string;
 }
 
-/** Thrown by {@linkcode loadModel} until the GPU decoder exists. */
-export class NotImplementedError extends Error {
-  /**
-   * Makes the error.
-   *
-   * @param message What is missing.
-   */
-  constructor(message: string) {
-    super(message);
-    this.name = "NotImplementedError";
-  }
-}
-
 /**
- * Loads a trained model for batched incremental decoding.
+ * Loads a trained model for batched incremental decoding on the GPU.
  *
- * @param dir A model directory (`config.json`, `model.safetensors`).
- * @param _options Cache sizes (unused until the decoder lands).
- * @returns The model.
- * @throws {NotImplementedError} Always, for now: the GPU decoder has not landed.
+ * @param dir A checkpoint directory (`config.json`, `model.safetensors`) or a run directory.
+ * @param options KV-cache slots (`maxSequences`, default 8).
+ * @returns The model as a {@linkcode LanguageModel}.
+ * @throws {Error} Naming the file when the checkpoint is missing or malformed.
  * @example
  * ```ts ignore
- * const model = await loadModel("runs/sft/step-001000");
+ * const model = await loadModel("runs/demo/dpo");
  * ```
  */
-export function loadModel(dir: string, _options: LoadModelOptions = {}): Promise<LanguageModel> {
-  return Promise.reject(
-    new NotImplementedError(
-      `cannot load the model in ${dir}: serving a trained model is not implemented until the GPU ` +
-        "decoder lands (model/decode.ts, batched incremental decoding with a KV cache); the " +
-        "server, web page and CLI work today with the CPU test models in serve/_test_model.ts",
-    ),
-  );
+export async function loadModel(
+  dir: string,
+  options: LoadModelOptions = {},
+): Promise<LanguageModel> {
+  const ckpt = await resolveCheckpoint(dir) ?? dir;
+  const read = async (file: string) => {
+    try {
+      return await Deno.readFile(`${ckpt}/${file}`);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new Error(
+          `--model ${dir}: no ${file} in ${ckpt}; pass a checkpoint (step-NNNNNN/) or a run directory`,
+        );
+      }
+      throw e;
+    }
+  };
+  const cfg = fromHfConfig(JSON.parse(new TextDecoder().decode(await read("config.json"))));
+  const { tensors } = decodeSafetensors(await read("model.safetensors"));
+  const params = new Map<string, Float32Array>();
+  for (const [name, t] of tensors) {
+    if (!(t.data instanceof Float32Array)) {
+      throw new Error(`${ckpt}/model.safetensors: tensor ${name} is ${t.dtype}, expected F32`);
+    }
+    params.set(name, t.data);
+  }
+  const model = new DeepSeekV3(await getGpu(), cfg);
+  model.load(params);
+  const id = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
+  return new Decoder(model, { maxBatch: options.maxSequences ?? 8, id });
+}
+
+/** The first directory holding `tokenizer.json` among `dir`, its ancestors and their `tokenizer/`. */
+export async function findTokenizerDir(dir: string): Promise<string | null> {
+  let d = dir.replace(/[\\/]+$/, "");
+  for (let up = 0; up < 4 && d; up++) {
+    for (const c of [d, `${d}/tokenizer`]) {
+      try {
+        await Deno.stat(`${c}/tokenizer.json`);
+        return c;
+      } catch { /* keep looking */ }
+    }
+    const parent = d.includes("/") ? d.slice(0, d.lastIndexOf("/")) : (d === "." ? "" : ".");
+    if (parent === d) break;
+    d = parent;
+  }
+  return null;
 }
 
 /** Options of {@linkcode loadForServing}. */
@@ -82,7 +114,6 @@ export interface LoadForServingOptions extends LoadModelOptions {
  * @param options Tokenizer directory, cache sizes.
  * @returns Model, tokenizer and model id.
  * @throws {Error} Naming the file if the directory or its tokenizer is missing or malformed.
- * @throws {NotImplementedError} From {@linkcode loadModel}, for now.
  * @example
  * ```ts ignore
  * const { model, tokenizer, modelId } = await loadForServing("runs/sft/step-001000");
@@ -99,7 +130,13 @@ export async function loadForServing(
     throw new Error(`--model ${dir}: no such directory; pass a trained model's directory`);
   }
   if (!info.isDirectory) throw new Error(`--model ${dir}: not a directory`);
-  const tokenizer = await loadTokenizer(options.tokenizerDir ?? dir);
+  const tokDir = options.tokenizerDir ?? await findTokenizerDir(dir);
+  if (!tokDir) {
+    throw new Error(
+      `--model ${dir}: no tokenizer.json in it or its parent directories; pass --tokenizer DIR`,
+    );
+  }
+  const tokenizer = await loadTokenizer(tokDir);
   const model = await loadModel(dir, options);
   const modelId = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
   return { model, tokenizer, modelId };

@@ -47,12 +47,12 @@ export {
   type Usage,
 } from "./engine.ts";
 export {
+  findTokenizerDir,
   type LoadedModel,
   loadForServing,
   type LoadForServingOptions,
   loadModel,
   type LoadModelOptions,
-  NotImplementedError,
 } from "./load.ts";
 export type { LanguageModel, SeqHandle, StepItem } from "./model_api.ts";
 // The chat types of the tokenizer module that requests are made of.
