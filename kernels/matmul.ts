@@ -155,10 +155,11 @@ function pickTile(
  * The WGSL of one specialization of the GEMM kernel (exported for bench/ experiments; kernels
  * call {@linkcode matmulForward}). Bindings: A, B, C, then the params uniform.
  *
- * Thread `lane` of workgroup (x, y, z) owns rows y * TM + i (i < TM) and columns col(j) (j < TN)
+ * Thread `lane` of workgroup (x, y, z) owns rows x * TM + i (i < TM) and columns col(j) (j < TN)
  * of batch z:
- *   col(j) = x * L * TN + lane * 4 + (j % 4) + 32 * (j / 4)   with quadC (N % 4 == 0),
- *   col(j) = x * L * TN + lane + 8 * j                        otherwise.
+ *   col(j) = y * L * TN + lane * 4 + (j % 4) + 32 * (j / 4)   with quadC (N % 4 == 0),
+ *   col(j) = y * L * TN + lane + 8 * j                        otherwise.
+ * Row tiles along x, which the driver runs first, so neighbouring workgroups share B's panel.
  * Rows and columns past M, N read stray values (in bounds or robust-access zeros) that are never
  * stored.
  *
@@ -286,8 +287,8 @@ struct P {
 @compute @workgroup_size(${L})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let z = wid.z + p.z_off;
-  let m0 = (wid.y + p.m_off) * ${TM}u;
-  let n0 = (wid.x + p.n_off) * ${L * TN}u + lane * ${quadC ? 4 : 1}u;
+  let m0 = (wid.x + p.m_off) * ${TM}u;
+  let n0 = (wid.y + p.n_off) * ${L * TN}u + lane * ${quadC ? 4 : 1}u;
   let cOff = z * p.sc;
   ${decl.join("\n  ")}
   // R > 1 sums R batch entries into this output (sumBatch); R == 1 otherwise.
@@ -356,7 +357,9 @@ export function matmulForward(out: Tensor, a: Tensor, b: Tensor, opts: MatmulOpt
   const strideA = sh.batchedA ? M * K : 0, strideB = sh.batchedB ? K * N : 0;
   // sumBatch: one output (z = 0) looping r over the Z entries; the z strides are unused.
   const R = sumBatch ? Z : 1, zCount = sumBatch ? 1 : Z;
-  const gx = Math.ceil(N / (L * TN)), gy = Math.ceil(M / TM);
+  // Row tiles run fastest, so consecutive workgroups (and the CPU driver's threads working
+  // side by side) share one column panel of B, the larger operand block, while it is in cache.
+  const gx = Math.ceil(M / TM), gy = Math.ceil(N / (L * TN));
   const bindings = [a.binding, b.binding, out.binding];
   // Fold grids past the 65535-workgroup limit into several dispatches with offsets.
   for (let z0 = 0; z0 < zCount; z0 += MAX_GROUPS) {
@@ -365,7 +368,7 @@ export function matmulForward(out: Tensor, a: Tensor, b: Tensor, opts: MatmulOpt
         const params = new Params()
           .u32(M).u32(N).u32(K).f32(opts.alpha ?? 1)
           .u32(sumBatch ? 0 : strideA).u32(sumBatch ? 0 : strideB).u32(M * N).u32(R)
-          .u32(sumBatch ? strideA : 0).u32(sumBatch ? strideB : 0).u32(y0).u32(x0)
+          .u32(sumBatch ? strideA : 0).u32(sumBatch ? strideB : 0).u32(x0).u32(y0)
           .u32(z0).u32(0).u32(0).u32(0);
         const groups: [number, number, number] = [
           Math.min(MAX_GROUPS, gx - x0),
