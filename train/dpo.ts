@@ -1,0 +1,381 @@
+/**
+ * Direct Preference Optimization (Rafailov et al. 2023) as a {@linkcode TrainTask}: preference
+ * pairs, a frozen reference whose log-probabilities are computed ONCE before training (so no
+ * second model stays on the GPU), and the DPO loss of `kernels/dpo.ts`.
+ *
+ * Legend: P pairs per micro-batch, S = 2P sequences, T positions per row, N = rows * T.
+ *
+ *     pair -> chosen / rejected conversations -> ids and a mask that is 1 only on the FINAL
+ *             assistant turn (the response; TRL's "completion" tokens, <|im_end|> included)
+ *     rows: the 2P sequences packed in order (chosen 2q, rejected 2q + 1), segment ids apart
+ *     logits [N, V] -> tokenLogprobs -> [N] -> dpoLoss(seqIds, ref [S]) -> loss [1]
+ *
+ * The loss is DPO's alone: `-log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r)))`. The forward
+ * runs without its loss heads (`logitsOnly`), so the MTP module and the sequence-wise balance
+ * loss are not part of it; the aux-loss-free router bias keeps balancing the main MoE blocks
+ * from this stage's loads (the MTP block, which does not run, reports zero loads: no update).
+ *
+ * Records: `{"chosen": [messages], "rejected": [messages], "tools"?: [...]}` (the two share the
+ * prompt and differ in the last assistant turn) or `{"prompt": "...", "chosen": "...",
+ * "rejected": "..."}` strings, read as one user turn and one assistant reply.
+ *
+ * @module
+ */
+import { noGrad } from "../kernels/autograd.ts";
+import { tokenLogprobs } from "../kernels/cross_entropy.ts";
+import { DPO_METRICS, dpoLoss, dpoLossCpu } from "../kernels/dpo.ts";
+import { Scope, Tensor } from "../kernels/tensor.ts";
+import type { DeepSeekV3 } from "../model/transformer.ts";
+import type { ChatMessage, Tokenizer, ToolSpec } from "../tokenizer/mod.ts";
+import { renderChatForTraining } from "../tokenizer/mod.ts";
+import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
+import type { TaskOutput, TrainTask } from "./loop.ts";
+import { Rng } from "./rng.ts";
+import {
+  type ChatExample,
+  checkMessages,
+  checkTools,
+  packSequences,
+  type ReadChatOptions,
+} from "./sft.ts";
+
+/** One preference pair as read from a file. */
+export interface PreferencePair {
+  /** The prompt followed by the preferred assistant turn. */
+  chosen: ChatMessage[];
+  /** The same prompt followed by the worse assistant turn. */
+  rejected: ChatMessage[];
+  /** Tools shown to the model, if any. */
+  tools?: ToolSpec[];
+  /** The file it came from. */
+  file: string;
+  /** Its 1-based line there. */
+  line: number;
+}
+
+/** A tokenized pair: each side's mask covers only its final assistant turn. */
+export interface PairExample {
+  /** The chosen sequence. */
+  chosen: ChatExample;
+  /** The rejected sequence. */
+  rejected: ChatExample;
+}
+
+/** The schema check of a DPO record (either form). */
+export const pairCheck: JsonlCheck = (value) => {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return `expected a JSON object {"chosen": [...], "rejected": [...]} or ` +
+      `{"prompt": "...", "chosen": "...", "rejected": "..."}`;
+  }
+  const v = value as Record<string, unknown>;
+  for (const k of ["chosen", "rejected"]) {
+    if (!(k in v)) return `missing field "${k}"`;
+  }
+  if (typeof v.chosen === "string" || typeof v.rejected === "string") {
+    for (const k of ["prompt", "chosen", "rejected"]) {
+      if (typeof v[k] !== "string") {
+        return `field "${k}" must be a string in the {"prompt", "chosen", "rejected"} form`;
+      }
+    }
+    return undefined;
+  }
+  for (const k of ["chosen", "rejected"]) {
+    const bad = checkMessages(v[k], k);
+    if (bad) return bad;
+    const last = (v[k] as { role: string }[]).at(-1)!;
+    if (last.role !== "assistant") {
+      return `"${k}" must end with the assistant turn being compared, got role "${last.role}"`;
+    }
+  }
+  return checkTools(v.tools);
+};
+
+/**
+ * Reads preference pairs from a JSONL file.
+ *
+ * @param path The file.
+ * @param opts `skipBad`, `onBad`.
+ * @returns The pairs and the count of skipped lines.
+ * @throws {JsonlError} `file:line: reason` for the first malformed line unless `skipBad`.
+ * @example const { pairs } = await readPreferencePairs("dpo.jsonl");
+ */
+export async function readPreferencePairs(
+  path: string,
+  opts: ReadChatOptions = {},
+): Promise<{ pairs: PreferencePair[]; bad: number }> {
+  const stream = readJsonl<Record<string, unknown>>(path, {
+    check: pairCheck,
+    skipBad: opts.skipBad,
+    onBad: (e) => opts.onBad?.(e.message),
+  });
+  const pairs: PreferencePair[] = [];
+  for await (const { value: v, line } of stream) {
+    if (typeof v.chosen === "string") {
+      const prompt: ChatMessage = { role: "user", content: v.prompt as string };
+      pairs.push({
+        chosen: [prompt, { role: "assistant", content: v.chosen }],
+        rejected: [prompt, { role: "assistant", content: v.rejected as string }],
+        file: path,
+        line,
+      });
+    } else {
+      pairs.push({
+        chosen: v.chosen as ChatMessage[],
+        rejected: v.rejected as ChatMessage[],
+        tools: (v.tools as ToolSpec[] | undefined) ?? undefined,
+        file: path,
+        line,
+      });
+    }
+  }
+  return { pairs, bad: stream.bad };
+}
+
+/**
+ * Renders one side of a pair: ids, and a mask of the final assistant turn only (the last run of
+ * assistant tokens: earlier assistant turns belong to the prompt). Sequences longer than
+ * `T + 1` tokens keep their last `T + 1` (the prompt is cut from the left, as TRL's keep_end).
+ *
+ * @example responseExample(tok, messages, { T: 256, source: "dpo.jsonl:3" }).mask; // 0..0 1..1
+ */
+export function responseExample(
+  tok: Tokenizer,
+  messages: readonly ChatMessage[],
+  opts: { tools?: readonly ToolSpec[]; T: number; source: string },
+): ChatExample {
+  const { ids, assistantMask } = renderChatForTraining(tok, messages, { tools: opts.tools });
+  const mask = Uint8Array.from(assistantMask);
+  let end = mask.length;
+  while (end > 0 && !mask[end - 1]) end--;
+  let start = end;
+  while (start > 0 && mask[start - 1]) start--;
+  mask.fill(0, 0, start);
+  const cut = Math.max(0, ids.length - (opts.T + 1));
+  return { ids: Int32Array.from(ids.slice(cut)), mask: mask.slice(cut), source: opts.source };
+}
+
+/**
+ * Tokenizes pairs; a pair the renderer refuses is an error naming its `file:line` (or skipped).
+ *
+ * @throws {JsonlError} unless `skipBad`.
+ */
+export function tokenizePairs(
+  tok: Tokenizer,
+  pairs: readonly PreferencePair[],
+  opts: ReadChatOptions & { T: number },
+): { examples: PairExample[]; bad: number } {
+  const examples: PairExample[] = [];
+  let bad = 0;
+  for (const p of pairs) {
+    const source = `${p.file}:${p.line}`;
+    try {
+      const side = (m: ChatMessage[], which: string) =>
+        responseExample(tok, m, { tools: p.tools, T: opts.T, source: `${source} (${which})` });
+      examples.push({ chosen: side(p.chosen, "chosen"), rejected: side(p.rejected, "rejected") });
+    } catch (e) {
+      const err = new JsonlError(p.file, p.line, `cannot render: ${(e as Error).message}`);
+      if (!opts.skipBad) throw err;
+      bad++;
+      opts.onBad?.(err.message);
+    }
+  }
+  return { examples, bad };
+}
+
+/**
+ * Summed log-probabilities of each sequence's masked targets under `model` (no gradient; packed
+ * in order, `B` rows of `T` at a time). The reference pass and the preference-accuracy metric.
+ *
+ * @returns f64 [examples.length].
+ * @example const lp = await sequenceLogps(model, [ex1, ex2], { B: 8, T: 256 });
+ */
+export async function sequenceLogps(
+  model: DeepSeekV3,
+  examples: readonly ChatExample[],
+  opts: { B: number; T: number; padId?: number },
+): Promise<Float64Array> {
+  const out = new Float64Array(examples.length);
+  await noGrad(async () => {
+    for (let i = 0; i < examples.length;) {
+      const b = packSequences(examples.slice(i), { T: opts.T, maxRows: opts.B, padId: opts.padId });
+      const scope = new Scope();
+      const dev = model.upload({ ...b, targets: new Int32Array(0) });
+      const { logits } = model.forward(dev, { logitsOnly: true });
+      const lp = await tokenLogprobs(
+        logits,
+        Tensor.from(model.gpu, b.targets, [b.targets.length], "i32"),
+      )
+        .readF32();
+      scope.dispose();
+      for (let j = 0; j < lp.length; j++) if (b.targets[j] >= 0) out[i + b.item[j]] += lp[j];
+      i += b.count;
+    }
+  });
+  return out;
+}
+
+/** Flattens pairs into the sequence order the kernels use: chosen 2q, rejected 2q + 1. */
+export function pairSequences(pairs: readonly PairExample[]): ChatExample[] {
+  return pairs.flatMap((p) => [p.chosen, p.rejected]);
+}
+
+/** Settings of {@linkcode DpoTask}. */
+export interface DpoOptions {
+  /** Pairs per micro-batch. */
+  pairs: number;
+  /** Positions per packed row. */
+  T: number;
+  /** Rows per forward when computing log-probabilities without a gradient. */
+  B: number;
+  /** DPO temperature. */
+  beta: number;
+  /** Shuffle seed. */
+  seed: number;
+  /** Padding token id. */
+  padId?: number;
+}
+
+/** The data position of {@linkcode DpoTask}. */
+export interface DpoState {
+  /** Completed passes over the pairs. */
+  epoch: number;
+  /** Pairs of this epoch already used. */
+  cursor: number;
+}
+
+/**
+ * DPO on pairs whose reference sums are given (train and held-out, computed once beforehand:
+ * see {@linkcode sequenceLogps}).
+ */
+export class DpoTask implements TrainTask {
+  /** Stage name. */
+  readonly name = "dpo";
+  private order: Int32Array;
+  private epoch = 0;
+  private cursor = 0;
+
+  /**
+   * @param train Training pairs and their reference sums f32 [2 * pairs] (chosen, rejected).
+   * @param val Held-out pairs and their reference sums (may be empty).
+   * @throws when there are no pairs, or the sums do not match the pairs.
+   */
+  constructor(
+    private readonly train: { pairs: readonly PairExample[]; ref: Float64Array },
+    private readonly val: { pairs: readonly PairExample[]; ref: Float64Array },
+    private readonly opts: DpoOptions,
+  ) {
+    if (train.pairs.length === 0) throw new Error("DPO: no training pairs");
+    for (const [what, d] of [["train", train], ["val", val]] as const) {
+      if (d.ref.length !== 2 * d.pairs.length) {
+        throw new Error(`DPO: ${d.ref.length} reference sums for ${d.pairs.length} ${what} pairs`);
+      }
+    }
+    this.order = this.shuffled(0);
+  }
+
+  private shuffled(epoch: number): Int32Array {
+    return new Rng(this.opts.seed, epoch).shuffle(Int32Array.from(this.train.pairs.keys()));
+  }
+
+  private nextPairs(): number[] {
+    const picked: number[] = [];
+    while (picked.length < this.opts.pairs) {
+      if (this.cursor >= this.order.length) {
+        this.epoch++;
+        this.cursor = 0;
+        this.order = this.shuffled(this.epoch);
+      }
+      picked.push(this.order[this.cursor++]);
+    }
+    return picked;
+  }
+
+  /** Packs the next P pairs and encodes the policy forward and the DPO loss. */
+  forward(model: DeepSeekV3): TaskOutput {
+    const picked = this.nextPairs();
+    const seqs = pairSequences(picked.map((k) => this.train.pairs[k]));
+    const b = packSequences(seqs, { T: this.opts.T, padId: this.opts.padId });
+    const ref = new Float32Array(2 * picked.length);
+    picked.forEach((k, q) => {
+      ref[2 * q] = this.train.ref[2 * k];
+      ref[2 * q + 1] = this.train.ref[2 * k + 1];
+    });
+    // Sequence 2q / 2q+1 is packed item 2q / 2q+1; only response targets count.
+    const seqIds = b.item.map((it, j) => (b.targets[j] >= 0 ? it : -1));
+    const gpu = model.gpu;
+    const dev = model.upload({ ...b, targets: new Int32Array(0) });
+    const out = model.forward(dev, { logitsOnly: true });
+    const N = b.targets.length;
+    const lp = tokenLogprobs(out.logits, Tensor.from(gpu, b.targets, [N], "i32"));
+    const { loss, metrics } = dpoLoss(lp, {
+      seqIds: Tensor.from(gpu, seqIds, [N], "i32"),
+      refLogps: Tensor.from(gpu, ref, [ref.length]),
+      pairs: picked.length,
+      beta: this.opts.beta,
+    });
+    // The MTP blocks did not run: zero loads leave their router biases as they are.
+    const loads = [...out.loads];
+    while (loads.length < model.moeLayers().length) {
+      loads.push(Tensor.zeros(gpu, [model.cfg.n_routed_experts], "i32"));
+    }
+    return { loss, terms: { ...metrics }, loads, tokens: b.targetTokens };
+  }
+
+  /**
+   * Held-out DPO loss, reward metrics, and preference accuracy (policy logp(chosen) >
+   * logp(rejected)), from one no-gradient pass over the held-out pairs.
+   */
+  async validate(model: DeepSeekV3): Promise<Record<string, number>> {
+    if (this.val.pairs.length === 0) return {};
+    return await evaluatePairs(model, this.val.pairs, { ...this.opts, ref: this.val.ref });
+  }
+
+  /** The data position. */
+  state(): DpoState {
+    return { epoch: this.epoch, cursor: this.cursor };
+  }
+
+  /** Restores {@linkcode state}'s value. */
+  restore(state: unknown): void {
+    const s = state as DpoState;
+    this.epoch = s.epoch;
+    this.cursor = s.cursor;
+    this.order = this.shuffled(s.epoch);
+  }
+}
+
+/**
+ * Scores pairs with the policy: preference accuracy (summed response logp of chosen above
+ * rejected) and, given reference sums, the DPO loss and TRL metrics on them.
+ *
+ * @returns `preference_accuracy`, `logps/chosen`, `logps/rejected`, and with `ref` also `loss`
+ *   and the `rewards/*` metrics.
+ */
+export async function evaluatePairs(
+  model: DeepSeekV3,
+  pairs: readonly PairExample[],
+  opts: { B: number; T: number; beta: number; padId?: number; ref?: Float64Array },
+): Promise<Record<string, number>> {
+  const pi = await sequenceLogps(model, pairSequences(pairs), opts);
+  let right = 0;
+  for (let p = 0; p < pairs.length; p++) if (pi[2 * p] > pi[2 * p + 1]) right++;
+  const out: Record<string, number> = {
+    preference_accuracy: right / pairs.length,
+  };
+  if (opts.ref) {
+    // The CPU twin sums per sequence; feed it one pseudo-token per sequence.
+    const ids = Int32Array.from(pi.keys());
+    const d = dpoLossCpu(pi, ids, opts.ref, { pairs: pairs.length, beta: opts.beta });
+    out.loss = d.loss;
+    for (const k of DPO_METRICS) out[k] = d.metrics[k];
+  } else {
+    let c = 0, r = 0;
+    for (let p = 0; p < pairs.length; p++) {
+      c += pi[2 * p];
+      r += pi[2 * p + 1];
+    }
+    out["logps/chosen"] = c / pairs.length;
+    out["logps/rejected"] = r / pairs.length;
+  }
+  return out;
+}
