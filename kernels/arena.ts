@@ -22,6 +22,11 @@ export interface ParamSpec {
   decay?: boolean;
   /** Whether the optimizer updates it (the MoE balancing bias is not trained by gradients). */
   trainable?: boolean;
+  /**
+   * Neighbouring specs with the same group are kept in one chunk (one binding), e.g. a MoE
+   * layer's experts, which the grouped GEMM binds as one range.
+   */
+  group?: string;
 }
 
 /** One parameter's place in the arenas. */
@@ -69,7 +74,30 @@ export class ParamArena {
     );
     const sizes: number[] = [];
     let chunk = 0, offset = 0;
+    // Bytes each group spans when laid out from an aligned start.
+    const groupBytes = new Map<string, number>();
     for (const s of specs) {
+      if (!s.group) continue;
+      const b = roundUp(groupBytes.get(s.group) ?? 0, BINDING_ALIGN) + numel(s.shape) * 4;
+      groupBytes.set(s.group, b);
+    }
+    let openGroup: string | undefined;
+    for (const s of specs) {
+      if (s.group && s.group !== openGroup) {
+        const span = groupBytes.get(s.group)!;
+        if (span > limit) {
+          throw new GpuError(
+            `arena: parameter group ${s.group} needs ${span} bytes in one binding, more than ` +
+              `this adapter allows (${limit}); use fewer or smaller experts`,
+          );
+        }
+        if (offset + span > limit) {
+          sizes.push(offset);
+          chunk++;
+          offset = 0;
+        }
+      }
+      openGroup = s.group;
       if (this.byName.has(s.name)) throw new GpuError(`arena: duplicate parameter ${s.name}`);
       const size = numel(s.shape);
       const bytes = size * 4;

@@ -19,3 +19,4 @@ export * from "./safetensors.ts";
 export * from "./mla.ts";
 export * from "./ffn.ts";
 export * from "./transformer.ts";
+export * from "./decode.ts";

@@ -98,6 +98,10 @@ export class DeepSeekV3 {
         shape: p.shape,
         decay: p.weightDecay,
         trainable: p.trainable,
+        // A layer's routed experts share one binding: the grouped GEMM reads them as one range.
+        group: /\.mlp\.experts\.\d+\./.test(p.name)
+          ? p.name.replace(/\.experts\..*/, "")
+          : undefined,
       })),
     );
     const { cos, sin } = ropeTables(ropeFrequencies(ropeOptions(cfg)), cfg.max_seq_len);

@@ -40,3 +40,39 @@ Deno.test("arena uploads, reads back and zeroes gradients exactly", GPU_TEST, as
   const g = await arena.readAll("grads");
   assert.ok(g.get("w")!.every((v) => v === 0));
 });
+
+Deno.test("arena keeps a group of tensors in one chunk", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const arena = new ParamArena(gpu, [
+    { name: "x", shape: [100] },
+    { name: "e0", shape: [50], group: "experts" },
+    { name: "e1", shape: [50], group: "experts" },
+    { name: "y", shape: [10] },
+  ], { chunkBytes: 1024 });
+  // x takes 512 bytes; the group (256 + 200 = 456) still fits after it.
+  assert.equal(arena.entry("e0").chunk, arena.entry("e1").chunk);
+  const small = new ParamArena(gpu, [
+    { name: "x", shape: [200] },
+    { name: "e0", shape: [50], group: "g" },
+    { name: "e1", shape: [50], group: "g" },
+  ], { chunkBytes: 1024 });
+  // x ends at 1024 bytes: e0 alone would fit nowhere after it, so the group starts chunk 1.
+  assert.deepEqual([small.entry("e0").chunk, small.entry("e1").chunk], [1, 1]);
+  const split = new ParamArena(gpu, [
+    { name: "x", shape: [150] },
+    { name: "e0", shape: [50], group: "g" },
+    { name: "e1", shape: [50], group: "g" },
+  ], { chunkBytes: 1024 });
+  // Without grouping e0 would sit at 768 and e1 in the next chunk; the group moves both.
+  assert.deepEqual([split.entry("e0").chunk, split.entry("e1").chunk], [1, 1]);
+  assert.throws(
+    () =>
+      new ParamArena(gpu, [{ name: "a", shape: [200], group: "g" }, {
+        name: "b",
+        shape: [200],
+        group: "g",
+      }], { chunkBytes: 1024 }),
+    /group g needs 1824 bytes/,
+  );
+  for (const a of [arena, small, split]) a.destroy();
+});
