@@ -1,0 +1,389 @@
+/**
+ * Evaluation of a checkpoint, every model prompted the same way (the chat template), so a
+ * pretrained, an SFT and a DPO model compare side by side:
+ *
+ * - validation loss / perplexity on a pretraining val shard (next-token CE, as pretraining);
+ * - QA accuracy: each held-out question as one user turn plus the generation prompt, greedy
+ *   decoding of at most `qaMaxTokens` tokens up to `<|im_end|>`, graded by exact match
+ *   (`isCorrect` of `data/`, after normalization);
+ * - tool-call accuracy: the prompt with its tools, greedy decoding, the first
+ *   `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block parsed; right function,
+ *   valid JSON arguments and right values (`gradeToolCall`); no block counts as wrong;
+ * - preference accuracy: on held-out DPO pairs, the share whose chosen response has the higher
+ *   summed log-probability (over the final assistant turn's tokens) under the model.
+ *
+ * Generation goes through {@linkcode generateTokens}, which uses the latent-KV-cache decoder of
+ * `model/decode.ts` (greedy, batched); swap it there to change how text is produced.
+ *
+ * @module
+ */
+import { Decoder, generateGreedy } from "../model/decode.ts";
+import type { DeepSeekV3 } from "../model/transformer.ts";
+import {
+  encodeChatPrompt,
+  IM_END_TOKEN,
+  type Tokenizer,
+  TOOL_CALL_END_TOKEN,
+  TOOL_CALL_START_TOKEN,
+} from "../tokenizer/mod.ts";
+import {
+  type EvalQuestion,
+  type EvalToolCall,
+  gradeToolCall,
+  isCorrect,
+  type World,
+} from "../data/mod.ts";
+import { evaluatePairs, type PairExample } from "./dpo.ts";
+import { evaluateLoss } from "./pretrain.ts";
+
+/** Options of {@linkcode generateTokens}. */
+export interface GenerateTokensOptions {
+  /** Most new tokens per prompt. */
+  maxTokens: number;
+  /** Token ids that end a reply (included in the output). */
+  stop: readonly number[];
+  /** Prompts decoded together (decoder cache slots); default 64. */
+  maxBatch?: number;
+}
+
+/**
+ * Greedy continuations of token prompts, batched through the latent-cache decoder. Prompts that
+ * leave no room for a reply get an empty one.
+ *
+ * @returns The new tokens per prompt (a stop token included when one came).
+ * @example const [reply] = await generateTokens(model, [promptIds], { maxTokens: 16, stop: [imEnd] });
+ */
+export async function generateTokens(
+  model: DeepSeekV3,
+  prompts: readonly (readonly number[])[],
+  opts: GenerateTokensOptions,
+): Promise<number[][]> {
+  const out: number[][] = prompts.map(() => []);
+  const fits = [...prompts.keys()].filter((i) =>
+    prompts[i].length > 0 && prompts[i].length < model.cfg.max_seq_len
+  );
+  const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 64, fits.length));
+  if (fits.length === 0) return out;
+  const decoder = new Decoder(model, { maxBatch });
+  try {
+    for (let s = 0; s < fits.length; s += maxBatch) {
+      const idx = fits.slice(s, s + maxBatch);
+      const { tokens } = await generateGreedy(decoder, idx.map((i) => prompts[i]), {
+        maxTokens: opts.maxTokens,
+        stop: opts.stop,
+      });
+      idx.forEach((i, k) => (out[i] = tokens[k]));
+    }
+  } finally {
+    decoder.dispose();
+  }
+  return out;
+}
+
+/** The reply text of generated tokens: up to (not including) the end-of-turn token. */
+export function replyText(tok: Tokenizer, tokens: readonly number[]): string {
+  const end = tok.specialId(IM_END_TOKEN);
+  const k = tokens.indexOf(end);
+  return tok.decode(k >= 0 ? tokens.slice(0, k) : tokens);
+}
+
+/**
+ * The first tool call in a reply: the JSON object between `<tool_call>` and `</tool_call>`
+ * with a string `name` and object `arguments` (a JSON string of an object is accepted too).
+ *
+ * @returns `{ name, arguments }` (arguments as a JSON string), or null when there is no
+ *   complete, well-formed block.
+ * @example
+ * parseToolCall('<tool_call>{"name": "calculator", "arguments": {"expression": "2+3"}}</tool_call>');
+ * // { name: "calculator", arguments: '{"expression":"2+3"}' }
+ * parseToolCall("It is sunny."); // null
+ */
+export function parseToolCall(text: string): { name: string; arguments: string } | null {
+  const a = text.indexOf(TOOL_CALL_START_TOKEN);
+  if (a < 0) return null;
+  const b = text.indexOf(TOOL_CALL_END_TOKEN, a);
+  if (b < 0) return null;
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text.slice(a + TOOL_CALL_START_TOKEN.length, b));
+  } catch {
+    return null;
+  }
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) return null;
+  const { name, arguments: raw } = obj as { name?: unknown; arguments?: unknown };
+  if (typeof name !== "string") return null;
+  let args = raw;
+  if (typeof args === "string") {
+    try {
+      args = JSON.parse(args);
+    } catch {
+      return null;
+    }
+  }
+  if (typeof args !== "object" || args === null || Array.isArray(args)) return null;
+  return { name, arguments: JSON.stringify(args) };
+}
+
+/** One graded generation, kept for the report. */
+export interface GradedSample {
+  /** The user's request. */
+  prompt: string;
+  /** What was expected (answer text, or the expected call as JSON). */
+  expected: string;
+  /** The model's reply text. */
+  output: string;
+  /** Whether it was graded correct. */
+  correct: boolean;
+}
+
+/** An accuracy with its counts and graded samples. */
+export interface AccuracyResult {
+  /** correct / total. */
+  accuracy: number;
+  /** Correct answers. */
+  correct: number;
+  /** Items graded. */
+  total: number;
+  /** Accuracy per group (language for QA, tool name for tool calls). */
+  byGroup: Record<string, number>;
+  /** Every graded item. */
+  samples: GradedSample[];
+}
+
+function summarize(samples: GradedSample[], groups: string[]): AccuracyResult {
+  const correct = samples.filter((s) => s.correct).length;
+  const byGroup: Record<string, number> = {};
+  for (const g of new Set(groups)) {
+    const idx = groups.flatMap((x, i) => (x === g ? [i] : []));
+    byGroup[g] = idx.filter((i) => samples[i].correct).length / idx.length;
+  }
+  return {
+    accuracy: samples.length ? correct / samples.length : NaN,
+    correct,
+    total: samples.length,
+    byGroup,
+    samples,
+  };
+}
+
+/** Options of the generation graders. */
+export interface GradeOptions {
+  /** Most new tokens per reply. */
+  maxTokens: number;
+  /** Prompts decoded together. */
+  maxBatch?: number;
+}
+
+/**
+ * QA accuracy: each question as a single user turn, greedy reply, exact match.
+ *
+ * @example const qa = await evaluateQuestions(model, tok, questions, { maxTokens: 16 });
+ */
+export async function evaluateQuestions(
+  model: DeepSeekV3,
+  tok: Tokenizer,
+  questions: readonly EvalQuestion[],
+  opts: GradeOptions,
+): Promise<AccuracyResult> {
+  const prompts = questions.map((q) =>
+    encodeChatPrompt(tok, [{ role: "user", content: q.question }])
+  );
+  const replies = await generateTokens(model, prompts, {
+    ...opts,
+    stop: [tok.specialId(IM_END_TOKEN)],
+  });
+  const samples = questions.map((q, i) => {
+    const output = replyText(tok, replies[i]);
+    return { prompt: q.question, expected: q.answer, output, correct: isCorrect(output, q.answer) };
+  });
+  return summarize(samples, questions.map((q) => q.lang));
+}
+
+/**
+ * Tool-call accuracy: the conversation with its tools, greedy reply, the first tool call graded
+ * against the expected one (`world` resolves a city named in either language).
+ *
+ * @example const tools = await evaluateToolCalls(model, tok, items, { world, maxTokens: 48 });
+ */
+export async function evaluateToolCalls(
+  model: DeepSeekV3,
+  tok: Tokenizer,
+  items: readonly EvalToolCall[],
+  opts: GradeOptions & { world: World },
+): Promise<AccuracyResult> {
+  const prompts = items.map((it) => encodeChatPrompt(tok, it.messages, { tools: it.tools }));
+  const replies = await generateTokens(model, prompts, {
+    ...opts,
+    stop: [tok.specialId(IM_END_TOKEN)],
+  });
+  const samples = items.map((it, i) => {
+    const output = replyText(tok, replies[i]);
+    const call = parseToolCall(output);
+    return {
+      prompt: String(it.messages.at(-1)?.content ?? ""),
+      expected: JSON.stringify(it.expected),
+      output,
+      correct: call !== null && gradeToolCall(opts.world, call, it.expected),
+    };
+  });
+  return summarize(samples, items.map((it) => it.expected.name));
+}
+
+/** What {@linkcode evaluateModel} can be given; each part is optional. */
+export interface EvalSets {
+  /** Pretraining val shard token ids, for the validation loss. */
+  valTokens?: ArrayLike<number>;
+  /** Held-out questions. */
+  questions?: readonly EvalQuestion[];
+  /** Tool-call prompts, with the world that grades them. */
+  toolCalls?: { items: readonly EvalToolCall[]; world: World };
+  /** Held-out preference pairs (tokenized, response-masked). */
+  pairs?: readonly PairExample[];
+}
+
+/** Settings of {@linkcode evaluateModel}. */
+export interface EvalOptions {
+  /** Rows per forward (loss, pair scoring). */
+  B: number;
+  /** Positions per row of the validation loss (pairs are scored in rows of max_seq_len). */
+  T: number;
+  /** Validation batches (0: the whole shard). */
+  evalBatches?: number;
+  /** Most tokens of a QA reply (default 16). */
+  qaMaxTokens?: number;
+  /** Most tokens of a tool-call reply (default 48). */
+  toolMaxTokens?: number;
+  /** Prompts decoded together (default 64). */
+  maxBatch?: number;
+  /** Padding token id. */
+  padId?: number;
+}
+
+/** One model's evaluation. */
+export interface ModelEval {
+  /** Validation loss (nats per token) on the val shard, or null. */
+  valLoss: number | null;
+  /** Its perplexity. */
+  valPpl: number | null;
+  /** QA accuracy, or null. */
+  qa: AccuracyResult | null;
+  /** Tool-call accuracy, or null. */
+  tools: AccuracyResult | null;
+  /** Preference accuracy on held-out pairs, or null. */
+  preference:
+    | { accuracy: number; total: number; logpsChosen: number; logpsRejected: number }
+    | null;
+  /** Wall seconds. */
+  seconds: number;
+}
+
+/**
+ * Runs every evaluation that `sets` has data for.
+ *
+ * @example const r = await evaluateModel(model, tok, { questions }, { B: 8, T: 256 });
+ */
+export async function evaluateModel(
+  model: DeepSeekV3,
+  tok: Tokenizer,
+  sets: EvalSets,
+  opts: EvalOptions,
+): Promise<ModelEval> {
+  const t0 = performance.now();
+  const r: ModelEval = {
+    valLoss: null,
+    valPpl: null,
+    qa: null,
+    tools: null,
+    preference: null,
+    seconds: 0,
+  };
+  if (sets.valTokens && sets.valTokens.length > opts.T) {
+    const T = Math.min(opts.T, model.cfg.max_seq_len);
+    const v = await evaluateLoss(model, sets.valTokens, {
+      B: opts.B,
+      T,
+      evalBatches: opts.evalBatches,
+    });
+    r.valLoss = v.loss;
+    r.valPpl = v.ppl;
+  }
+  const gen = { maxBatch: opts.maxBatch };
+  if (sets.questions?.length) {
+    r.qa = await evaluateQuestions(model, tok, sets.questions, {
+      ...gen,
+      maxTokens: opts.qaMaxTokens ?? 16,
+    });
+  }
+  if (sets.toolCalls?.items.length) {
+    r.tools = await evaluateToolCalls(model, tok, sets.toolCalls.items, {
+      ...gen,
+      world: sets.toolCalls.world,
+      maxTokens: opts.toolMaxTokens ?? 48,
+    });
+  }
+  if (sets.pairs?.length) {
+    const p = await evaluatePairs(model, sets.pairs, {
+      B: opts.B,
+      T: model.cfg.max_seq_len,
+      beta: 0.1,
+      padId: opts.padId,
+    });
+    r.preference = {
+      accuracy: p.preference_accuracy,
+      total: sets.pairs.length,
+      logpsChosen: p["logps/chosen"],
+      logpsRejected: p["logps/rejected"],
+    };
+  }
+  r.seconds = (performance.now() - t0) / 1000;
+  return r;
+}
+
+/** A named evaluation, one row of the report. */
+export interface ReportRow {
+  /** Label (stage or directory). */
+  name: string;
+  /** The checkpoint evaluated. */
+  checkpoint: string;
+  /** Its results. */
+  eval: ModelEval;
+}
+
+/**
+ * The side-by-side Markdown report: one row per checkpoint, then a few replies of each.
+ *
+ * @example console.log(renderEvalReport(rows));
+ */
+export function renderEvalReport(
+  rows: readonly ReportRow[],
+  opts: { samples?: number } = {},
+): string {
+  const f = (v: number | null | undefined, d = 3) =>
+    v === null || v === undefined || Number.isNaN(v) ? "-" : v.toFixed(d);
+  const acc = (a: AccuracyResult | null) => a ? `${f(a.accuracy)} (${a.correct}/${a.total})` : "-";
+  const lines = [
+    "| model | val loss | val ppl | QA accuracy | tool-call accuracy | preference accuracy | checkpoint |",
+    "|---|---|---|---|---|---|---|",
+    ...rows.map(({ name, checkpoint, eval: e }) =>
+      `| ${name} | ${f(e.valLoss)} | ${f(e.valPpl, 1)} | ${acc(e.qa)} | ${acc(e.tools)} | ${
+        e.preference ? `${f(e.preference.accuracy)} (${e.preference.total} pairs)` : "-"
+      } | ${checkpoint} |`
+    ),
+  ];
+  const k = opts.samples ?? 3;
+  if (k > 0) {
+    for (const { name, eval: e } of rows) {
+      const shown = [...(e.qa?.samples.slice(0, k) ?? []), ...(e.tools?.samples.slice(0, k) ?? [])];
+      if (!shown.length) continue;
+      lines.push("", `**${name}** sample replies:`, "");
+      for (const s of shown) {
+        lines.push(
+          `- ${s.correct ? "ok" : "wrong"}: ${JSON.stringify(s.prompt)} -> ${
+            JSON.stringify(s.output)
+          } (want ${s.expected})`,
+        );
+      }
+    }
+  }
+  return lines.join("\n");
+}

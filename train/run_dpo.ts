@@ -1,0 +1,248 @@
+/**
+ * `dpo` as a function: the option table and {@linkcode runDpo}, which loads the policy from the
+ * SFT checkpoint, computes the frozen reference's log-probabilities once (cached in memory and in
+ * `<out>/reference_logps.json`, so no reference model stays on the GPU and a resumed run skips
+ * the pass), and runs the shared loop on {@linkcode DpoTask}.
+ *
+ * When the reference is the policy's own starting checkpoint (the default), the reference pass
+ * runs on the policy before its first step: there is never a second model.
+ *
+ * @module
+ */
+import { hash32 } from "./rng.ts";
+import { atomicWriteFile } from "./_fs.ts";
+import { resolveCheckpoint } from "./checkpoint.ts";
+import {
+  DpoTask,
+  pairSequences,
+  readPreferencePairs,
+  sequenceLogps,
+  tokenizePairs,
+} from "./dpo.ts";
+import type { PairExample } from "./dpo.ts";
+import { type LoopResult, trainLoop } from "./loop.ts";
+import { defineOptions, type OptionValues } from "./options.ts";
+import { COMMON_TRAIN_OPTIONS, loopOptionsFrom } from "./run_pretrain.ts";
+import {
+  checkVocab,
+  countTruncated,
+  loadModel,
+  padIdOf,
+  resolveTokenizer,
+  withDefaults,
+} from "./run_sft.ts";
+import { splitHeldOut } from "./sft.ts";
+
+/** The `dpo` options. */
+export const DPO_OPTIONS = defineOptions(
+  [
+    {
+      name: "data",
+      type: "string",
+      default: null,
+      help:
+        'pairs JSONL: {"chosen": [...], "rejected": [...], "tools"?} or {"prompt", "chosen", "rejected"}',
+    },
+    {
+      name: "valData",
+      type: "string",
+      default: null,
+      help: "held-out pairs JSONL (default: every k-th pair of --data, see --val-fraction)",
+    },
+    {
+      name: "valFraction",
+      type: "number",
+      default: 0.05,
+      min: 0,
+      max: 0.5,
+      help: "share of --data held out for validation when --val-data is not given",
+    },
+    {
+      name: "init",
+      type: "string",
+      default: null,
+      help: "the SFT checkpoint (or run directory) the policy starts from",
+    },
+    {
+      name: "ref",
+      type: "string",
+      default: null,
+      help: "the frozen reference checkpoint (default: --init)",
+      why: "DPO's KL anchor is the SFT model the policy starts from",
+    },
+    {
+      name: "beta",
+      type: "number",
+      default: 0.1,
+      min: 0,
+      help: "DPO temperature: how far the policy may move from the reference",
+      why: "the DPO paper's and TRL's default",
+    },
+    {
+      name: "tokenizer",
+      type: "string",
+      default: null,
+      help: "tokenizer directory (default: the one the --init run recorded)",
+    },
+    {
+      name: "skipBad",
+      type: "boolean",
+      default: false,
+      help: "skip malformed JSONL lines (reported as file:line) instead of stopping",
+    },
+    ...withDefaults(COMMON_TRAIN_OPTIONS, {
+      out: { default: "runs/dpo" },
+      steps: { default: 60 },
+      batchSize: { default: 8, help: "preference pairs per micro-batch (2x sequences)" },
+      seqLen: {
+        default: 512,
+        help: "positions per packed row (<= max_seq_len); longer pairs lose prompt from the left",
+      },
+      lr: { default: 1e-4, why: "DPO moves little from the reference; a tenth of SFT's" },
+      warmupSteps: { default: 5 },
+      weightDecay: { default: 0, why: "stay near the reference: no pull toward zero" },
+      evalEvery: { default: 0 },
+      checkpointEvery: { default: 0 },
+    }),
+  ] as const,
+);
+
+/** Resolved `dpo` options. */
+export type DpoValues = OptionValues<typeof DPO_OPTIONS>;
+
+/** `<out>/reference_logps.json`: the reference's summed response log-probabilities. */
+export interface ReferenceCache {
+  /** Format version (1). */
+  format: 1;
+  /** The reference checkpoint directory. */
+  ref: string;
+  /** Hash of the tokenized pairs and T: a different data set recomputes. */
+  fingerprint: number;
+  /** Per train pair [chosen, rejected]. */
+  train: [number, number][];
+  /** Per held-out pair [chosen, rejected]. */
+  val: [number, number][];
+}
+
+/** A hash of the tokenized pairs, so a cache made for other data is never reused. */
+export function pairsFingerprint(pairs: readonly PairExample[], T: number): number {
+  let h = hash32(T, pairs.length);
+  for (const s of pairSequences(pairs)) {
+    for (let i = 0; i < s.ids.length; i++) h = hash32(h, s.ids[i], s.mask[i]);
+  }
+  return h;
+}
+
+const toPairs = (a: Float64Array) =>
+  Array.from({ length: a.length / 2 }, (_, p) => [a[2 * p], a[2 * p + 1]] as [number, number]);
+const fromPairs = (a: [number, number][]) => Float64Array.from(a.flat());
+
+/**
+ * Runs DPO.
+ *
+ * @returns The loop's result; the last checkpoint is in `values.out`.
+ * @throws naming the flag for a missing `--data` / `--init`, `file:line` for a bad record.
+ */
+export async function runDpo(
+  values: DpoValues,
+  opts: { log?: (line: string) => void } = {},
+): Promise<LoopResult> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  if (!values.data) throw new Error("--data is required: a preference pairs JSONL file");
+  if (!values.init) throw new Error("--init is required: the SFT checkpoint (or run directory)");
+  const refPath = values.ref ?? values.init;
+  const resuming = values.resume && (await resolveCheckpoint(values.out).catch(() => null));
+  const start = await loadModel(resuming ? values.out : values.init);
+  const model = start.model;
+  try {
+    const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, start.checkpoint);
+    checkVocab(tok, start.cfg, tokDir);
+    const T = values.seqLen;
+    if (T > start.cfg.max_seq_len) {
+      throw new Error(`--seq-len ${T} exceeds the model's max_seq_len ${start.cfg.max_seq_len}`);
+    }
+    const onBad = (m: string) => log(`skipped ${m}`);
+    const read = async (path: string) => {
+      const { pairs, bad } = await readPreferencePairs(path, { skipBad: values.skipBad, onBad });
+      const t = tokenizePairs(tok, pairs, { T, skipBad: values.skipBad, onBad });
+      return { examples: t.examples, bad: bad + t.bad };
+    };
+    const all = await read(values.data);
+    let train = all.examples, val: PairExample[] = [];
+    if (values.valData) val = (await read(values.valData)).examples;
+    else ({ train, val } = splitHeldOut(all.examples, values.valFraction));
+    const seqs = pairSequences(train);
+    log(
+      `dpo: ${train.length} train / ${val.length} val pairs, beta ${values.beta}` +
+        `${all.bad ? `, ${all.bad} bad lines skipped` : ""}; ` +
+        `${countTruncated(seqs, T)} sequences longer than ${T} positions lose prompt tokens`,
+    );
+
+    // The reference pass: once, cached in memory and on disk.
+    const padId = padIdOf(tok);
+    const cachePath = `${values.out}/reference_logps.json`;
+    const fingerprint = pairsFingerprint([...train, ...val], T);
+    let cache: ReferenceCache | null = null;
+    try {
+      const c = JSON.parse(await Deno.readTextFile(cachePath)) as ReferenceCache;
+      if (c.format === 1 && c.fingerprint === fingerprint) cache = c;
+    } catch { /* no cache yet */ }
+    let ref: { train: Float64Array; val: Float64Array };
+    if (cache) {
+      ref = { train: fromPairs(cache.train), val: fromPairs(cache.val) };
+      log(`dpo: reference log-probabilities from ${cachePath}`);
+    } else {
+      const t0 = performance.now();
+      const sameAsStart = !resuming && refPath === values.init;
+      const refModel = sameAsStart ? start : await loadModel(refPath, { gpu: model.gpu });
+      try {
+        const o = { B: values.batchSize, T, padId };
+        ref = {
+          train: await sequenceLogps(refModel.model, seqs, o),
+          val: await sequenceLogps(refModel.model, pairSequences(val), o),
+        };
+      } finally {
+        if (!sameAsStart) refModel.model.arena.destroy();
+      }
+      cache = {
+        format: 1,
+        ref: refModel.checkpoint.dir,
+        fingerprint,
+        train: toPairs(ref.train),
+        val: toPairs(ref.val),
+      };
+      await Deno.mkdir(values.out, { recursive: true });
+      await atomicWriteFile(cachePath, new TextEncoder().encode(JSON.stringify(cache)));
+      log(
+        `dpo: reference log-probabilities of ${seqs.length + 2 * val.length} sequences from ` +
+          `${refModel.checkpoint.dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+      );
+    }
+    const task = new DpoTask(
+      { pairs: train, ref: ref.train },
+      { pairs: val, ref: ref.val },
+      {
+        pairs: values.batchSize,
+        T,
+        B: values.batchSize,
+        beta: values.beta,
+        seed: values.seed,
+        padId,
+      },
+    );
+    const result = await trainLoop(model, task, {
+      ...loopOptionsFrom(values),
+      runInfo: {
+        ...values,
+        model: start.cfg,
+        tokenizer: tokDir,
+        stage: "dpo",
+        refCheckpoint: cache.ref,
+      },
+      log,
+    });
+    return result;
+  } finally {
+    model.arena.destroy();
+  }
+}

@@ -1,0 +1,250 @@
+/**
+ * `eval` as a function: the option table and {@linkcode runEval}, which evaluates one or more
+ * checkpoints on the same data and writes a side-by-side report (`report.md`, `report.json`).
+ *
+ * @module
+ */
+import { DEMO_CORPUS, type EvalQuestion, type EvalToolCall, generateWorld } from "../data/mod.ts";
+import { readJsonl } from "./jsonl.ts";
+import { defineOptions, type OptionValues } from "./options.ts";
+import { type PairExample, readPreferencePairs, tokenizePairs } from "./dpo.ts";
+import { type EvalSets, evaluateModel, renderEvalReport, type ReportRow } from "./eval.ts";
+import { readShard } from "./shards.ts";
+import { loadModel, padIdOf, resolveTokenizer } from "./run_sft.ts";
+import type { Tokenizer } from "../tokenizer/mod.ts";
+
+/** The `eval` options. */
+export const EVAL_OPTIONS = defineOptions(
+  [
+    {
+      name: "model",
+      type: "string[]",
+      default: [],
+      help: "checkpoints (or run directories) to evaluate side by side; repeat or list several",
+    },
+    {
+      name: "name",
+      type: "string[]",
+      default: [],
+      help: "a label per --model (default: the stage its run recorded, else the directory)",
+    },
+    {
+      name: "data",
+      type: "string",
+      default: null,
+      help: "prepared data directory: its val.bin gives the validation loss",
+    },
+    {
+      name: "questions",
+      type: "string",
+      default: null,
+      help: 'held-out questions JSONL: {"question", "answer", "lang"} (QA accuracy)',
+    },
+    {
+      name: "toolCalls",
+      type: "string",
+      default: null,
+      help: 'tool-call prompts JSONL: {"messages", "tools", "expected"} (tool-call accuracy)',
+    },
+    {
+      name: "pairs",
+      type: "string",
+      default: null,
+      help: "held-out DPO pairs JSONL (preference accuracy)",
+    },
+    {
+      name: "worldSeed",
+      type: "integer",
+      default: DEMO_CORPUS.seed,
+      help: "seed of the world the tool calls were generated from (grades city names)",
+      why: "the demo corpus",
+    },
+    {
+      name: "worldScale",
+      type: "number",
+      default: DEMO_CORPUS.scale,
+      min: 0,
+      help: "scale of that world",
+      why: "the demo corpus",
+    },
+    {
+      name: "tokenizer",
+      type: "string",
+      default: null,
+      help: "tokenizer directory (default: the one the first --model's run recorded)",
+    },
+    {
+      name: "out",
+      type: "string",
+      default: "runs/eval",
+      help: "directory for report.md and report.json",
+    },
+    { name: "batchSize", type: "integer", default: 8, min: 1, help: "rows per forward" },
+    {
+      name: "seqLen",
+      type: "integer",
+      default: 256,
+      min: 2,
+      help: "positions per row of the validation loss (pairs use the model's max_seq_len)",
+      why: "the demo pretrains on 128-token windows",
+    },
+    {
+      name: "evalBatches",
+      type: "integer",
+      default: 0,
+      min: 0,
+      help: "validation batches (0: the whole val shard)",
+    },
+    {
+      name: "qaMaxTokens",
+      type: "integer",
+      default: 16,
+      min: 1,
+      help: "most tokens of a QA reply",
+      why: "answers are a word or a number",
+    },
+    {
+      name: "toolMaxTokens",
+      type: "integer",
+      default: 48,
+      min: 1,
+      help: "most tokens of a tool-call reply",
+      why: "a call is ~20-30 tokens",
+    },
+    {
+      name: "maxBatch",
+      type: "integer",
+      default: 64,
+      min: 1,
+      help: "prompts decoded together",
+    },
+    {
+      name: "skipBad",
+      type: "boolean",
+      default: false,
+      help: "skip malformed JSONL lines instead of stopping",
+    },
+  ] as const,
+);
+
+/** Resolved `eval` options. */
+export type EvalValues = OptionValues<typeof EVAL_OPTIONS>;
+
+/** Checks one question record; returns the reason it is malformed. */
+function questionCheck(v: unknown): string | undefined {
+  const q = v as Partial<EvalQuestion>;
+  if (typeof q?.question !== "string") return 'field "question" must be a string';
+  if (typeof q.answer !== "string") return 'field "answer" must be a string';
+  return undefined;
+}
+
+/** Checks one tool-call record. */
+function toolCheck(v: unknown): string | undefined {
+  const t = v as Partial<EvalToolCall>;
+  if (!Array.isArray(t?.messages)) return 'field "messages" must be an array of messages';
+  if (typeof t.expected?.name !== "string") return 'field "expected" must be {"name", "arguments"}';
+  return undefined;
+}
+
+/**
+ * Evaluates every `--model` on the data given and writes the report.
+ *
+ * @returns The rows (also in `<out>/report.json`).
+ * @throws naming the flag when no `--model` or no data is given.
+ */
+export async function runEval(
+  values: EvalValues,
+  opts: { log?: (line: string) => void } = {},
+): Promise<ReportRow[]> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  if (values.model.length === 0) throw new Error("--model is required: one or more checkpoints");
+  if (values.name.length > 0 && values.name.length !== values.model.length) {
+    throw new Error(`--name: ${values.name.length} labels for ${values.model.length} --model`);
+  }
+  if (!values.data && !values.questions && !values.toolCalls && !values.pairs) {
+    throw new Error("nothing to evaluate: give --data, --questions, --tool-calls and/or --pairs");
+  }
+  const rows: ReportRow[] = [];
+  let data: { sets: EvalSets; tok: Tokenizer; padId: number } | null = null;
+  for (let i = 0; i < values.model.length; i++) {
+    const { model, checkpoint } = await loadModel(values.model[i]);
+    try {
+      if (!data) {
+        // One tokenizer for all: every model is prompted with the same ids.
+        const { tok } = await resolveTokenizer(values.tokenizer, checkpoint);
+        const T = model.cfg.max_seq_len;
+        data = {
+          sets: await loadEvalSets({ ...values, pairsT: T }, tok),
+          tok,
+          padId: padIdOf(tok),
+        };
+      }
+      const run = (checkpoint.state.run ?? {}) as { stage?: string };
+      const name = values.name[i] ?? run.stage ?? String(checkpoint.state.stage ?? values.model[i]);
+      const e = await evaluateModel(model, data.tok, data.sets, {
+        B: values.batchSize,
+        T: Math.min(values.seqLen, model.cfg.max_seq_len),
+        evalBatches: values.evalBatches,
+        qaMaxTokens: values.qaMaxTokens,
+        toolMaxTokens: values.toolMaxTokens,
+        maxBatch: values.maxBatch,
+        padId: data.padId,
+      });
+      rows.push({ name, checkpoint: checkpoint.dir, eval: e });
+      log(`eval ${name}: ${e.seconds.toFixed(1)} s`);
+    } finally {
+      model.arena.destroy();
+    }
+  }
+  const report = renderEvalReport(rows);
+  await Deno.mkdir(values.out, { recursive: true });
+  await Deno.writeTextFile(`${values.out}/report.md`, report + "\n");
+  await Deno.writeTextFile(`${values.out}/report.json`, JSON.stringify({ rows }, null, 2));
+  log(report);
+  return rows;
+}
+
+/** The eval sets named by the options, tokenized where needed. */
+export async function loadEvalSets(
+  values:
+    & Pick<
+      EvalValues,
+      "data" | "questions" | "toolCalls" | "pairs" | "worldSeed" | "worldScale" | "skipBad"
+    >
+    & { pairsT: number },
+  tok: Tokenizer,
+): Promise<EvalSets> {
+  const sets: EvalSets = {};
+  if (values.data) sets.valTokens = (await readShard(`${values.data}/val.bin`)).tokens;
+  if (values.questions) {
+    sets.questions = await readChecked<EvalQuestion>(
+      values.questions,
+      questionCheck,
+      values.skipBad,
+    );
+  }
+  if (values.toolCalls) {
+    sets.toolCalls = {
+      items: await readChecked<EvalToolCall>(values.toolCalls, toolCheck, values.skipBad),
+      world: generateWorld({ seed: values.worldSeed, scale: values.worldScale }),
+    };
+  }
+  if (values.pairs) {
+    const { pairs } = await readPreferencePairs(values.pairs, { skipBad: values.skipBad });
+    const p: PairExample[] =
+      tokenizePairs(tok, pairs, { T: values.pairsT, skipBad: values.skipBad })
+        .examples;
+    sets.pairs = p;
+  }
+  return sets;
+}
+
+async function readChecked<T>(
+  path: string,
+  check: (v: unknown) => string | undefined,
+  skipBad: boolean,
+): Promise<T[]> {
+  const out: T[] = [];
+  for await (const { value } of readJsonl<T>(path, { check, skipBad })) out.push(value);
+  return out;
+}

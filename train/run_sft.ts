@@ -1,0 +1,262 @@
+/**
+ * `sft` as a function: the option table (flags, JSON config file, `--help`) and
+ * {@linkcode runSft}, which loads a pretraining checkpoint (its config included), reads and
+ * tokenizes the conversations, and runs the shared loop on {@linkcode SftTask}. Also the helpers
+ * every post-training stage shares: loading a model from a checkpoint and finding its tokenizer.
+ *
+ * @module
+ */
+import { getGpu, type Gpu } from "../kernels/gpu.ts";
+import { type ModelConfig, resolveConfig } from "../model/config.ts";
+import { fromHfConfig } from "../model/safetensors.ts";
+import { DeepSeekV3 } from "../model/transformer.ts";
+import { loadTokenizer, PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
+import { loadCheckpoint, type LoadedCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
+import { type LoopResult, trainLoop } from "./loop.ts";
+import { defineOptions, type OptionSpec, type OptionValues } from "./options.ts";
+import { COMMON_TRAIN_OPTIONS, loopOptionsFrom } from "./run_pretrain.ts";
+import {
+  type ChatExample,
+  readConversations,
+  SftTask,
+  splitHeldOut,
+  tokenizeConversations,
+} from "./sft.ts";
+
+/**
+ * A copy of an option table with some defaults (and help lines) replaced: each stage keeps the
+ * shared training options but starts from values that suit it.
+ *
+ * @example withDefaults(COMMON_TRAIN_OPTIONS, { out: { default: "runs/sft" } });
+ */
+export function withDefaults<const S extends readonly OptionSpec[]>(
+  schema: S,
+  changes: Record<string, Partial<Pick<OptionSpec, "default" | "help" | "why">>>,
+): S {
+  for (const name of Object.keys(changes)) {
+    if (!schema.some((o) => o.name === name)) throw new Error(`withDefaults: no option "${name}"`);
+  }
+  return schema.map((o) => changes[o.name] ? { ...o, ...changes[o.name] } : o) as unknown as S;
+}
+
+/** Options of the post-training stages' model and data sources. */
+const SOURCE_OPTIONS = defineOptions(
+  [
+    {
+      name: "init",
+      type: "string",
+      default: null,
+      help: "checkpoint (or run directory) to start from; its config is the model's config",
+    },
+    {
+      name: "tokenizer",
+      type: "string",
+      default: null,
+      help: "tokenizer directory (default: the one the --init run was trained with)",
+    },
+    {
+      name: "skipBad",
+      type: "boolean",
+      default: false,
+      help: "skip malformed JSONL lines (reported as file:line) instead of stopping",
+    },
+  ] as const,
+);
+
+/** The `sft` options. */
+export const SFT_OPTIONS = defineOptions(
+  [
+    {
+      name: "data",
+      type: "string",
+      default: null,
+      help: 'conversations JSONL: {"conversations" | "messages": [...], "tools"?: [...]}',
+    },
+    {
+      name: "valData",
+      type: "string",
+      default: null,
+      help:
+        "held-out conversations JSONL (default: every k-th record of --data, see --val-fraction)",
+    },
+    {
+      name: "valFraction",
+      type: "number",
+      default: 0.05,
+      min: 0,
+      max: 0.5,
+      help: "share of --data held out for validation when --val-data is not given",
+    },
+    ...SOURCE_OPTIONS,
+    ...withDefaults(COMMON_TRAIN_OPTIONS, {
+      out: { default: "runs/sft" },
+      steps: { default: 150, why: "about one pass over the demo's 2000 conversations" },
+      seqLen: { default: 512, help: "positions per packed row (<= the model's max_seq_len)" },
+      lr: { default: 1e-3, why: "a third of the nano pretraining LR: adapt, do not forget" },
+      warmupSteps: { default: 10 },
+      evalEvery: { default: 50 },
+      checkpointEvery: { default: 0 },
+    }),
+  ] as const,
+);
+
+/** Resolved `sft` options. */
+export type SftValues = OptionValues<typeof SFT_OPTIONS>;
+
+/** A model loaded from a checkpoint, with where it came from. */
+export interface LoadedModel {
+  /** The model on the GPU. */
+  model: DeepSeekV3;
+  /** Its configuration (the checkpoint's). */
+  cfg: ModelConfig;
+  /** The checkpoint read. */
+  checkpoint: LoadedCheckpoint;
+}
+
+/** The model config a checkpoint was trained with: its run's `model`, else its config.json. */
+export function checkpointConfig(ck: LoadedCheckpoint): ModelConfig {
+  const run = ck.state.run as { model?: ModelConfig } | undefined;
+  return run?.model ? resolveConfig(run.model) : fromHfConfig(ck.hfConfig);
+}
+
+/**
+ * Loads a checkpoint's parameters into a new model with the checkpoint's config.
+ *
+ * @param path A checkpoint or run directory (`--init`, `--model`).
+ * @param opts `gpu` (default: the process GPU).
+ * @throws {CheckpointError} naming the path when there is no checkpoint there.
+ * @example const { model } = await loadModel("runs/pretrain");
+ */
+export async function loadModel(path: string, opts: { gpu?: Gpu } = {}): Promise<LoadedModel> {
+  const checkpoint = await loadCheckpoint(path);
+  const cfg = checkpointConfig(checkpoint);
+  const model = new DeepSeekV3(opts.gpu ?? await getGpu(), cfg);
+  model.load(checkpoint.params);
+  return { model, cfg, checkpoint };
+}
+
+/**
+ * The tokenizer of a run: `flag` when given, else the one recorded by the checkpoint's run
+ * (`tokenizer` of a post-training run, or the prepared data's `meta.json` of a pretraining run).
+ *
+ * @throws naming the flag when neither is available.
+ */
+export async function resolveTokenizer(
+  flag: string | null,
+  ck: LoadedCheckpoint,
+  flagName = "--tokenizer",
+): Promise<{ tok: Tokenizer; dir: string }> {
+  let dir = flag;
+  const run = (ck.state.run ?? {}) as { tokenizer?: unknown; data?: unknown };
+  if (!dir && typeof run.tokenizer === "string") dir = run.tokenizer;
+  if (!dir && typeof run.data === "string") {
+    try {
+      const meta = JSON.parse(await Deno.readTextFile(`${run.data}/meta.json`));
+      if (typeof meta.tokenizer === "string") dir = meta.tokenizer;
+    } catch { /* fall through to the error below */ }
+  }
+  if (!dir) {
+    throw new Error(
+      `${flagName}: not given, and the checkpoint ${ck.dir} does not record its tokenizer; ` +
+        `pass ${flagName} DIR (the directory with tokenizer.json)`,
+    );
+  }
+  return { tok: await loadTokenizer(dir), dir };
+}
+
+/** Throws unless the tokenizer's ids fit the model's vocabulary. */
+export function checkVocab(tok: Tokenizer, cfg: ModelConfig, tokDir: string): void {
+  if (tok.vocabSize > cfg.vocab_size) {
+    throw new Error(
+      `the tokenizer ${tokDir} has ${tok.vocabSize} tokens but the model's vocab_size is ` +
+        `${cfg.vocab_size}: use the tokenizer the model was pretrained with (--tokenizer)`,
+    );
+  }
+}
+
+/** The padding id: `<|pad|>` (never a target; its rows are masked out anyway). */
+export function padIdOf(tok: Tokenizer): number {
+  try {
+    return tok.specialId(PAD_TOKEN);
+  } catch {
+    return 0;
+  }
+}
+
+/** Counts examples longer than a row, which lose their tail (SFT) or head (DPO). */
+export function countTruncated(examples: readonly ChatExample[], T: number): number {
+  return examples.filter((e) => e.ids.length - 1 > T).length;
+}
+
+/**
+ * Runs SFT.
+ *
+ * @returns The loop's result; the last checkpoint is in `values.out`.
+ * @throws naming the flag for a missing `--data` / `--init`, `file:line` for a bad record.
+ */
+export async function runSft(
+  values: SftValues,
+  opts: { log?: (line: string) => void } = {},
+): Promise<LoopResult> {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  if (!values.data) throw new Error("--data is required: a conversations JSONL file");
+  if (!values.init) {
+    throw new Error("--init is required: the pretraining checkpoint (or run directory)");
+  }
+  // A resumed run continues its own checkpoint; the config is the same as --init's.
+  const from = values.resume && (await resolveCheckpoint(values.out).catch(() => null))
+    ? values.out
+    : values.init;
+  const { model, cfg, checkpoint } = await loadModel(from);
+  try {
+    const initCk = from === values.init ? checkpoint : await loadCheckpoint(values.init);
+    const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, initCk);
+    checkVocab(tok, cfg, tokDir);
+    if (values.seqLen > cfg.max_seq_len) {
+      throw new Error(
+        `--seq-len ${values.seqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
+      );
+    }
+    const onBad = (m: string) => log(`skipped ${m}`);
+    const read = async (path: string) => {
+      const { conversations, bad } = await readConversations(path, {
+        skipBad: values.skipBad,
+        onBad,
+      });
+      const t = tokenizeConversations(tok, conversations, { skipBad: values.skipBad, onBad });
+      return { examples: t.examples, bad: bad + t.bad };
+    };
+    const all = await read(values.data);
+    let train = all.examples, val: ChatExample[] = [];
+    if (values.valData) val = (await read(values.valData)).examples;
+    else ({ train, val } = splitHeldOut(all.examples, values.valFraction));
+    const T = values.seqLen;
+    const targets = train.reduce((a, e) => a + e.mask.reduce((x, y) => x + y, 0), 0);
+    log(
+      `sft: ${train.length} train / ${val.length} val conversations (${targets} assistant ` +
+        `tokens)${all.bad ? `, ${all.bad} bad lines skipped` : ""}; ` +
+        `${countTruncated(train, T)} longer than ${T} positions are truncated; ` +
+        `from ${checkpoint.dir}`,
+    );
+    const task = new SftTask(train, val, {
+      B: values.batchSize,
+      T,
+      seed: values.seed,
+      padId: padIdOf(tok),
+    });
+    return await trainLoop(model, task, {
+      ...loopOptionsFrom(values),
+      // --resume is handled by the loop from values.out; the model starts from --init.
+      runInfo: {
+        ...values,
+        model: cfg,
+        tokenizer: tokDir,
+        stage: "sft",
+        initCheckpoint: initCk.dir,
+      },
+      log,
+    });
+  } finally {
+    model.arena.destroy();
+  }
+}
