@@ -23,3 +23,6 @@ export * from "./optim.ts";
 export * from "./moe_route.ts";
 export * from "./moe_dispatch.ts";
 export * from "./moe_gemm.ts";
+export * from "./quant.ts";
+export * from "./lowp_linear.ts";
+export * from "./latent_attention.ts";

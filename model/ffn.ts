@@ -25,11 +25,17 @@ import { balanceLoss, dispatchPlan, moeRoute } from "../kernels/moe_route.ts";
 import { add } from "../kernels/elementwise.ts";
 import type { Tensor } from "../kernels/tensor.ts";
 import type { ModelConfig } from "./config.ts";
+import { linearF32, type LinearFn } from "./precision.ts";
 
 /** A SwiGLU MLP under `prefix` (`...mlp` or `...mlp.shared_experts`): u [N, D] -> [N, D]. */
-export function swigluMlp(param: (name: string) => Tensor, prefix: string, u: Tensor): Tensor {
+export function swigluMlp(
+  param: (name: string) => Tensor,
+  prefix: string,
+  u: Tensor,
+  lin: LinearFn = linearF32,
+): Tensor {
   const w = (n: string) => param(`${prefix}.${n}.weight`);
-  return linear(swiglu(linear(u, w("gate_proj")), linear(u, w("up_proj"))), w("down_proj"));
+  return lin(swiglu(lin(u, w("gate_proj")), lin(u, w("up_proj"))), w("down_proj"));
 }
 
 /** What a MoE layer reports besides its output. */
@@ -77,7 +83,7 @@ export function moeForward(
   cfg: ModelConfig,
   prefix: string,
   u: Tensor,
-  shape: { B: number },
+  shape: { B: number; linear?: LinearFn },
 ): MoeOutput {
   const E = cfg.n_routed_experts, K = cfg.n_activated_experts;
   const s = sigmoid(linear(u, arena.param(`${prefix}.gate.weight`))); // [N, E]
@@ -99,7 +105,7 @@ export function moeForward(
   const ys = grouped(h, "down_proj"); // [N*K, D]
   let y = scatterWeighted(ys, plan.perm, { weights, inv: plan.inv }); // [N, D]
   if (cfg.n_shared_experts > 0) {
-    y = add(y, swigluMlp((n) => arena.param(n), `${prefix}.shared_experts`, u));
+    y = add(y, swigluMlp((n) => arena.param(n), `${prefix}.shared_experts`, u, shape.linear));
   }
   const balance = balanceLoss(s, indices, { B: shape.B, alpha: cfg.balance_alpha });
   return { y, balance, loads: plan.counts };

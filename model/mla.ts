@@ -21,7 +21,7 @@
 import { attention } from "../kernels/attention.ts";
 import { concatBroadcastHeads, sliceLastDim } from "../kernels/copy.ts";
 import { reshape } from "../kernels/elementwise.ts";
-import { linear } from "../kernels/matmul.ts";
+import { linearF32, type LinearFn } from "./precision.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { rope } from "../kernels/rope.ts";
 import type { Tensor } from "../kernels/tensor.ts";
@@ -40,6 +40,8 @@ export interface MlaContext {
   seg: Tensor | null;
   /** Batch and time of the input. */
   shape: { B: number; T: number };
+  /** The projections' linear op, `linearFor(precision)` (model/precision.ts); f32 if absent. */
+  linear?: LinearFn;
 }
 
 /**
@@ -51,6 +53,7 @@ export function mlaForward(ctx: MlaContext, prefix: string, x: Tensor): Tensor {
   const H = cfg.n_heads, dn = cfg.qk_nope_head_dim, dr = cfg.qk_rope_head_dim;
   const dv = cfg.v_head_dim, rkv = cfg.kv_lora_rank, eps = cfg.norm_eps;
   const p = (n: string) => param(`${prefix}.${n}.weight`);
+  const linear = ctx.linear ?? linearF32;
 
   // Queries: low-rank with a norm on the latent, or a plain projection.
   const qFlat = cfg.q_lora_rank > 0

@@ -20,3 +20,4 @@ export * from "./mla.ts";
 export * from "./ffn.ts";
 export * from "./transformer.ts";
 export * from "./decode.ts";
+export * from "./precision.ts";

@@ -31,6 +31,7 @@ import { deriveSizes, type ModelConfig, ropeOptions } from "./config.ts";
 import { type MlaContext, mlaForward } from "./mla.ts";
 import { moeForward, swigluMlp } from "./ffn.ts";
 import { initParameters, parameterTable } from "./params.ts";
+import { linearFor, type Precision } from "./precision.ts";
 
 /** One batch of token ids on the host. */
 export interface HostBatch {
@@ -88,6 +89,8 @@ export class DeepSeekV3 {
   readonly rope: { cos: Tensor; sin: Tensor };
   /** Softmax scale of attention (YaRN mscale included). */
   readonly scale: number;
+  /** Number format of the projection GEMMs' inputs (`--precision`, model/precision.ts). */
+  precision: Precision = "f32";
 
   /** Allocates the arena (zeros); see {@linkcode DeepSeekV3.create} for an initialized model. */
   constructor(readonly gpu: Gpu, readonly cfg: ModelConfig) {
@@ -204,6 +207,7 @@ export class DeepSeekV3 {
   forward(batch: DeviceBatch, opts: ForwardOptions = {}): ForwardResult {
     const cfg = this.cfg, { B, T } = batch;
     const p = (n: string) => this.arena.param(n);
+    const lin = linearFor(this.precision);
     const ctx: MlaContext = {
       cfg,
       param: p,
@@ -211,6 +215,7 @@ export class DeepSeekV3 {
       scale: this.scale,
       seg: batch.seg,
       shape: { B, T },
+      linear: lin,
     };
     const loads: Tensor[] = [];
     const balances: Tensor[] = [];
@@ -223,8 +228,8 @@ export class DeepSeekV3 {
       );
       const h = add(x, a);
       const u = rmsnorm(h, p(`${pre}.post_attention_layernorm.weight`), { eps });
-      if (i < cfg.n_dense_layers) return add(h, swigluMlp(p, `${pre}.mlp`, u));
-      const moe = moeForward(this.arena, cfg, `${pre}.mlp`, u, { B });
+      if (i < cfg.n_dense_layers) return add(h, swigluMlp(p, `${pre}.mlp`, u, lin));
+      const moe = moeForward(this.arena, cfg, `${pre}.mlp`, u, { B, linear: lin });
       loads.push(moe.loads);
       balances.push(moe.balance);
       return add(h, moe.y);
@@ -251,7 +256,7 @@ export class DeepSeekV3 {
       const L = cfg.n_layers + j, pre = `model.layers.${L}`, eps = cfg.norm_eps;
       const e = rmsnorm(embedding(emb, m.tokens), p(`${pre}.enorm.weight`), { eps });
       const hn = rmsnorm(h, p(`${pre}.hnorm.weight`), { eps });
-      h = block(L, linear(concatLastDim([hn, e]), p(`${pre}.eh_proj.weight`)));
+      h = block(L, lin(concatLastDim([hn, e]), p(`${pre}.eh_proj.weight`)));
       mtpPerDepth.push(ce(head(h, `${pre}.shared_head.norm.weight`), m.targets));
     });
     let total = main;

@@ -7,6 +7,7 @@
  */
 import { getGpu } from "../kernels/gpu.ts";
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
+import { checkPrecision, parsePrecision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
@@ -160,6 +161,14 @@ export const PRETRAIN_OPTIONS = defineOptions(
       help: "model size preset",
     },
     {
+      name: "precision",
+      type: "string",
+      default: "f32",
+      choices: ["f32", "f16", "fp8"],
+      help:
+        "GEMM inputs of the projections: f32, f16 (needs shader-f16) or fp8 (V3's recipe, emulated)",
+    },
+    {
       name: "model",
       type: "string",
       default: "{}",
@@ -237,6 +246,9 @@ export async function runPretrain(
   }
   const gpu = await getGpu();
   const model = DeepSeekV3.create(gpu, cfg, { seed: values.seed });
+  const precision = parsePrecision(values.precision);
+  checkPrecision(gpu, precision);
+  model.precision = precision;
   const task = new PretrainTask(train, val, {
     B: values.batchSize,
     T: values.seqLen,
