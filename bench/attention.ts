@@ -20,7 +20,8 @@
  * Both sides get the same seeded inputs; their out, dq, dk, dv are compared (max abs diff, next
  * to the largest |value|). Timing: pipelines compile in a warm-up, then each side runs back to
  * back for about `--target` seconds, ending in a queue sync; 3 alternating rounds, the best
- * counts (other jobs share a software adapter's cores). Where the adapter has timestamp queries,
+ * counts (other jobs share a software adapter's cores; a single sizing run that already outlasts
+ * the target counts as the first round). Where the adapter has timestamp queries,
  * the GPU time of the same work (the sum of its kernels, one timestamped pass each) is printed
  * too: it leaves out submit and sync overhead, which dominates small sizes on a real GPU.
  *
@@ -33,12 +34,20 @@
  *              adapter, 16384 on a GPU
  *   --quick    T = 128,256 and 2 rounds
  *   --json     also write every row as JSON to FILE
+ *   --profile  print each side's GPU time per kernel (timestamp queries)
+ *   --check    also run both sides at B = 1, H = 2 and compare out, dq, dk, dv with the CPU twins
+ *              of kernels/attention.ts (f64): says which side is wrong when they disagree
  *
  * @module
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { attentionBackward, attentionForward } from "../kernels/attention.ts";
+import {
+  attentionBackward,
+  attentionBackwardCpu,
+  attentionCpu,
+  attentionForward,
+} from "../kernels/attention.ts";
 import { transpose12Forward } from "../kernels/copy.ts";
 import { getGpu, type Gpu } from "../kernels/gpu.ts";
 import { launch1d } from "../kernels/_launch.ts";
@@ -48,7 +57,8 @@ import { Tensor } from "../kernels/tensor.ts";
 import { type PresetName, PRESETS } from "../model/config.ts";
 
 const HELP = `deno run -A bench/attention.ts [--presets nano,mini] [--T 128,256,512] [--tokens N]
-  [--quick] [--rounds 3] [--target 0.3] [--json FILE]`;
+  [--quick] [--rounds 3] [--target 0.3] [--json FILE] [--profile]
+  [--check]`;
 
 const { values: a } = parseArgs({
   args: Deno.args,
@@ -60,6 +70,8 @@ const { values: a } = parseArgs({
     rounds: { type: "string" },
     target: { type: "string", default: "0.3" },
     json: { type: "string" },
+    profile: { type: "boolean", default: false },
+    check: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
   strict: true,
@@ -196,14 +208,15 @@ async function compare(
   runs: (() => void)[],
   opts: { rounds: number; target: number },
 ): Promise<number[]> {
-  const counts: number[] = [];
+  const counts: number[] = [], best: number[] = [];
   for (const r of runs) {
     await timeRuns(gpu, r, 1); // compiles
-    const one = await timeRuns(gpu, r, 1);
+    const one = await timeRuns(gpu, r, 1); // counts as a round when a run outlasts the target
     counts.push(Math.max(1, Math.min(200, Math.round(opts.target / Math.max(one, 1e-5)))));
+    best.push(one);
   }
-  const best = runs.map(() => Infinity);
-  for (let round = 0; round < opts.rounds; round++) {
+  const skip = counts.every((c) => c === 1) ? 1 : 0;
+  for (let round = skip; round < opts.rounds; round++) {
     for (let i = 0; i < runs.length; i++) {
       best[i] = Math.min(best[i], (await timeRuns(gpu, runs[i], counts[i])) / counts[i]);
     }
@@ -212,11 +225,20 @@ async function compare(
 }
 
 /** GPU milliseconds of one run (sum over its kernels' timestamped passes, mean of `reps`). */
-async function gpuMs(gpu: Gpu, run: () => void, reps: number): Promise<number> {
+async function gpuMs(gpu: Gpu, run: () => void, reps: number, label: string): Promise<number> {
   gpu.startProfiling();
   for (let i = 0; i < reps; i++) run();
   const rows = await gpu.stopProfiling();
-  return rows.reduce((s, r) => s + r.ms, 0) / reps;
+  const total = rows.reduce((s, r) => s + r.ms, 0) / reps;
+  if (a.profile) {
+    console.log(`  ${label}: ${total.toFixed(3)} GPU ms per run`);
+    for (const r of rows) {
+      console.log(
+        `    ${r.kernel.padEnd(44)} ${(r.ms / reps).toFixed(3).padStart(9)} ms  x${r.count / reps}`,
+      );
+    }
+  }
+  return total;
 }
 
 async function maxDiff(x: Tensor, y: Tensor): Promise<{ diff: number; scale: number }> {
@@ -228,6 +250,38 @@ async function maxDiff(x: Tensor, y: Tensor): Promise<{ diff: number; scale: num
     scale = Math.max(scale, Math.abs(hy[i]));
   }
   return { diff, scale };
+}
+
+/**
+ * Max |gpu - CPU twin| over out, dq, dk, dv of each side, at `sh` (keep it small: the twin is
+ * the naive f64 T x T formulation).
+ */
+async function checkAgainstCpu(gpu: Gpu, sh: Shape): Promise<{ fused: number; unfused: number }> {
+  const s = setup(gpu, sh);
+  s.fused.fwdBwd();
+  s.unfused.fwdBwd();
+  const { B, T, H, dqk, dv } = sh;
+  const n = (d: number) => B * T * H * d;
+  const host = { q: values(n(dqk), 1), k: values(n(dqk), 2), v: values(n(dv), 3) };
+  const o = { shape: sh, scale: 1 / Math.sqrt(dqk) };
+  const want = [
+    attentionCpu(host, o).out,
+    ...Object.values(attentionBackwardCpu({ ...host, dout: values(n(dv), 4) }, o)),
+  ]; // out, dq, dk, dv
+  const err = async (ts: Tensor[]) => {
+    let worst = 0;
+    for (let i = 0; i < 4; i++) {
+      const got = await ts[i].readF32();
+      for (let j = 0; j < got.length; j++) {
+        const d = Math.abs(got[j] - want[i][j]);
+        if (!(d <= worst)) worst = d; // NaN sticks
+      }
+    }
+    return worst;
+  };
+  const res = { fused: await err(s.outputs.fused), unfused: await err(s.outputs.unfused) };
+  s.dispose();
+  return res;
 }
 
 /** One printed row. */
@@ -250,6 +304,8 @@ interface Row {
   /** max |fused - unfused| of out (fwd) or of out, dq, dk, dv (fwd+bwd), and max |unfused|. */
   max_abs_diff: number;
   max_abs_value: number;
+  /** With --check: max |side - CPU twin| over out, dq, dk, dv at B = 1, H = min(H, 2). */
+  cpu_check?: { B: number; H: number; fused: number; unfused: number };
 }
 
 async function main() {
@@ -305,6 +361,17 @@ async function main() {
         continue;
       }
       const sh: Shape = { B, T, H, dqk, dv };
+      let check: Row["cpu_check"];
+      if (a.check) {
+        const c = await checkAgainstCpu(gpu, { B: 1, T, H: Math.min(H, 2), dqk, dv });
+        check = { B: 1, H: Math.min(H, 2), ...c };
+        console.log(
+          `${preset} T=${T} check vs CPU twin (B=1, H=${check.H}; out, dq, dk, dv): ` +
+            `fused max|err| ${c.fused.toExponential(1)}, unfused ${c.unfused.toExponential(1)}` +
+            (c.fused > 1e-3 || !(c.fused >= 0) ? "  <-- FUSED WRONG" : "") +
+            (c.unfused > 1e-3 || !(c.unfused >= 0) ? "  <-- UNFUSED WRONG" : ""),
+        );
+      }
       const s = setup(gpu, sh);
       for (const mode of ["fwd", "fwd+bwd"] as const) {
         const key = mode === "fwd" ? "fwd" : "fwdBwd";
@@ -312,8 +379,9 @@ async function main() {
         const [fs, us] = await compare(gpu, runs, { rounds, target });
         let fg: number | null = null, ug: number | null = null;
         if (timestamps) {
-          fg = await gpuMs(gpu, runs[0], 3);
-          ug = await gpuMs(gpu, runs[1], 3);
+          const reps = software ? 1 : 3;
+          fg = await gpuMs(gpu, runs[0], reps, `${preset} T=${T} ${mode} fused`);
+          ug = await gpuMs(gpu, runs[1], reps, `${preset} T=${T} ${mode} unfused`);
         }
         // both sides just ran: compare what they left
         const n = mode === "fwd" ? 1 : 4;
@@ -342,6 +410,7 @@ async function main() {
           unfused_gflops: flops / us / 1e9,
           max_abs_diff: diff,
           max_abs_value: scale,
+          cpu_check: check,
         };
         rows.push(row);
         const cells = [
