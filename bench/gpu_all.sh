@@ -100,7 +100,19 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 setup_deno() {
   # .gpu/run.sh unpacks the loaders and Deno and points Vulkan at the NVIDIA driver, then runs
   # its arguments: every Deno call goes through it on the device.
-  if [ $ON_DEVICE = 1 ]; then DENO="bash $ROOT/.gpu/run.sh deno"; fi
+  if [ $ON_DEVICE = 1 ]; then
+    DENO="bash $ROOT/.gpu/run.sh deno"
+    # run.sh points Vulkan at /usr/local/nvidia's ICD; elsewhere, name the first one found
+    if [ ! -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] && [ -z "${VK_DRIVER_FILES:-}" ]; then
+      local f
+      for f in /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
+        if [ -f $f ]; then export VK_DRIVER_FILES=$f; break; fi
+      done
+    fi
+    if [ -d /usr/local/nvidia/lib64 ]; then
+      export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64
+    fi
+  fi
   if [ $ON_DEVICE = 1 ] || [ "${GPU_BENCH_OFFLINE:-0}" = 1 ]; then
     if [ ! -f .gpu/deno_dir.tar.xz ]; then
       echo "no .gpu/deno_dir.tar.xz: run 'bash bench/gpu_all.sh pack' here and carry .gpu" >&2
@@ -181,21 +193,24 @@ main() {
   if [ $QUICK = 1 ]; then
     PRESETS="nano mini"
     local shape="--batch 1 --seq 32 --steps 1" tshape="--warmup 1"
-    local mm="--sizes 256,512" attn="--presets nano --T 64,128 --tokens 256 --rounds 1 --target 0.05"
+    local mm="--sizes 256,512" attn="--presets nano --T 64,128 --tokens 256 --rounds 1 --target 0.05 --check --profile"
     local dec="--presets nano --prompt 8 --tokens 4 --batches 1 --train-steps 0 --no-cache-tokens 2 --repeat 1"
     local tmm="--sizes 256,512 --reps 3" treps="--reps 3"
   else
     PRESETS="mini small"
     local shape="--steps 5" tshape="--warmup 2"
     local mm="--sizes 1024,2048,4096,8192,8192x512x1408,8192x1408x512,1408x8192x512:ta"
-    local attn="--presets nano,mini,small --T 128,256,512,1024 --target 0.15"
+    local attn="--presets nano,mini,small --T 128,256,512,1024 --target 0.15 --check --profile"
     local dec="--presets nano,mini --mini-tokens 32"
     local tmm="--sizes 2048,4096,8192" treps="--reps 10"
   fi
   if [ $ON_DEVICE = 1 ]; then
-    part nvidia-smi 30 "nvidia-smi; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv"
+    part nvidia-smi 30 "nvidia-smi; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.draw,temperature.gpu --format=csv; ls /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1; echo VK_DRIVER_FILES=\${VK_DRIVER_FILES:-}; uname -r; nproc"
   fi
-  part info 60 "$DENO run $DENO_FLAGS cli.ts info"
+  part info 60 "$DENO run $DENO_FLAGS cli.ts info --all"
+  if [ $ON_DEVICE = 1 ] && grep -q -i -E "llvmpipe|lavapipe|No WebGPU adapter" "$OUT/gpu_bench.log"; then
+    echo "WARNING: no NVIDIA adapter (software or none): the figures below are not the GPU's"
+  fi
   if have_torch; then
     part torch-matmul 60 "'$PY' bench/torch_peer.py matmul $tmm --json '$WORK/torch_matmul.json'"
   else
@@ -282,15 +297,18 @@ att = res.get("attention", {}).get("rows", [])
 tatt = {(r["preset"], r["T"], r["mode"]): r for r in res.get("torch_attention", {}).get("rows", [])}
 if att:
     w("")
-    w("attention              B     T  mode      fused ms  unfused ms  ratio  gpu-ratio  torch SDPA ms  ours/torch  max|diff|")
+    w("attention              B     T  mode      fused ms  unfused ms  ratio  gpu-ratio  torch SDPA ms  ours/torch  max|diff|  fused-vs-CPU")
     for r in att:
         t = tatt.get((r["preset"], r["T"], r["mode"]))
         gr = f"{r['gpu_speedup']:.2f}x" if r.get("gpu_speedup") else "-"
         w(f"  {r['preset']:6} {r['B']:14} {r['T']:5}  {r['mode']:8} {r['fused_ms']:9.3f} {r['unfused_ms']:11.3f} "
           f"{r['speedup']:5.2f}x {gr:>10} {(t['torch_ms'] if t else float('nan')):14.3f} "
-          f"{(t['ours_over_torch'] if t else float('nan')):10.2f}x  {r['max_abs_diff']:.1e}")
+          f"{(t['ours_over_torch'] if t else float('nan')):10.2f}x  {r['max_abs_diff']:.1e}"
+          + (f"    {r['cpu_check']['fused']:.1e}" + ("  WRONG" if not r['cpu_check']['fused'] <= 1e-3 else "")
+             if r.get("cpu_check") else ""))
     w("  (ratio = unfused / fused wall ms, goal >= 3x at T=512; gpu-ratio from kernel timestamps;"
-      " ours/torch = our fused GPU ms / SDPA ms)")
+      " ours/torch = our fused GPU ms / SDPA ms; fused-vs-CPU = max|err| of out, dq, dk, dv against"
+      " the f64 CPU twin at B=1, H=2)")
 
 # presets in the order they ran
 trains = [p["part"][len("train-"):] for p in parts if p["part"].startswith("train-")]
