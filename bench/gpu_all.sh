@@ -185,7 +185,8 @@ main() {
   echo "gpu_all.sh: $(date -u +%FT%TZ) on $(hostname); device mode $ON_DEVICE, quick $QUICK," \
     "budget $BUDGET s; git $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   setup_deno || return 1
-  if "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; then
+  # find_spec, not an import: a CUDA torch takes seconds to import, and each part imports it anyway
+  if "$PY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('torch') is None)"; then
     HAVE_TORCH=1
   else
     echo "no torch for $PY: the PyTorch parts are skipped"
