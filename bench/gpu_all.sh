@@ -200,7 +200,7 @@ main() {
   else
     PRESETS="mini small"
     local shape="--steps 5" tshape="--warmup 2"
-    local mm="--sizes 1024,2048,4096,8192,8192x512x1408,8192x1408x512,1408x8192x512:ta"
+    local mm="--sizes 1024,2048,4096,8192x512x1408,8192x1408x512,1408x8192x512:ta,8192"
     local attn="--presets nano,mini,small --T 128,256,512,1024 --target 0.15 --check --profile"
     local dec="--presets nano,mini --mini-tokens 32"
     local tmm="--sizes 2048,4096,8192" treps="--reps 10"

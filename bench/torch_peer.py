@@ -472,7 +472,8 @@ def cmd_matmul(args):
         gflops = 2 * n**3 / (ms / 1000) / 1e9
         rows.append({"n": n, "ms": ms, "gflops": gflops})
         print(f"torch.mm fp32{' TF32' if args.tf32 else ''} {n}^3: {ms:.3f} ms, {gflops:.0f} GFLOP/s (median of {args.reps})")
-    write_json(args.json, {"device": device_name(dev), "tf32": args.tf32, "rows": rows})
+        # after every size: a run cut off by its time box keeps what it measured
+        write_json(args.json, {"device": device_name(dev), "tf32": args.tf32, "rows": rows})
 
 
 def cmd_attention(args):
@@ -517,7 +518,7 @@ def cmd_attention(args):
             f"{r['preset']:6} B={r['B']:<4} T={r['T']:<5} {r['mode']:8} torch SDPA {ms:8.3f} ms   "
             f"ours fused {ours_ms:8.3f} ms ({'gpu' if r['fused_gpu_ms'] else 'wall'})   ours/torch {ours_ms / ms:6.2f}x"
         )
-    write_json(args.json, {"device": device_name(dev), "rows": out_rows})
+        write_json(args.json, {"device": device_name(dev), "rows": out_rows})
 
 
 def cmd_parity(args):
