@@ -32,7 +32,7 @@ pack() {
     bash ../shared/device/pack.sh || return 1
   fi
   # The npm packages the benches import, as a fresh DENO_DIR holding only those (tfjs, commander,
-  # ... about 140 MB unpacked, under 10 MB as .tar.xz). Deno on the device then runs with
+  # ... about 140 MB unpacked, 12 MB as .tar.xz). Deno on the device then runs with
   # DENO_DIR pointing at its extraction and --cached-only: no registry needed.
   local dd
   dd=$(mktemp -d)
@@ -109,8 +109,9 @@ setup_deno() {
         if [ -f $f ]; then export VK_DRIVER_FILES=$f; break; fi
       done
     fi
-    if [ -d /usr/local/nvidia/lib64 ]; then
-      export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64
+    # the ICD's driver library, for Deno only (torch finds its own)
+    if [ -d /usr/local/nvidia/lib64 ] && ! ldconfig -p | grep -q libGLX_nvidia; then
+      DENO="env LD_LIBRARY_PATH=${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/nvidia/lib64 $DENO"
     fi
   fi
   if [ $ON_DEVICE = 1 ] || [ "${GPU_BENCH_OFFLINE:-0}" = 1 ]; then
