@@ -17,7 +17,8 @@
 # the torch peer's parity check; then a summary table (also $OUT/summary.txt, $OUT/results.json).
 #
 # Environment: OUT (default runs/gpu_bench), GPU_BENCH_QUICK=1 (small sizes, for lavapipe),
-# GPU_BENCH_BUDGET (seconds), GPU_BENCH_PYTHON (default python3), GPU_BENCH_OFFLINE=1 (use
+# GPU_BENCH_BUDGET (seconds), GPU_BENCH_PYTHON (default python3), GPU_BENCH_DEVICE=0/1 (force
+# the device mode off/on: Deno through .gpu/run.sh), GPU_BENCH_OFFLINE=1 (use
 # .gpu/deno_dir.tar.xz and --cached-only even off the device), GPU_BENCH_PEAK_GFLOPS (FP32
 # peak the matmul rate is compared to; default 67000: the H200's plain FP32 rate, "dense bf16
 # about 990 TFLOP/s, plain fp32 about 67", /work/.library/device/H200.md, from NVIDIA's
@@ -88,10 +89,12 @@ TS
 # Where Deno and its packages come from.
 
 # Device mode: the packed Deno and loaders (.gpu/run.sh) on a machine with an NVIDIA driver, or
-# wherever no Deno is installed.
-ON_DEVICE=0
-if [ -f .gpu/run.sh ] && { command -v nvidia-smi > /dev/null 2>&1 || ! command -v deno > /dev/null; }
-then ON_DEVICE=1; fi
+# wherever no Deno is installed; GPU_BENCH_DEVICE=0/1 overrides.
+ON_DEVICE=${GPU_BENCH_DEVICE:-0}
+if [ -z "${GPU_BENCH_DEVICE:-}" ] && [ -f .gpu/run.sh ] &&
+  { command -v nvidia-smi > /dev/null 2>&1 || ! command -v deno > /dev/null; }; then
+  ON_DEVICE=1
+fi
 DENO=deno
 DENO_FLAGS="-A"
 export DENO_NO_UPDATE_CHECK=1 NO_COLOR=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
