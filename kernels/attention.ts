@@ -66,6 +66,19 @@ function tileRows(dqk: number, dv: number, extra: number): number {
   return Math.max(1, Math.min(MAX_TILE, rows));
 }
 
+/**
+ * `n` copies of a statement with `d` = 0..n-1, written out. The per-row loops over head dims run
+ * inside the tile loops; Mesa's llvmpipe caps the iterations of all loops nested in one outermost
+ * loop at 65535 (gallivm's loop limiter) and silently stops past it, which broke the backward at
+ * T * dqk of about 31K. Written-out rows leave only the tile and row loops, so the cap is reached
+ * near T = 65535 / (1 + (dqk + dv) / BQ) instead.
+ */
+function unroll(n: number, stmt: (d: string) => string): string {
+  let out = "";
+  for (let d = 0; d < n; d++) out += stmt(`${d}u`) + " ";
+  return out;
+}
+
 /** WGSL shared by the three tiled kernels: sizes, the index of an element of q/k/v. */
 function header(dqk: number, dv: number, tile: number): string {
   return /* wgsl */ `
@@ -138,18 +151,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var r = 0u; r < jn; r++) {
         ${hasSeg ? "if (segs[r] != segi) { continue; }" : ""}
         var dot = 0.0;
-        for (var d = 0u; d < DQK; d++) { dot += qr[d] * ks[r * DQK + d]; }
+        ${unroll(dqk, (d) => `dot += qr[${d}] * ks[r * DQK + ${d}];`)}
         sc[r] = dot;
         mnew = max(mnew, dot);
       }
       let corr = exp(m - mnew);
       l *= corr;
-      for (var d = 0u; d < DV; d++) { acc[d] *= corr; }
+      ${unroll(dv, (d) => `acc[${d}] *= corr;`)}
       for (var r = 0u; r < jn; r++) {
         ${hasSeg ? "if (segs[r] != segi) { continue; }" : ""}
         let pr = exp(sc[r] - mnew);
         l += pr;
-        for (var d = 0u; d < DV; d++) { acc[d] += pr * vs[r * DV + d]; }
+        ${unroll(dv, (d) => `acc[${d}] += pr * vs[r * DV + ${d}];`)}
       }
       m = mnew;
     }
@@ -250,17 +263,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var r = r0; r < rn; r++) {
         ${hasSeg ? "if (segs[r] != segj) { continue; }" : ""}
         var sdot = 0.0;
-        for (var d = 0u; d < DQK; d++) { sdot += qs[r * DQK + d] * kr[d]; }
+        ${unroll(dqk, (d) => `sdot += qs[r * DQK + ${d}] * kr[${d}];`)}
         let pr = exp(sdot - st[2u * r]);
         var dp = 0.0;
-        for (var d = 0u; d < DV; d++) {
-          let g = dos[r * DV + d];
-          gv[d] += pr * g;
-          dp += g * vr[d];
-        }
+        ${
+    unroll(dv, (d) => `gv[${d}] += pr * dos[r * DV + ${d}]; dp += dos[r * DV + ${d}] * vr[${d}];`)
+  }
         // dS = P (dP - D); qs is pre-scaled, so this already is scale * dS * q
         let ds = pr * (dp - st[2u * r + 1u]);
-        for (var d = 0u; d < DQK; d++) { gk[d] += ds * qs[r * DQK + d]; }
+        ${unroll(dqk, (d) => `gk[${d}] += ds * qs[r * DQK + ${d}];`)}
       }
     }
   }
@@ -341,12 +352,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       for (var r = 0u; r < jn; r++) {
         ${hasSeg ? "if (segs[r] != segi) { continue; }" : ""}
         var sdot = 0.0;
-        for (var d = 0u; d < DQK; d++) { sdot += qr[d] * ks[r * DQK + d]; }
+        ${unroll(dqk, (d) => `sdot += qr[${d}] * ks[r * DQK + ${d}];`)}
         let pr = exp(sdot - lse_i);
         var dp = 0.0;
-        for (var d = 0u; d < DV; d++) { dp += gr[d] * vs[r * DV + d]; }
+        ${unroll(dv, (d) => `dp += gr[${d}] * vs[r * DV + ${d}];`)}
         let ds = pr * (dp - d_i);
-        for (var d = 0u; d < DQK; d++) { gq[d] += ds * ks[r * DQK + d]; }
+        ${unroll(dqk, (d) => `gq[${d}] += ds * ks[r * DQK + ${d}];`)}
       }
     }
   }

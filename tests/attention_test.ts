@@ -215,3 +215,32 @@ Deno.test("attention forward and backward give identical bits on rerun", GPU_TES
   const a = await run(), b = await run();
   a.forEach((t, i) => assertSameBits(t, b[i], `output ${i}`));
 });
+
+Deno.test(
+  "attention backward stays right at long T and wide heads (past llvmpipe's loop cap)",
+  GPU_TEST,
+  async () => {
+    // T * dqk = 40960: with per-dim loops this broke on lavapipe (its loop limiter stops nested
+    // loops after 65535 iterations); the kernels now write those loops out.
+    const gpu = await testGpu();
+    const s = { B: 1, T: 640, H: 1, dqk: 64, dv: 32 };
+    const x = inputs(s, 77);
+    const scale = 1 / Math.sqrt(s.dqk);
+    const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+    const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+    const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+    const dout = Tensor.from(gpu, x.dout, [s.B, s.T, s.H, s.dv]);
+    const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+    attentionForward({ out, lse }, { q, k, v }, { scale });
+    const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
+    const dv = Tensor.empty(gpu, v.shape);
+    attentionBackward({ dq, dk, dv }, { q, k, v, out, lse, dout }, { scale });
+    const wantOut = attentionCpu(x, { shape: s, scale });
+    const want = attentionBackwardCpu(x, { shape: s, scale });
+    const tol = { atol: 1e-5, rtol: 1e-3 };
+    assertClose(await out.readF32(), wantOut.out, { ...tol, label: "out" });
+    assertClose(await dq.readF32(), want.dq, { ...tol, label: "dq" });
+    assertClose(await dk.readF32(), want.dk, { ...tol, label: "dk" });
+    assertClose(await dv.readF32(), want.dv, { ...tol, label: "dv" });
+  },
+);
