@@ -157,7 +157,7 @@ Deno.test("readConversations() accepts conversations/messages and names file:lin
       messages: [{
         role: "assistant",
         content: null,
-        tool_calls: [{ function: { name: "f", arguments: "{bad" } }],
+        tool_calls: [{ function: { name: "f", arguments: 7 } }],
       }],
     }),
     "",
@@ -181,7 +181,7 @@ Deno.test("readConversations() accepts conversations/messages and names file:lin
     `${path}:7`,
   ]);
   assert.match(bad[1], /conversations\[0\]\.role must be one of system, user, assistant, tool/);
-  assert.match(bad[2], /tool_calls\[0\]\.function\.arguments is not valid JSON/);
+  assert.match(bad[2], /tool_calls\[0\]\.function\.arguments must be a JSON string or an object/);
   assert.equal(r.conversations[1].line, 2);
   const { examples } = tokenizeConversations(tok, r.conversations);
   assert.equal(examples[1].source, `${path}:2`);

@@ -37,6 +37,7 @@ import {
   checkTools,
   packSequences,
   type ReadChatOptions,
+  withIdleLoads,
 } from "./sft.ts";
 
 /** One preference pair as read from a file. */
@@ -255,7 +256,9 @@ export class DpoTask implements TrainTask {
   private cursor = 0;
 
   /**
-   * @param train Training pairs and their reference sums f32 [2 * pairs] (chosen, rejected).
+   * @param train Training pairs and their reference sums [2 * pairs] (chosen, rejected); NaN
+   *   for pairs the run never visits (see {@linkcode DpoTask.upcoming}). Read at each step, so
+   *   they may be filled in after construction.
    * @param val Held-out pairs and their reference sums (may be empty).
    * @throws when there are no pairs, or the sums do not match the pairs.
    */
@@ -290,6 +293,18 @@ export class DpoTask implements TrainTask {
     return picked;
   }
 
+  /**
+   * Indices of the train pairs the next `micro` micro-batches will use, sorted, without moving
+   * the data position: the reference pass needs only these.
+   */
+  upcoming(micro: number): number[] {
+    const saved = this.state();
+    const used = new Set<number>();
+    for (let i = 0; i < micro; i++) for (const k of this.nextPairs()) used.add(k);
+    this.restore(saved);
+    return [...used].sort((a, b) => a - b);
+  }
+
   /** Packs the next P pairs and encodes the policy forward and the DPO loss. */
   forward(model: DeepSeekV3): TaskOutput {
     const picked = this.nextPairs();
@@ -299,6 +314,12 @@ export class DpoTask implements TrainTask {
     picked.forEach((k, q) => {
       ref[2 * q] = this.train.ref[2 * k];
       ref[2 * q + 1] = this.train.ref[2 * k + 1];
+      if (Number.isNaN(ref[2 * q] + ref[2 * q + 1])) {
+        throw new Error(
+          `DPO: no reference log-probabilities for ${this.train.pairs[k].chosen.source}; ` +
+            "compute them for every pair the run visits (see upcoming())",
+        );
+      }
     });
     // Sequence 2q / 2q+1 is packed item 2q / 2q+1; only response targets count.
     const seqIds = b.item.map((it, j) => (b.targets[j] >= 0 ? it : -1));
@@ -313,12 +334,13 @@ export class DpoTask implements TrainTask {
       pairs: picked.length,
       beta: this.opts.beta,
     });
-    // The MTP blocks did not run: zero loads leave their router biases as they are.
-    const loads = [...out.loads];
-    while (loads.length < model.moeLayers().length) {
-      loads.push(Tensor.zeros(gpu, [model.cfg.n_routed_experts], "i32"));
-    }
-    return { loss, terms: { ...metrics }, loads, tokens: b.targetTokens };
+    // The MTP block did not run: zero loads leave its router bias as it is.
+    return {
+      loss,
+      terms: { ...metrics },
+      loads: withIdleLoads(model, out.loads),
+      tokens: b.targetTokens,
+    };
   }
 
   /**

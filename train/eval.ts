@@ -42,7 +42,7 @@ export interface GenerateTokensOptions {
   maxTokens: number;
   /** Token ids that end a reply (included in the output). */
   stop: readonly number[];
-  /** Prompts decoded together (decoder cache slots); default 64. */
+  /** Prompts decoded together (decoder cache slots); default 128. */
   maxBatch?: number;
 }
 
@@ -62,7 +62,7 @@ export async function generateTokens(
   const fits = [...prompts.keys()].filter((i) =>
     prompts[i].length > 0 && prompts[i].length < model.cfg.max_seq_len
   );
-  const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 64, fits.length));
+  const maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 128, fits.length));
   if (fits.length === 0) return out;
   const decoder = new Decoder(model, { maxBatch });
   try {
@@ -253,7 +253,7 @@ export interface EvalOptions {
   qaMaxTokens?: number;
   /** Most tokens of a tool-call reply (default 48). */
   toolMaxTokens?: number;
-  /** Prompts decoded together (default 64). */
+  /** Prompts decoded together (default 128). */
   maxBatch?: number;
   /** Padding token id. */
   padId?: number;

@@ -118,24 +118,39 @@ export interface ReferenceCache {
   ref: string;
   /** Hash of the tokenized pairs and T: a different data set recomputes. */
   fingerprint: number;
-  /** Per train pair [chosen, rejected]. */
-  train: [number, number][];
+  /** Per train pair [chosen, rejected], or null for a pair the run does not visit. */
+  train: ([number, number] | null)[];
   /** Per held-out pair [chosen, rejected]. */
-  val: [number, number][];
+  val: ([number, number] | null)[];
 }
 
-/** A hash of the tokenized pairs, so a cache made for other data is never reused. */
-export function pairsFingerprint(pairs: readonly PairExample[], T: number): number {
-  let h = hash32(T, pairs.length);
+/**
+ * A hash of the tokenized pairs, T and the visited pairs, so a cache made for other data or
+ * another plan is never reused.
+ */
+export function pairsFingerprint(
+  pairs: readonly PairExample[],
+  T: number,
+  visited: readonly number[],
+): number {
+  let h = hash32(T, pairs.length, ...visited);
   for (const s of pairSequences(pairs)) {
     for (let i = 0; i < s.ids.length; i++) h = hash32(h, s.ids[i], s.mask[i]);
   }
   return h;
 }
 
+// JSON has no NaN: pairs the run never visits are stored as null.
 const toPairs = (a: Float64Array) =>
-  Array.from({ length: a.length / 2 }, (_, p) => [a[2 * p], a[2 * p + 1]] as [number, number]);
-const fromPairs = (a: [number, number][]) => Float64Array.from(a.flat());
+  Array.from(
+    { length: a.length / 2 },
+    (_, p) => Number.isNaN(a[2 * p]) ? null : [a[2 * p], a[2 * p + 1]] as [number, number],
+  );
+const fill = (dst: Float64Array, src: ([number, number] | null)[]) =>
+  src.forEach((v, p) => {
+    dst[2 * p] = v ? v[0] : NaN;
+    dst[2 * p + 1] = v ? v[1] : NaN;
+  });
 
 /**
  * Runs DPO.
@@ -178,29 +193,49 @@ export async function runDpo(
         `${countTruncated(seqs, T)} sequences longer than ${T} positions lose prompt tokens`,
     );
 
-    // The reference pass: once, cached in memory and on disk.
+    // The reference pass: once, for the pairs the run will visit, cached in memory and on disk.
     const padId = padIdOf(tok);
+    const refs = {
+      train: new Float64Array(2 * train.length).fill(NaN),
+      val: new Float64Array(2 * val.length),
+    };
+    const task = new DpoTask({ pairs: train, ref: refs.train }, { pairs: val, ref: refs.val }, {
+      pairs: values.batchSize,
+      T,
+      B: values.batchSize,
+      beta: values.beta,
+      seed: values.seed,
+      padId,
+    });
+    // From step 0: a resumed run visits a subset of these, and its cache is the same.
+    const visited = task.upcoming(values.steps * values.gradAccum);
     const cachePath = `${values.out}/reference_logps.json`;
-    const fingerprint = pairsFingerprint([...train, ...val], T);
+    const fingerprint = pairsFingerprint([...train, ...val], T, visited);
     let cache: ReferenceCache | null = null;
     try {
       const c = JSON.parse(await Deno.readTextFile(cachePath)) as ReferenceCache;
       if (c.format === 1 && c.fingerprint === fingerprint) cache = c;
     } catch { /* no cache yet */ }
-    let ref: { train: Float64Array; val: Float64Array };
     if (cache) {
-      ref = { train: fromPairs(cache.train), val: fromPairs(cache.val) };
+      fill(refs.train, cache.train);
+      fill(refs.val, cache.val);
       log(`dpo: reference log-probabilities from ${cachePath}`);
     } else {
       const t0 = performance.now();
       const sameAsStart = !resuming && refPath === values.init;
       const refModel = sameAsStart ? start : await loadModel(refPath, { gpu: model.gpu });
+      const o = { B: values.batchSize, T, padId };
       try {
-        const o = { B: values.batchSize, T, padId };
-        ref = {
-          train: await sequenceLogps(refModel.model, seqs, o),
-          val: await sequenceLogps(refModel.model, pairSequences(val), o),
-        };
+        const lp = await sequenceLogps(
+          refModel.model,
+          pairSequences(visited.map((k) => train[k])),
+          o,
+        );
+        visited.forEach((k, j) => {
+          refs.train[2 * k] = lp[2 * j];
+          refs.train[2 * k + 1] = lp[2 * j + 1];
+        });
+        refs.val.set(await sequenceLogps(refModel.model, pairSequences(val), o));
       } finally {
         if (!sameAsStart) refModel.model.arena.destroy();
       }
@@ -208,28 +243,17 @@ export async function runDpo(
         format: 1,
         ref: refModel.checkpoint.dir,
         fingerprint,
-        train: toPairs(ref.train),
-        val: toPairs(ref.val),
+        train: toPairs(refs.train),
+        val: toPairs(refs.val),
       };
       await Deno.mkdir(values.out, { recursive: true });
       await atomicWriteFile(cachePath, new TextEncoder().encode(JSON.stringify(cache)));
       log(
-        `dpo: reference log-probabilities of ${seqs.length + 2 * val.length} sequences from ` +
-          `${refModel.checkpoint.dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+        `dpo: reference log-probabilities of ${2 * (visited.length + val.length)} sequences ` +
+          `(the ${visited.length} train pairs ${values.steps} steps visit, and the held-out ones) ` +
+          `from ${refModel.checkpoint.dir} in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
       );
     }
-    const task = new DpoTask(
-      { pairs: train, ref: ref.train },
-      { pairs: val, ref: ref.val },
-      {
-        pairs: values.batchSize,
-        T,
-        B: values.batchSize,
-        beta: values.beta,
-        seed: values.seed,
-        padId,
-      },
-    );
     const result = await trainLoop(model, task, {
       ...loopOptionsFrom(values),
       runInfo: {

@@ -114,7 +114,7 @@ export const EVAL_OPTIONS = defineOptions(
     {
       name: "maxBatch",
       type: "integer",
-      default: 64,
+      default: 128,
       min: 1,
       help: "prompts decoded together",
     },

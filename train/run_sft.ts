@@ -87,10 +87,23 @@ export const SFT_OPTIONS = defineOptions(
       max: 0.5,
       help: "share of --data held out for validation when --val-data is not given",
     },
+    {
+      name: "mtp",
+      type: "boolean",
+      default: true,
+      help:
+        "also train the MTP module and the balance loss, as pretraining (--no-mtp: main CE only)",
+      why:
+        "keeps MTP drafts (speculative decoding) in tune with chat; --no-mtp is ~40% faster on nano",
+    },
     ...SOURCE_OPTIONS,
     ...withDefaults(COMMON_TRAIN_OPTIONS, {
       out: { default: "runs/sft" },
       steps: { default: 150, why: "about one pass over the demo's 2000 conversations" },
+      batchSize: {
+        default: 4,
+        help: "rows of --seq-len positions per micro-batch, each packing several conversations",
+      },
       seqLen: { default: 512, help: "positions per packed row (<= the model's max_seq_len)" },
       lr: { default: 1e-3, why: "a third of the nano pretraining LR: adapt, do not forget" },
       warmupSteps: { default: 10 },
@@ -243,6 +256,7 @@ export async function runSft(
       T,
       seed: values.seed,
       padId: padIdOf(tok),
+      mtp: values.mtp,
     });
     return await trainLoop(model, task, {
       ...loopOptionsFrom(values),
