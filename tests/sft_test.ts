@@ -20,6 +20,7 @@ import {
   packSequences,
   readConversations,
   SftSampler,
+  SftTask,
   splitHeldOut,
   tokenizeConversations,
 } from "../train/sft.ts";
@@ -217,6 +218,34 @@ Deno.test(
       sum += one.loss * one.tokens;
     }
     assertClose([packed.loss], [sum / packed.tokens], { atol: 2e-5, label: "mean assistant CE" });
+    scope.dispose();
+    model.arena.destroy();
+  },
+);
+
+Deno.test(
+  "SftTask without MTP trains the main CE alone and gives the MTP block zero loads",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const cfg = resolveConfig("tiny");
+    const model = new DeepSeekV3(gpu, cfg);
+    model.load(initParameters(cfg, 10));
+    const exs = Array.from({ length: 6 }, (_, k) => {
+      const e = fakeExample(8 + k, 60 + k);
+      e.ids = e.ids.map((v) => v % cfg.vocab_size);
+      return e;
+    });
+    const scope = new Scope();
+    const full = new SftTask(exs, [], { B: 2, T: 32, seed: 1 }).forward(model);
+    const lean = new SftTask(exs, [], { B: 2, T: 32, seed: 1, mtp: false }).forward(model);
+    assert.deepEqual(Object.keys(full.terms).sort(), ["balance", "ce", "mtp"]);
+    assert.deepEqual(Object.keys(lean.terms), ["ce"]);
+    assert.equal(lean.tokens, full.tokens);
+    // Same batch: the main CE agrees; the MTP block, not run, reports no routed tokens.
+    assertClose(await lean.loss.readF32(), await full.terms.ce.readF32(), { atol: 1e-6 });
+    assert.equal(lean.loads.length, model.moeLayers().length);
+    assert.deepEqual([...await lean.loads.at(-1)!.read()], Array(cfg.n_routed_experts).fill(0));
     scope.dispose();
     model.arena.destroy();
   },

@@ -1,21 +1,32 @@
 /**
  * The one-command demo: generate the built-in bilingual corpus, train the tokenizer, prepare
- * token shards, pretrain, then post-train and evaluate (as those stages exist), and print one
+ * token shards, pretrain, supervised fine-tune, align with DPO, evaluate the three checkpoints
+ * side by side (every model prompted the same way, with the chat template), and print one
  * table. Every output lands in one run directory:
  *
  *     <out>/corpus/*.jsonl      the generated data
  *     <out>/tokenizer/          tokenizer.json + tokenizer_config.json
  *     <out>/data/               train.bin, val.bin, meta.json
  *     <out>/pretrain/           checkpoints, metrics.jsonl, loss.svg
+ *     <out>/sft/, <out>/dpo/    the same for the post-training stages (+ reference_logps.json)
+ *     <out>/eval/               report.md|json of `cli.ts eval` (with sample replies)
  *     <out>/report.md|json      the final table
  *
  * @module
  */
 import { buildCorpus, describeCorpus, toJsonl } from "../data/mod.ts";
-import { saveTokenizer, trainTokenizerFromFiles } from "../tokenizer/mod.ts";
+import {
+  type ChatMessage,
+  renderChat,
+  saveTokenizer,
+  trainTokenizerFromFiles,
+} from "../tokenizer/mod.ts";
 import { prepareShards } from "./prepare.ts";
 import { PRETRAIN_OPTIONS, runPretrain } from "./run_pretrain.ts";
 import { resolveOptions } from "./options.ts";
+import { runSft, SFT_OPTIONS } from "./run_sft.ts";
+import { DPO_OPTIONS, runDpo } from "./run_dpo.ts";
+import { EVAL_OPTIONS, runEval } from "./run_eval.ts";
 
 /** Settings of {@linkcode runDemo}. */
 export interface DemoOptions {
@@ -36,12 +47,27 @@ export interface DemoOptions {
   vocabSize: number;
   /** Show progress bars. */
   progress: boolean;
+  /** SFT steps, rows per step (each row packs conversations) and peak LR. */
+  sftSteps: number;
+  sftBatchSize: number;
+  sftLr: number;
+  /** DPO steps, pairs per step, peak LR and beta. */
+  dpoSteps: number;
+  dpoBatchSize: number;
+  dpoLr: number;
+  dpoBeta: number;
 }
+
+/** The context every post-training stage and the evaluation use: tool prompts are ~360 tokens. */
+export const DEMO_MAX_SEQ_LEN = 512;
 
 /** One row of the final table. */
 export interface DemoRow {
   stage: string;
+  /** The stage's own validation loss: LM loss (pretrain), assistant CE (sft), DPO loss (dpo). */
   valLoss: number | null;
+  /** LM loss of the model on the pretraining val shard (the same text for every stage). */
+  textValLoss?: number | null;
   qaAccuracy: number | null;
   toolAccuracy: number | null;
   preferenceAccuracy: number | null;
@@ -71,11 +97,12 @@ export async function runDemo(
     evalTools: `${out}/corpus/eval_tools.jsonl`,
   };
   await Deno.writeTextFile(files.pretrain, toJsonl(corpus.pretrain));
-  // The tokenizer also sees the chat turns, so chat words get merges too.
-  const chatText = corpus.sft.flatMap((c) =>
-    c.conversations.filter((m) => typeof m.content === "string" && m.content)
-      .map((m) => ({ text: m.content as string }))
-  );
+  // The tokenizer also sees the SFT conversations as the chat template renders them (tool
+  // schemas and tool-call JSON included), so the tool prompt gets merges too: it is ~200 tokens
+  // instead of ~490, and a conversation with tools fits DEMO_MAX_SEQ_LEN.
+  const chatText = corpus.sft.map((c) => ({
+    text: renderChat(c.conversations as ChatMessage[], { tools: c.tools, bosToken: "" }),
+  }));
   await Deno.writeTextFile(files.tokenizerText, toJsonl([...corpus.pretrain, ...chatText]));
   await Deno.writeTextFile(files.sft, toJsonl(corpus.sft));
   await Deno.writeTextFile(files.dpo, toJsonl(corpus.dpo.train));
@@ -115,6 +142,8 @@ export async function runDemo(
     `${out}/pretrain`,
     "--preset",
     opts.preset,
+    "--model",
+    JSON.stringify({ max_seq_len: DEMO_MAX_SEQ_LEN, original_seq_len: DEMO_MAX_SEQ_LEN }),
     "--steps",
     String(opts.pretrainSteps),
     "--batch-size",
@@ -134,14 +163,76 @@ export async function runDemo(
     ...(opts.progress ? [] : ["--no-progress"]),
   ]);
   const pre = await runPretrain(values, { log });
-  const rows: DemoRow[] = [{
-    stage: "pretrain",
-    valLoss: pre.val.loss ?? null,
-    qaAccuracy: null,
-    toolAccuracy: null,
-    preferenceAccuracy: null,
-    seconds: (performance.now() - t) / 1000,
-  }];
+  const seconds: Record<string, number> = { pretrain: (performance.now() - t) / 1000 };
+  const stageVal: Record<string, number | null> = { pretrain: pre.val.loss ?? null };
+  const common = [
+    "--seed",
+    String(opts.seed),
+    "--eval-every",
+    "0",
+    "--checkpoint-every",
+    "0",
+    "--log-every",
+    "10",
+    ...(opts.progress ? [] : ["--no-progress"]),
+  ];
+
+  // 5. SFT on the conversations, from the pretrained checkpoint.
+  t = performance.now();
+  const sft = await runSft(
+    (await resolveOptions(SFT_OPTIONS, [
+      ...["--init", `${out}/pretrain`, "--data", files.sft, "--out", `${out}/sft`],
+      ...["--steps", String(opts.sftSteps), "--batch-size", String(opts.sftBatchSize)],
+      ...["--lr", String(opts.sftLr), "--seq-len", String(DEMO_MAX_SEQ_LEN)],
+      // The MTP block and its head are ~40% of a nano step: the 10-minute budget goes to more
+      // SFT steps instead (the MTP module keeps its pretrained weights).
+      "--no-mtp",
+      ...["--warmup-steps", String(Math.min(10, Math.floor(opts.sftSteps / 10)))],
+      ...common,
+    ])).values,
+    { log },
+  );
+  seconds.sft = (performance.now() - t) / 1000;
+  stageVal.sft = sft.val.loss ?? null;
+
+  // 6. DPO on the train pairs, from (and with the reference) the SFT checkpoint.
+  t = performance.now();
+  const dpo = await runDpo(
+    (await resolveOptions(DPO_OPTIONS, [
+      ...["--init", `${out}/sft`, "--data", files.dpo, "--val-data", files.dpoHeldOut],
+      ...["--out", `${out}/dpo`, "--steps", String(opts.dpoSteps)],
+      ...["--batch-size", String(opts.dpoBatchSize), "--lr", String(opts.dpoLr)],
+      ...["--beta", String(opts.dpoBeta), "--seq-len", String(DEMO_MAX_SEQ_LEN)],
+      ...["--warmup-steps", String(Math.min(5, Math.floor(opts.dpoSteps / 10)))],
+      ...common,
+    ])).values,
+    { log },
+  );
+  seconds.dpo = (performance.now() - t) / 1000;
+  stageVal.dpo = dpo.val.loss ?? null;
+
+  // 7. The three checkpoints evaluated side by side, every one prompted with the chat template.
+  t = performance.now();
+  const evals = await runEval(
+    (await resolveOptions(EVAL_OPTIONS, [
+      ...["--model", `${out}/pretrain`, `${out}/sft`, `${out}/dpo`, "--out", `${out}/eval`],
+      ...["--data", `${out}/data`, "--questions", files.eval, "--tool-calls", files.evalTools],
+      ...["--pairs", files.dpoHeldOut, "--world-seed", String(opts.seed)],
+      ...["--world-scale", String(opts.scale), "--seq-len", String(opts.seqLen)],
+    ])).values,
+    { log: () => {} },
+  );
+  const evalSeconds = (performance.now() - t) / 1000;
+  log(`eval: 3 checkpoints in ${evalSeconds.toFixed(1)} s (replies in ${out}/eval/report.md)`);
+  const rows: DemoRow[] = evals.map((r) => ({
+    stage: r.name,
+    valLoss: stageVal[r.name] ?? null,
+    textValLoss: r.eval.valLoss,
+    qaAccuracy: r.eval.qa?.accuracy ?? null,
+    toolAccuracy: r.eval.tools?.accuracy ?? null,
+    preferenceAccuracy: r.eval.preference?.accuracy ?? null,
+    seconds: (seconds[r.name] ?? 0) + r.eval.seconds,
+  }));
 
   const total = (performance.now() - t0) / 1000;
   const table = renderTable(rows, { vocab: tok.vocabSize, seconds: total });
@@ -153,16 +244,22 @@ export async function runDemo(
 
 /** The final table as Markdown. */
 export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: number }): string {
-  const f = (v: number | null, digits = 3) => v === null ? "-" : v.toFixed(digits);
+  const f = (v: number | null | undefined, digits = 3) =>
+    v === null || v === undefined ? "-" : v.toFixed(digits);
   const lines = [
-    "| stage | val loss | QA accuracy | tool-call accuracy | preference accuracy | time (s) |",
-    "|---|---|---|---|---|---|",
+    "| stage | val loss | text val loss | QA accuracy | tool-call accuracy | preference accuracy | time (s) |",
+    "|---|---|---|---|---|---|---|",
     ...rows.map((r) =>
-      `| ${r.stage} | ${f(r.valLoss)} | ${f(r.qaAccuracy)} | ${f(r.toolAccuracy)} | ${
-        f(r.preferenceAccuracy)
-      } | ${r.seconds.toFixed(0)} |`
+      `| ${r.stage} | ${f(r.valLoss)} | ${f(r.textValLoss)} | ${f(r.qaAccuracy)} | ${
+        f(r.toolAccuracy)
+      } | ${f(r.preferenceAccuracy)} | ${r.seconds.toFixed(0)} |`
     ),
   ];
-  return `${lines.join("\n")}\n\nln(vocab) = ${Math.log(info.vocab).toFixed(3)}; ` +
-    `whole demo ${info.seconds.toFixed(0)} s`;
+  return `${lines.join("\n")}\n\nval loss: each stage's own held-out objective (pretrain: LM ` +
+    `loss on the val shard; sft: CE on the assistant tokens of held-out conversations; dpo: DPO ` +
+    `loss on held-out pairs). text val loss: every model's LM loss on the pretraining val shard. ` +
+    `Accuracies: greedy chat replies to held-out questions and tool requests, and held-out ` +
+    `pairs whose chosen reply has the higher log-probability; every model is prompted with the ` +
+    `chat template. time: training + evaluation of the stage.\n\nln(vocab) = ` +
+    `${Math.log(info.vocab).toFixed(3)}; whole demo ${info.seconds.toFixed(0)} s`;
 }

@@ -168,6 +168,8 @@ function summarize(samples: GradedSample[], groups: string[]): AccuracyResult {
 
 /** Options of the generation graders. */
 export interface GradeOptions {
+  /** The tokenizer: prompts are rendered with its chat template. */
+  tok: Tokenizer;
   /** Most new tokens per reply. */
   maxTokens: number;
   /** Prompts decoded together. */
@@ -177,14 +179,14 @@ export interface GradeOptions {
 /**
  * QA accuracy: each question as a single user turn, greedy reply, exact match.
  *
- * @example const qa = await evaluateQuestions(model, tok, questions, { maxTokens: 16 });
+ * @example const qa = await evaluateQuestions(model, questions, { tok, maxTokens: 16 });
  */
 export async function evaluateQuestions(
   model: DeepSeekV3,
-  tok: Tokenizer,
   questions: readonly EvalQuestion[],
   opts: GradeOptions,
 ): Promise<AccuracyResult> {
+  const tok = opts.tok;
   const prompts = questions.map((q) =>
     encodeChatPrompt(tok, [{ role: "user", content: q.question }])
   );
@@ -203,14 +205,14 @@ export async function evaluateQuestions(
  * Tool-call accuracy: the conversation with its tools, greedy reply, the first tool call graded
  * against the expected one (`world` resolves a city named in either language).
  *
- * @example const tools = await evaluateToolCalls(model, tok, items, { world, maxTokens: 48 });
+ * @example const tools = await evaluateToolCalls(model, items, { tok, world, maxTokens: 48 });
  */
 export async function evaluateToolCalls(
   model: DeepSeekV3,
-  tok: Tokenizer,
   items: readonly EvalToolCall[],
   opts: GradeOptions & { world: World },
 ): Promise<AccuracyResult> {
+  const tok = opts.tok;
   const prompts = items.map((it) => encodeChatPrompt(tok, it.messages, { tools: it.tools }));
   const replies = await generateTokens(model, prompts, {
     ...opts,
@@ -243,6 +245,8 @@ export interface EvalSets {
 
 /** Settings of {@linkcode evaluateModel}. */
 export interface EvalOptions {
+  /** The tokenizer every model is prompted with. */
+  tok: Tokenizer;
   /** Rows per forward (loss, pair scoring). */
   B: number;
   /** Positions per row of the validation loss (pairs are scored in rows of max_seq_len). */
@@ -280,11 +284,10 @@ export interface ModelEval {
 /**
  * Runs every evaluation that `sets` has data for.
  *
- * @example const r = await evaluateModel(model, tok, { questions }, { B: 8, T: 256 });
+ * @example const r = await evaluateModel(model, { questions }, { tok, B: 8, T: 256 });
  */
 export async function evaluateModel(
   model: DeepSeekV3,
-  tok: Tokenizer,
   sets: EvalSets,
   opts: EvalOptions,
 ): Promise<ModelEval> {
@@ -307,15 +310,15 @@ export async function evaluateModel(
     r.valLoss = v.loss;
     r.valPpl = v.ppl;
   }
-  const gen = { maxBatch: opts.maxBatch };
+  const gen = { tok: opts.tok, maxBatch: opts.maxBatch };
   if (sets.questions?.length) {
-    r.qa = await evaluateQuestions(model, tok, sets.questions, {
+    r.qa = await evaluateQuestions(model, sets.questions, {
       ...gen,
       maxTokens: opts.qaMaxTokens ?? 16,
     });
   }
   if (sets.toolCalls?.items.length) {
-    r.tools = await evaluateToolCalls(model, tok, sets.toolCalls.items, {
+    r.tools = await evaluateToolCalls(model, sets.toolCalls.items, {
       ...gen,
       world: sets.toolCalls.world,
       maxTokens: opts.toolMaxTokens ?? 48,

@@ -171,7 +171,7 @@ export async function runDpo(
   const model = start.model;
   try {
     const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, start.checkpoint);
-    checkVocab(tok, start.cfg, tokDir);
+    checkVocab(tok, start.cfg, { dir: tokDir });
     const T = values.seqLen;
     if (T > start.cfg.max_seq_len) {
       throw new Error(`--seq-len ${T} exceeds the model's max_seq_len ${start.cfg.max_seq_len}`);

@@ -181,7 +181,8 @@ export async function runEval(
       }
       const run = (checkpoint.state.run ?? {}) as { stage?: string };
       const name = values.name[i] ?? run.stage ?? String(checkpoint.state.stage ?? values.model[i]);
-      const e = await evaluateModel(model, data.tok, data.sets, {
+      const e = await evaluateModel(model, data.sets, {
+        tok: data.tok,
         B: values.batchSize,
         T: Math.min(values.seqLen, model.cfg.max_seq_len),
         evalBatches: values.evalBatches,

@@ -157,7 +157,6 @@ export async function loadModel(path: string, opts: { gpu?: Gpu } = {}): Promise
 export async function resolveTokenizer(
   flag: string | null,
   ck: LoadedCheckpoint,
-  flagName = "--tokenizer",
 ): Promise<{ tok: Tokenizer; dir: string }> {
   let dir = flag;
   const run = (ck.state.run ?? {}) as { tokenizer?: unknown; data?: unknown };
@@ -170,18 +169,21 @@ export async function resolveTokenizer(
   }
   if (!dir) {
     throw new Error(
-      `${flagName}: not given, and the checkpoint ${ck.dir} does not record its tokenizer; ` +
-        `pass ${flagName} DIR (the directory with tokenizer.json)`,
+      `--tokenizer: not given, and the checkpoint ${ck.dir} does not record its tokenizer; ` +
+        "pass --tokenizer DIR (the directory with tokenizer.json)",
     );
   }
   return { tok: await loadTokenizer(dir), dir };
 }
 
-/** Throws unless the tokenizer's ids fit the model's vocabulary. */
-export function checkVocab(tok: Tokenizer, cfg: ModelConfig, tokDir: string): void {
+/**
+ * Throws unless the tokenizer's ids fit the model's vocabulary.
+ * @param opts `dir`: where the tokenizer came from, for the message.
+ */
+export function checkVocab(tok: Tokenizer, cfg: ModelConfig, opts: { dir: string }): void {
   if (tok.vocabSize > cfg.vocab_size) {
     throw new Error(
-      `the tokenizer ${tokDir} has ${tok.vocabSize} tokens but the model's vocab_size is ` +
+      `the tokenizer ${opts.dir} has ${tok.vocabSize} tokens but the model's vocab_size is ` +
         `${cfg.vocab_size}: use the tokenizer the model was pretrained with (--tokenizer)`,
     );
   }
@@ -224,7 +226,7 @@ export async function runSft(
   try {
     const initCk = from === values.init ? checkpoint : await loadCheckpoint(values.init);
     const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, initCk);
-    checkVocab(tok, cfg, tokDir);
+    checkVocab(tok, cfg, { dir: tokDir });
     if (values.seqLen > cfg.max_seq_len) {
       throw new Error(
         `--seq-len ${values.seqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
