@@ -29,13 +29,14 @@ export function demoCommand(): Command {
     .option("--scale <n>", "corpus scale", int, 1)
     .option("--preset <name>", "model preset", "nano")
     // The budget (10 minutes on a 2-core lavapipe machine) at ~1.1 s per nano pretraining step,
-    // ~1.65 s per SFT step and ~1.8 s per DPO step: ~250 s pretraining, ~200 s SFT, ~90 s DPO
-    // (reference pass included), ~35 s evaluating three checkpoints.
+    // ~1.65 s per SFT step and ~1.8 s per DPO step: ~260 s pretraining, ~180 s SFT, ~90 s DPO
+    // (reference pass included), ~35 s evaluating three checkpoints. 400 pretraining steps
+    // alone would take ~7.5 minutes.
     .option("--pretrain-steps <n>", "pretraining steps", int, 220)
     .option("--batch-size <n>", "sequences per batch", int, 8)
     .option("--seq-len <n>", "tokens per sequence", int, 128)
     .option("--vocab-size <n>", "tokenizer vocabulary target", int, 6400)
-    .option("--sft-steps <n>", "SFT steps", int, 110)
+    .option("--sft-steps <n>", "SFT steps", int, 100)
     .option(
       "--sft-batch-size <n>",
       "SFT rows of 512 positions per step (packed conversations)",
