@@ -79,6 +79,25 @@ function unroll(n: number, stmt: (d: string) => string): string {
   return out;
 }
 
+/**
+ * WGSL that loads key/value tile `j0` (and its segment ids) into workgroup memory: shared by the
+ * forward and the dq kernel, which both walk key tiles.
+ */
+function loadKeyTile(hasSeg: boolean): string {
+  const segs = hasSeg
+    ? "for (var x = li; x < TILE; x += BQ) { if (j0 + x < p.T) { segs[x] = seg[b * p.T + j0 + x]; } }"
+    : "";
+  return /* wgsl */ `for (var x = li; x < TILE * DQK; x += BQ) {
+      let j = j0 + x / DQK;
+      if (j < p.T) { ks[x] = k[row(b, j, h) * DQK + x % DQK]; }
+    }
+    for (var x = li; x < TILE * DV; x += BQ) {
+      let j = j0 + x / DV;
+      if (j < p.T) { vs[x] = v[row(b, j, h) * DV + x % DV]; }
+    }
+    ${segs}`;
+}
+
 /** WGSL shared by the three tiled kernels: sizes, the index of an element of q/k/v. */
 function header(dqk: number, dv: number, tile: number): string {
   return /* wgsl */ `
@@ -130,19 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kend = min(p.T, q0 + BQ);
   for (var j0 = 0u; j0 < kend; j0 += TILE) {
     workgroupBarrier();
-    for (var x = li; x < TILE * DQK; x += BQ) {
-      let j = j0 + x / DQK;
-      if (j < p.T) { ks[x] = k[row(b, j, h) * DQK + x % DQK]; }
-    }
-    for (var x = li; x < TILE * DV; x += BQ) {
-      let j = j0 + x / DV;
-      if (j < p.T) { vs[x] = v[row(b, j, h) * DV + x % DV]; }
-    }
-    ${
-    hasSeg
-      ? "for (var x = li; x < TILE; x += BQ) { if (j0 + x < p.T) { segs[x] = seg[b * p.T + j0 + x]; } }"
-      : ""
-  }
+    ${loadKeyTile(hasSeg)}
     workgroupBarrier();
     if (valid && i >= j0) {
       // causal: keys j0 .. min(i, j0 + TILE - 1); j <= i < T keeps every row in range
@@ -333,19 +340,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kend = min(p.T, q0 + BQ);
   for (var j0 = 0u; j0 < kend; j0 += TILE) {
     workgroupBarrier();
-    for (var x = li; x < TILE * DQK; x += BQ) {
-      let j = j0 + x / DQK;
-      if (j < p.T) { ks[x] = k[row(b, j, h) * DQK + x % DQK]; }
-    }
-    for (var x = li; x < TILE * DV; x += BQ) {
-      let j = j0 + x / DV;
-      if (j < p.T) { vs[x] = v[row(b, j, h) * DV + x % DV]; }
-    }
-    ${
-    hasSeg
-      ? "for (var x = li; x < TILE; x += BQ) { if (j0 + x < p.T) { segs[x] = seg[b * p.T + j0 + x]; } }"
-      : ""
-  }
+    ${loadKeyTile(hasSeg)}
     workgroupBarrier();
     if (valid && i >= j0) {
       let jn = min(TILE, i + 1u - j0);

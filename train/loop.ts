@@ -288,7 +288,7 @@ export async function trainLoop(
       if (evalEvery > 0 && step % evalEvery === 0 && step < opts.steps) await validate();
       if (ckptEvery > 0 && step % ckptEvery === 0 && step < opts.steps) await save();
     }
-    if (step === opts.steps && (evalEvery >= 0)) await validate();
+    if (step === opts.steps) await validate();
     const checkpoint = await save();
     bar.finish();
     await metrics.close();
