@@ -48,6 +48,18 @@ export interface HostBatch {
   weights?: Float32Array;
 }
 
+/** Options of {@linkcode DeepSeekV3.upload}. */
+export interface UploadOptions {
+  /**
+   * Which positions get logits: `"all"` (default; pretraining, where every position has a
+   * target) or `"targets"`: only the positions whose target is not ignored, gathered before
+   * the final norm and the head. SFT and DPO batches have targets on ~10% of their positions
+   * and the head is the largest GEMM of a small model, so this skips most of the step's work.
+   * The losses and gradients are the same; the returned logits then have one row per target.
+   */
+  logitRows?: "all" | "targets";
+}
+
 /** Options of {@linkcode DeepSeekV3.forward}. */
 export interface ForwardOptions {
   /**
@@ -61,7 +73,7 @@ export interface ForwardOptions {
 
 /** What a forward returns; every tensor lives in the caller's scope. */
 export interface ForwardResult {
-  /** [N, V] main-model logits. */
+  /** [N, V] main-model logits; [M, V] for the batch's `rows` when it has them. */
   logits: Tensor;
   /** Final hidden state before the final norm, [N, D] (MTP input; decoding). */
   hidden: Tensor;
@@ -156,7 +168,7 @@ export class DeepSeekV3 {
    * Uploads a host batch: ids, targets, and the shifted ids/targets of each MTP depth.
    * The tensors belong to the current scope.
    */
-  upload(batch: HostBatch): DeviceBatch {
+  upload(batch: HostBatch, opts: UploadOptions = {}): DeviceBatch {
     const { B, T } = batch;
     const N = B * T;
     if (batch.tokens.length !== N) {
@@ -171,8 +183,29 @@ export class DeepSeekV3 {
       if (t < 0 || t >= V) throw new Error(`batch: token ${t} at ${i} outside the vocab [0, ${V})`);
     }
     const gpu = this.gpu;
-    const mtp: { tokens: Tensor; targets: Tensor }[] = [];
     const hasTargets = batch.targets.length === N;
+    if (opts.logitRows === "targets" && !hasTargets) {
+      throw new Error(`batch: logitRows "targets" needs targets for all B*T = ${N} positions`);
+    }
+    // Rows whose logits are computed, with their targets (and weights) gathered to match.
+    const rowsOf = (targets: Int32Array, weights?: Float32Array) => {
+      if (opts.logitRows !== "targets") {
+        return {
+          rows: null,
+          targets: Tensor.from(gpu, targets, [N], "i32"),
+          weights: weights ? Tensor.from(gpu, weights, [N]) : null,
+        };
+      }
+      const rows = targetRows(targets);
+      return {
+        rows: Tensor.from(gpu, rows, [rows.length], "i32"),
+        targets: Tensor.from(gpu, rows.map((r) => targets[r]), [rows.length], "i32"),
+        weights: weights
+          ? Tensor.from(gpu, Float32Array.from(rows, (r) => weights[r]), [rows.length])
+          : null,
+      };
+    };
+    const mtp: DeviceBatch["mtp"] = [];
     for (let k = 1; k <= this.cfg.mtp_depth && hasTargets; k++) {
       const tok = new Int32Array(N), tgt = new Int32Array(N).fill(-1);
       for (let b = 0; b < B; b++) {
@@ -181,18 +214,19 @@ export class DeepSeekV3 {
           tgt[b * T + i] = batch.targets[b * T + i + k];
         }
       }
-      mtp.push({
-        tokens: Tensor.from(gpu, tok, [N], "i32"),
-        targets: Tensor.from(gpu, tgt, [N], "i32"),
-      });
+      // The weights stay per position, as the main loss's (the all-rows forward's semantics).
+      const { rows, targets, weights } = rowsOf(tgt, batch.weights);
+      mtp.push({ tokens: Tensor.from(gpu, tok, [N], "i32"), targets, rows, weights });
     }
+    const main = hasTargets ? rowsOf(batch.targets, batch.weights) : null;
     return {
       B,
       T,
       tokens: Tensor.from(gpu, batch.tokens, [N], "i32"),
-      targets: hasTargets ? Tensor.from(gpu, batch.targets, [N], "i32") : null,
+      targets: main?.targets ?? null,
+      rows: main?.rows ?? null,
       seg: batch.seg ? Tensor.from(gpu, batch.seg, [B, T], "i32") : null,
-      weights: batch.weights ? Tensor.from(gpu, batch.weights, [N]) : null,
+      weights: main ? main.weights : (batch.weights ? Tensor.from(gpu, batch.weights, [N]) : null),
       mtp,
     };
   }
@@ -239,17 +273,21 @@ export class DeepSeekV3 {
     let x = embedding(emb, batch.tokens); // [N, D]
     for (let i = 0; i < cfg.n_layers; i++) x = block(i, x);
     const hidden = x;
-    const head = (h: Tensor, norm: string) =>
-      linear(rmsnorm(h, p(norm), { eps: cfg.norm_eps }), p("lm_head.weight")); // [N, V]
-    const logits = head(hidden, "model.norm.weight");
+    // [N, V], or [M, V] for the gathered rows (an embedding lookup is a differentiable gather).
+    const head = (h: Tensor, norm: string, rows: Tensor | null) =>
+      linear(
+        rmsnorm(rows ? embedding(h, rows) : h, p(norm), { eps: cfg.norm_eps }),
+        p("lm_head.weight"),
+      );
+    const logits = head(hidden, "model.norm.weight", batch.rows);
     if (opts.logitsOnly || !batch.targets) return { logits, hidden, loads };
 
-    const ce = (lg: Tensor, targets: Tensor) =>
+    const ce = (lg: Tensor, targets: Tensor, weights: Tensor | null) =>
       crossEntropy(lg, targets, {
-        weights: batch.weights ?? undefined,
+        weights: weights ?? undefined,
         denominator: opts.denominator,
       }).loss;
-    const main = ce(logits, batch.targets);
+    const main = ce(logits, batch.targets, batch.weights);
     const mtpPerDepth: Tensor[] = [];
     let h = hidden;
     batch.mtp.forEach((m, j) => {
@@ -257,7 +295,9 @@ export class DeepSeekV3 {
       const e = rmsnorm(embedding(emb, m.tokens), p(`${pre}.enorm.weight`), { eps });
       const hn = rmsnorm(h, p(`${pre}.hnorm.weight`), { eps });
       h = block(L, lin(concatLastDim([hn, e]), p(`${pre}.eh_proj.weight`)));
-      mtpPerDepth.push(ce(head(h, `${pre}.shared_head.norm.weight`), m.targets));
+      mtpPerDepth.push(
+        ce(head(h, `${pre}.shared_head.norm.weight`, m.rows), m.targets, m.weights),
+      );
     });
     let total = main;
     let mtp: Tensor | null = null;
@@ -303,12 +343,26 @@ export interface DeviceBatch {
   T: number;
   /** i32 [N] */
   tokens: Tensor;
-  /** i32 [N], or null for inference. */
+  /** i32 [N] (or [M], one per row of `rows`), or null for inference. */
   targets: Tensor | null;
+  /** i32 [M]: the positions that get logits (`logitRows: "targets"`), or null for all. */
+  rows: Tensor | null;
   /** i32 [B, T] or null. */
   seg: Tensor | null;
-  /** f32 [N] or null. */
+  /** f32 [N] (or [M], like `targets`) or null. */
   weights: Tensor | null;
-  /** Shifted ids and targets per MTP depth. */
-  mtp: { tokens: Tensor; targets: Tensor }[];
+  /** Shifted ids and targets per MTP depth (targets and rows as in the main ones). */
+  mtp: { tokens: Tensor; targets: Tensor; rows: Tensor | null; weights: Tensor | null }[];
+}
+
+/**
+ * The positions with a target (>= 0), ascending; `[0]` when there is none, so a batch without
+ * targets still has a (fully ignored) row.
+ *
+ * @example targetRows(Int32Array.of(-1, 5, -1, 7)); // Int32Array [1, 3]
+ */
+export function targetRows(targets: Int32Array): Int32Array {
+  const rows: number[] = [];
+  for (let i = 0; i < targets.length; i++) if (targets[i] >= 0) rows.push(i);
+  return Int32Array.from(rows.length ? rows : [0]);
 }

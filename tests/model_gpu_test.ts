@@ -67,3 +67,48 @@ Deno.test(
     scope.dispose();
   },
 );
+
+Deno.test(
+  'logitRows "targets" gives the same losses and gradients as logits at every position',
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const cfg = resolveConfig("tiny", { balance_alpha: 0.05 });
+    const params = initParameters(cfg, 9);
+    const { tokens, targets } = tinyBatch(cfg.vocab_size);
+    // SFT-like: most positions ignored, so the main and MTP rows differ.
+    for (let i = 0; i < B * T; i++) if (i % 3 !== 1) targets[i] = -1;
+    const weights = Float32Array.from({ length: B * T }, (_, i) => 0.5 + (i % 4) / 4);
+    const run = async (logitRows: "all" | "targets") => {
+      const scope = new Scope();
+      const model = new DeepSeekV3(gpu, cfg);
+      model.load(params);
+      model.arena.zeroGrads();
+      const tape = new Tape().start();
+      const dev = model.upload({ tokens, targets, weights, B, T }, { logitRows });
+      const out = model.forward(dev);
+      tape.backward(out.losses!.total);
+      const l = out.losses!;
+      const result = {
+        rows: out.logits.shape[0],
+        main: (await l.main.readF32())[0],
+        mtp: (await l.mtp!.readF32())[0],
+        grads: await model.arena.readAll("grads"),
+      };
+      scope.dispose();
+      return result;
+    };
+    const all = await run("all");
+    const sparse = await run("targets");
+    const kept = targets.filter((t) => t >= 0).length;
+    assert.equal(all.rows, B * T);
+    assert.equal(sparse.rows, kept, "one logits row per target");
+    assertClose([sparse.main], [all.main], { atol: 1e-6, label: "main CE" });
+    assertClose([sparse.mtp], [all.mtp], { atol: 1e-6, label: "MTP loss" });
+    for (const [name, want] of all.grads) {
+      let maxAbs = 0;
+      for (const v of want) maxAbs = Math.max(maxAbs, Math.abs(v));
+      assertClose(sparse.grads.get(name)!, want, { atol: 1e-7 + 1e-5 * maxAbs, label: name });
+    }
+  },
+);

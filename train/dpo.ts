@@ -25,7 +25,7 @@ import { noGrad } from "../kernels/autograd.ts";
 import { tokenLogprobs } from "../kernels/cross_entropy.ts";
 import { DPO_METRICS, dpoLoss, dpoLossCpu } from "../kernels/dpo.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
-import type { DeepSeekV3 } from "../model/transformer.ts";
+import { type DeepSeekV3, targetRows } from "../model/transformer.ts";
 import type { ChatMessage, Tokenizer, ToolSpec } from "../tokenizer/mod.ts";
 import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
@@ -200,15 +200,15 @@ export async function sequenceLogps(
     for (let i = 0; i < examples.length;) {
       const b = packSequences(examples.slice(i), { T: opts.T, maxRows: opts.B, padId: opts.padId });
       const scope = new Scope();
-      const dev = model.upload({ ...b, targets: new Int32Array(0) });
+      // Logits only at the response targets (the head is most of a small model's work).
+      const dev = model.upload(b, { logitRows: "targets" });
       const { logits } = model.forward(dev, { logitsOnly: true });
-      const lp = await tokenLogprobs(
-        logits,
-        Tensor.from(model.gpu, b.targets, [b.targets.length], "i32"),
-      )
-        .readF32();
+      const lp = await tokenLogprobs(logits, dev.targets!).readF32();
       scope.dispose();
-      for (let j = 0; j < lp.length; j++) if (b.targets[j] >= 0) out[i + b.item[j]] += lp[j];
+      const rows = targetRows(b.targets);
+      for (let j = 0; j < lp.length; j++) {
+        if (b.targets[rows[j]] >= 0) out[i + b.item[rows[j]]] += lp[j];
+      }
       i += b.count;
     }
   });
@@ -321,15 +321,16 @@ export class DpoTask implements TrainTask {
         );
       }
     });
-    // Sequence 2q / 2q+1 is packed item 2q / 2q+1; only response targets count.
-    const seqIds = b.item.map((it, j) => (b.targets[j] >= 0 ? it : -1));
+    // Sequence 2q / 2q+1 is packed item 2q / 2q+1; only response targets count, and only
+    // they get logits.
+    const rows = targetRows(b.targets);
+    const seqIds = rows.map((r) => (b.targets[r] >= 0 ? b.item[r] : -1));
     const gpu = model.gpu;
-    const dev = model.upload({ ...b, targets: new Int32Array(0) });
+    const dev = model.upload(b, { logitRows: "targets" });
     const out = model.forward(dev, { logitsOnly: true });
-    const N = b.targets.length;
-    const lp = tokenLogprobs(out.logits, Tensor.from(gpu, b.targets, [N], "i32"));
+    const lp = tokenLogprobs(out.logits, dev.targets!);
     const { loss, metrics } = dpoLoss(lp, {
-      seqIds: Tensor.from(gpu, seqIds, [N], "i32"),
+      seqIds: Tensor.from(gpu, seqIds, [rows.length], "i32"),
       refLogps: Tensor.from(gpu, ref, [ref.length]),
       pairs: picked.length,
       beta: this.opts.beta,

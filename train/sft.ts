@@ -230,7 +230,7 @@ export interface PackedBatch extends HostBatch {
  * @throws when an example has fewer than 2 tokens.
  * @example
  * const b = packSequences(examples, { T: 256, maxRows: 8, rows: 8 });
- * model.forward(model.upload(b));
+ * model.forward(model.upload(b, { logitRows: "targets" }));
  */
 export function packSequences(
   examples: readonly ChatExample[],
@@ -393,7 +393,7 @@ export class SftTask implements TrainTask {
   /** Packs the next micro-batch and encodes its forward. */
   forward(model: DeepSeekV3): TaskOutput {
     const b = this.sampler.next();
-    const dev = model.upload(b);
+    const dev = model.upload(b, { logitRows: "targets" });
     if (this.opts.mtp === false) {
       const out = model.forward(dev, { logitsOnly: true });
       const ce = crossEntropy(out.logits, dev.targets!).loss;
@@ -447,7 +447,7 @@ export async function evaluateChatLoss(
     i += b.count;
     if (b.targetTokens === 0) continue;
     const scope = new Scope();
-    const dev = model.upload(b);
+    const dev = model.upload(b, { logitRows: "targets" });
     const { logits } = model.forward(dev, { logitsOnly: true }); // no MTP: only the main CE counts
     const ce = (await crossEntropy(logits, dev.targets!).loss.readF32())[0];
     scope.dispose();
