@@ -4,7 +4,8 @@
  * {@linkcode attention}.
  *
  * Legend: B batch, T time, H heads, DQK query/key head dim (MLA: dn + dr), DV value head dim
- * (may differ from DQK), BQ query rows per workgroup, BK key rows per workgroup-memory tile.
+ * (may differ from DQK), L = 8 threads (lanes) per workgroup, R rows per lane, C keys (or query
+ * rows) per loop trip, G* = ceil(D* / 4) vec4 groups of a head row.
  *
  *     q   [B, T, H, DQK]  f32      k [B, T, H, DQK] f32      v [B, T, H, DV] f32
  *     seg [B, T]          i32      optional segment ids (packed SFT conversations)
@@ -14,23 +15,47 @@
  * Position i attends to j when `j <= i` and, with `seg`, `seg[j] == seg[i]`. Every row attends
  * at least to itself, so no row is empty and `lse` is always finite.
  *
- * Forward (FlashAttention, Dao et al. 2022, Alg. 1 with the FA-2 loop order): one workgroup per
- * (b, h, block of BQ queries), one thread per query row holding its (pre-scaled) q row and its
- * output accumulator in registers; K/V tiles of BK rows are staged in workgroup memory and an
- * online softmax rescales the accumulator once per tile. No T x T matrix touches global memory.
+ * Forward (FlashAttention, Dao et al. 2022, Alg. 1 with the FA-2 loop order): one workgroup of
+ * L = 8 lanes per (b, h, block of 8 R queries); lane `l` owns rows `q0 + l + 8 r` (r < R) and
+ * keeps their pre-scaled q, output accumulators, running max and sum in registers. The keys run
+ * C at a time up to the block's last row (causality: later key tiles are never visited); per
+ * trip a lane computes its R x C scores, rescales its accumulators once (online softmax), then
+ * adds P V. No T x T matrix touches global memory.
  *
  * Backward (FA-2, Alg. 2, split so that every gradient element has exactly one writer):
  * 1. `attention_delta`: `D_i = rowsum(dO_i * O_i)`, interleaved with `lse_i` into one
- *    [B, H, T, 2] buffer (saves a storage binding: portable devices allow only 8).
- * 2. `attention_dkdv`: one workgroup per (b, h, block of keys), one thread per key, looping over
- *    the query tiles at or after the block; accumulates dK_j and dV_j in registers.
- * 3. `attention_dq`: one workgroup per (b, h, block of queries), looping over key tiles.
- * Probabilities are recomputed as `exp(s - lse)` with the same (pre-scaled q) dot products as the
- * forward, so they agree bit for bit with the ones the forward normalised.
+ *    [B, H, T, 2] buffer (one vec2 load per row; saves a storage binding: portable devices
+ *    allow only 8).
+ * 2. `attention_dkdv`: one workgroup per (b, h, block of 8 R keys), each lane holding R keys'
+ *    k, v, dK, dV in registers, looping over the query rows at or after the block, C per trip.
+ * 3. `attention_dq`: one workgroup per (b, h, block of 8 R queries), each lane holding R rows'
+ *    q, dO, lse, D, dQ, looping over the keys up to the block's last row.
+ * Probabilities are recomputed as `exp(s - lse)` with the same pre-scaled q as the forward.
  *
- * Left out: dropout, non-causal attention, f16 inputs, sliding windows. The per-thread register
- * arrays (DQK + DV floats in the forward, 2 (DQK + DV) in dK/dV) suit this project's small heads;
- * heads as wide as V3's (192/128) work but spill registers on real GPUs.
+ * Why this shape (measured on Mesa's lavapipe, 2 cores; `bench/attention.ts`, and the recipe of
+ * `kernels/matmul.ts`): a workgroup is one 8-wide SIMD group of the CPU driver, and every
+ * storage or workgroup load is an emulated per-lane gather costing tens of FMAs, whether or not
+ * the lanes read the same address. So the kernels read k/v (or q/dO) rows straight from storage
+ * as vec4s at addresses shared by all lanes, and make each load feed R rows' FMAs: R register
+ * rows per lane is the knob (the forward at mini's dims runs about 3x faster at R = 8 than at
+ * R = 2). Staging tiles in workgroup memory buys little when the workgroup is one SIMD group,
+ * and the old one-row-per-thread kernels that read scalars from workgroup memory were 5-15x
+ * slower. R is the largest of 8, 4, 2, 1 whose per-lane state fits `REG_BUDGET` vec4s: larger
+ * register tiles still gain a little but LLVM's compile time grows steeply with the live state
+ * (about 17 s for the dK/dV kernel at mini's dims with R = 8, against about 6 s at R = 4).
+ * Every row/dim loop is written out (no private arrays, which lavapipe indexes with gathers),
+ * and masking is a `select` on every trip rather than a separate diagonal path: it costs one
+ * compare per score and halves the code LLVM compiles. Rows and keys past T are read clamped to
+ * row T - 1 and masked or not stored, so any T works.
+ *
+ * Each output element is summed by one lane in a fixed order, so the same inputs give the same
+ * bits. Mesa's llvmpipe caps the iterations of all loops nested in one outermost loop at 65535
+ * (gallivm's loop limiter) and silently stops past it; each kernel has a single loop of at most
+ * ceil(T / C) trips and no nested loops, so T up to 65535 is safe.
+ *
+ * Left out: dropout, non-causal attention, f16 inputs, sliding windows, skipping key tiles that
+ * segment ids mask entirely. Heads as wide as V3's (192/128) work with R = 1 but the per-lane
+ * state spills; on real GPUs a tensor-core path would be the next step.
  *
  * @module
  */
@@ -53,133 +78,175 @@ export interface AttentionShape {
   dv: number;
 }
 
-/** Query rows per workgroup (one thread each). */
-const BQ = 32;
-/** Workgroup memory a kernel may use: WebGPU's guaranteed minimum, so tiles match everywhere. */
-const SHARED_BYTES = 16384;
-/** Largest key tile; bounds the per-thread score array of the forward. */
-const MAX_TILE = 32;
+/** Threads per workgroup: one 8-wide SIMD group of a 256-bit CPU driver (lavapipe). */
+const L = 8;
+/** Per-lane register state (in vec4s) that picks R; see the module doc. */
+const REG_BUDGET = 192;
 
-/** Rows per K/V (or Q/dO) tile that fit the shared budget beside `extra` floats per row. */
-function tileRows(dqk: number, dv: number, extra: number): number {
-  const rows = Math.floor(SHARED_BYTES / 4 / (dqk + dv + extra));
-  return Math.max(1, Math.min(MAX_TILE, rows));
+/** The register tile of one kernel: R rows (or keys) per lane, C keys (or rows) per trip. */
+interface Tile {
+  R: number;
+  C: number;
+}
+
+type Kernel = "fwd" | "dkdv" | "dq";
+
+/**
+ * The register tile of `kernel` at head dims dqk, dv: R the largest of 8, 4, 2, 1 whose per-lane
+ * state fits {@linkcode REG_BUDGET}; the forward takes C = 4 keys per trip (its online-softmax
+ * rescale is paid once per trip), the backward kernels C = 2.
+ * @example tileFor("fwd", 64, 32) // { R: 8, C: 4 }: 8 * (16 + 8) vec4s of q and accumulators
+ */
+function tileFor(kernel: Kernel, dqk: number, dv: number): Tile {
+  const gq = Math.ceil(dqk / 4), gv = Math.ceil(dv / 4);
+  // vec4s held per row (fwd: q, out acc; dkdv: k, v, dk, dv; dq: q, dO, dq)
+  const per = kernel === "fwd" ? gq + gv : kernel === "dkdv" ? 2 * (gq + gv) : 2 * gq + gv;
+  let R = 8;
+  while (R > 1 && R * per > REG_BUDGET) R /= 2;
+  return { R, C: kernel === "fwd" ? 4 : 2 };
+}
+
+/** How one head row of a tensor is addressed: as vec4s when its dim allows, else as floats. */
+interface RowKind {
+  /** The head dim. */
+  d: number;
+  /** d % 4 == 0: the binding is array<vec4<f32>>, so every row start is vec4-aligned. */
+  vec: boolean;
+}
+
+const rowKind = (d: number): RowKind => ({ d, vec: d % 4 === 0 });
+const arrayType = (k: RowKind) => k.vec ? "array<vec4<f32>>" : "array<f32>";
+const groups = (k: RowKind) => Math.ceil(k.d / 4);
+
+/**
+ * WGSL of dims 4g .. 4g+3 of row `row` (the flat (b, t, h) index) of `arr` as a vec4; dims past
+ * d read as 0, so dot products and accumulators over the padded vec4s stay exact.
+ */
+function load(arr: string, k: RowKind, row: string, g: number): string {
+  if (k.vec) return `${arr}[${row} * ${k.d / 4}u + ${g}u]`;
+  const c = [0, 1, 2, 3].map((x) =>
+    4 * g + x < k.d ? `${arr}[${row} * ${k.d}u + ${4 * g + x}u]` : "0.0"
+  );
+  return `vec4<f32>(${c.join(", ")})`;
+}
+
+/** Statements storing (or, with `add`, adding) the vec4s `val(g)` into row `row` of `arr`. */
+function store(arr: string, k: RowKind, row: string, val: (g: number) => string, add: boolean) {
+  const out: string[] = [];
+  for (let g = 0; g < groups(k); g++) {
+    if (k.vec) {
+      const idx = `${row} * ${k.d / 4}u + ${g}u`;
+      out.push(`${arr}[${idx}] = ${val(g)}${add ? ` + ${arr}[${idx}]` : ""};`);
+    } else {
+      for (let x = 0; x < 4 && 4 * g + x < k.d; x++) {
+        const idx = `${row} * ${k.d}u + ${4 * g + x}u`;
+        out.push(`${arr}[${idx}] = (${val(g)})[${x}]${add ? ` + ${arr}[${idx}]` : ""};`);
+      }
+    }
+  }
+  return out.join(" ");
 }
 
 /**
- * `n` copies of a statement with `d` = 0..n-1, written out. The per-row loops over head dims run
- * inside the tile loops; Mesa's llvmpipe caps the iterations of all loops nested in one outermost
- * loop at 65535 (gallivm's loop limiter) and silently stops past it, which broke the backward at
- * T * dqk of about 31K. Written-out rows leave only the tile and row loops, so the cap is reached
- * near T = 65535 / (1 + (dqk + dv) / BQ) instead.
+ * Statements of the dot product of two head rows held as vec4s `a(g)`, `b(g)` (g < n): four
+ * partial sums in `name` (a vec4, so four independent FMA chains), reduced by {@linkcode sum4}.
  */
-function unroll(n: number, stmt: (d: string) => string): string {
-  let out = "";
-  for (let d = 0; d < n; d++) out += stmt(`${d}u`) + " ";
+function dot(name: string, a: (g: number) => string, b: (g: number) => string, n: number) {
+  const out = [`var ${name} = ${a(0)} * ${b(0)};`];
+  for (let g = 1; g < n; g++) out.push(`${name} = fma(${a(g)}, ${b(g)}, ${name});`);
   return out;
 }
 
+const sum4 = (t: string) => `(${t}.x + ${t}.y + ${t}.z + ${t}.w)`;
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/** WGSL shared by the three tiled kernels: the params struct. */
+const PARAMS = /* wgsl */
+  `struct P { T: u32, H: u32, scale: f32, acc_a: u32, acc_b: u32, _p0: u32, _p1: u32, _p2: u32 }`;
+
 /**
- * WGSL that loads key/value tile `j0` (and its segment ids) into workgroup memory: shared by the
- * forward and the dq kernel, which both walk key tiles.
+ * The forward kernel: lane `lane` of workgroup (x, h, b) owns query rows `x * 8R + 8r + lane`.
+ * Per trip over keys j0 .. j0 + C - 1: scores s_rc (masked to -3e38, below the running max's
+ * -1e30 floor, so exp gives exactly 0 and an all-masked trip leaves m, l, acc unchanged), the
+ * running max, one rescale of l and acc, then acc += p V.
  */
-function loadKeyTile(hasSeg: boolean): string {
-  const segs = hasSeg
-    ? "for (var x = li; x < TILE; x += BQ) { if (j0 + x < p.T) { segs[x] = seg[b * p.T + j0 + x]; } }"
-    : "";
-  return /* wgsl */ `for (var x = li; x < TILE * DQK; x += BQ) {
-      let j = j0 + x / DQK;
-      if (j < p.T) { ks[x] = k[row(b, j, h) * DQK + x % DQK]; }
-    }
-    for (var x = li; x < TILE * DV; x += BQ) {
-      let j = j0 + x / DV;
-      if (j < p.T) { vs[x] = v[row(b, j, h) * DV + x % DV]; }
-    }
-    ${segs}`;
-}
-
-/** WGSL shared by the three tiled kernels: sizes, the index of an element of q/k/v. */
-function header(dqk: number, dv: number, tile: number): string {
-  return /* wgsl */ `
-const DQK: u32 = ${dqk}u;
-const DV: u32 = ${dv}u;
-const BQ: u32 = ${BQ}u;
-const TILE: u32 = ${tile}u;
-struct P { T: u32, H: u32, scale: f32, acc_a: u32, acc_b: u32, _p0: u32, _p1: u32, _p2: u32 }
-// row (b, t, h) of a [B, T, H, *] tensor
-fn row(b: u32, t: u32, h: u32) -> u32 { return (b * p.T + t) * p.H + h; }`;
-}
-
 function forwardSource(dqk: number, dv: number, hasSeg: boolean): string {
-  const bk = tileRows(dqk, dv, 1);
-  const s = hasSeg ? 1 : 0;
+  const { R, C } = tileFor("fwd", dqk, dv);
+  const kq = rowKind(dqk), kv = rowKind(dv), gq = groups(kq), gv = groups(kv);
+  const o = hasSeg ? 1 : 0;
+  const init: string[] = [];
+  for (const r of range(R)) {
+    init.push(`let i${r} = q0 + ${r * L}u + lane;`);
+    init.push(`let ir${r} = (b * p.T + min(i${r}, tl)) * p.H + h;`);
+    for (const g of range(gq)) {
+      // pre-scaling q saves a multiply per score; the backward recomputes scores the same way
+      init.push(`let q${r}_${g} = ${load("q", kq, `ir${r}`, g)} * p.scale;`);
+    }
+    if (hasSeg) init.push(`let si${r} = seg[b * p.T + min(i${r}, tl)];`);
+    // m starts at a finite floor, not -inf: exp(m - s) is then exactly 0 for the first score
+    init.push(`var m${r} = -1e30;`, `var l${r} = 0.0;`);
+    for (const g of range(gv)) init.push(`var a${r}_${g} = vec4<f32>(0.0);`);
+  }
+  const trip: string[] = [];
+  for (const c of range(C)) {
+    trip.push(`let jr${c} = (b * p.T + min(j0 + ${c}u, tl)) * p.H + h;`);
+    if (hasSeg) trip.push(`let sj${c} = seg[b * p.T + min(j0 + ${c}u, tl)];`);
+  }
+  for (const c of range(C)) {
+    for (const g of range(gq)) trip.push(`let k${c}_${g} = ${load("k", kq, `jr${c}`, g)};`);
+    for (const r of range(R)) {
+      trip.push(...dot(`t${r}_${c}`, (g) => `q${r}_${g}`, (g) => `k${c}_${g}`, gq));
+      const keep = [`j0 + ${c}u <= i${r}`, ...(hasSeg ? [`sj${c} == si${r}`] : [])].join(" && ");
+      trip.push(`let s${r}_${c} = select(-3e38, ${sum4(`t${r}_${c}`)}, ${keep});`);
+    }
+  }
+  for (const r of range(R)) {
+    const mx = range(C).map((c) => `s${r}_${c}`).reduce((x, y) => `max(${x}, ${y})`);
+    trip.push(`let mn${r} = max(m${r}, ${mx});`, `let cr${r} = exp(m${r} - mn${r});`);
+    trip.push(`m${r} = mn${r};`);
+    for (const c of range(C)) trip.push(`let p${r}_${c} = exp(s${r}_${c} - mn${r});`);
+    const ps = range(C).map((c) => `p${r}_${c}`).join(" + ");
+    trip.push(`l${r} = fma(l${r}, cr${r}, ${ps});`);
+    for (const g of range(gv)) trip.push(`a${r}_${g} = a${r}_${g} * cr${r};`);
+  }
+  for (const c of range(C)) {
+    for (const g of range(gv)) {
+      trip.push(`let v${c}_${g} = ${load("v", kv, `jr${c}`, g)};`);
+      for (const r of range(R)) {
+        trip.push(`a${r}_${g} = fma(vec4<f32>(p${r}_${c}), v${c}_${g}, a${r}_${g});`);
+      }
+    }
+  }
+  const fin = range(R).map((r) =>
+    `if (i${r} < p.T) {
+    let inv${r} = 1.0 / l${r};
+    ${store("out", kv, `ir${r}`, (g) => `a${r}_${g} * inv${r}`, false)}
+    lse[(b * p.H + h) * p.T + i${r}] = m${r} + log(l${r});
+  }`
+  );
   return /* wgsl */ `
-${header(dqk, dv, bk)}
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
+${PARAMS}
+@group(0) @binding(0) var<storage, read> q: ${arrayType(kq)};
+@group(0) @binding(1) var<storage, read> k: ${arrayType(kq)};
+@group(0) @binding(2) var<storage, read> v: ${arrayType(kv)};
 ${hasSeg ? "@group(0) @binding(3) var<storage, read> seg: array<i32>;" : ""}
-@group(0) @binding(${3 + s}) var<storage, read_write> out: array<f32>;
-@group(0) @binding(${4 + s}) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(${5 + s}) var<uniform> p: P;
-var<workgroup> ks: array<f32, ${bk * dqk}>;
-var<workgroup> vs: array<f32, ${bk * dv}>;
-var<workgroup> segs: array<i32, ${bk}>;
+@group(0) @binding(${3 + o}) var<storage, read_write> out: ${arrayType(kv)};
+@group(0) @binding(${4 + o}) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(${5 + o}) var<uniform> p: P;
 
-@compute @workgroup_size(${BQ})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+@compute @workgroup_size(${L})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let b = wid.z;
   let h = wid.y;
-  let q0 = wid.x * BQ;
-  let i = q0 + li;
-  let valid = i < p.T;
-  var qr: array<f32, DQK>;
-  var acc: array<f32, DV>;
-  var segi = 0;
-  if (valid) {
-    let base = row(b, i, h) * DQK;
-    // pre-scaling q saves a multiply per score; the backward recomputes scores the same way
-    for (var d = 0u; d < DQK; d++) { qr[d] = q[base + d] * p.scale; }
-    ${hasSeg ? "segi = seg[b * p.T + i];" : ""}
+  let q0 = wid.x * ${L * R}u;
+  let tl = p.T - 1u;
+  ${init.join("\n  ")}
+  // causal: keys past the block's last row are masked for all of its rows
+  let kend = min(p.T, q0 + ${L * R}u);
+  for (var j0 = 0u; j0 < kend; j0 += ${C}u) {
+    ${trip.join("\n    ")}
   }
-  // m starts at a finite floor, not -inf: exp(m - s) is then exactly 0 for the first score
-  var m = -1e30;
-  var l = 0.0;
-  var sc: array<f32, TILE>;
-  let kend = min(p.T, q0 + BQ);
-  for (var j0 = 0u; j0 < kend; j0 += TILE) {
-    workgroupBarrier();
-    ${loadKeyTile(hasSeg)}
-    workgroupBarrier();
-    if (valid && i >= j0) {
-      // causal: keys j0 .. min(i, j0 + TILE - 1); j <= i < T keeps every row in range
-      let jn = min(TILE, i + 1u - j0);
-      var mnew = m;
-      for (var r = 0u; r < jn; r++) {
-        ${hasSeg ? "if (segs[r] != segi) { continue; }" : ""}
-        var dot = 0.0;
-        ${unroll(dqk, (d) => `dot += qr[${d}] * ks[r * DQK + ${d}];`)}
-        sc[r] = dot;
-        mnew = max(mnew, dot);
-      }
-      let corr = exp(m - mnew);
-      l *= corr;
-      ${unroll(dv, (d) => `acc[${d}] *= corr;`)}
-      for (var r = 0u; r < jn; r++) {
-        ${hasSeg ? "if (segs[r] != segi) { continue; }" : ""}
-        let pr = exp(sc[r] - mnew);
-        l += pr;
-        ${unroll(dv, (d) => `acc[${d}] += pr * vs[r * DV + ${d}];`)}
-      }
-      m = mnew;
-    }
-  }
-  if (valid) {
-    let base = row(b, i, h) * DV;
-    let inv = 1.0 / l;
-    for (var d = 0u; d < DV; d++) { out[base + d] = acc[d] * inv; }
-    lse[(b * p.H + h) * p.T + i] = m + log(l);
-  }
+  ${fin.join("\n  ")}
 }`;
 }
 
@@ -205,165 +272,162 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   stats[2u * idx + 1u] = s;
 }`;
 
-function dkdvSource(dqk: number, dv: number, hasSeg: boolean): string {
-  // per query row of a tile: q, dO, lse, D and the segment id
-  const bq = tileRows(dqk, dv, 3);
-  const s = hasSeg ? 1 : 0;
+/** Bindings shared by the two backward kernels (q, k, v, dout, stats, then seg). */
+function backwardBindings(kq: RowKind, kv: RowKind, hasSeg: boolean): string {
   return /* wgsl */ `
-${header(dqk, dv, bq)}
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read> dout: array<f32>;
-@group(0) @binding(4) var<storage, read> stats: array<f32>;
-${hasSeg ? "@group(0) @binding(5) var<storage, read> seg: array<i32>;" : ""}
-@group(0) @binding(${5 + s}) var<storage, read_write> dk: array<f32>;
-@group(0) @binding(${6 + s}) var<storage, read_write> dv: array<f32>;
-@group(0) @binding(${7 + s}) var<uniform> p: P;
-var<workgroup> qs: array<f32, ${bq * dqk}>;
-var<workgroup> dos: array<f32, ${bq * dv}>;
-var<workgroup> st: array<f32, ${2 * bq}>;
-var<workgroup> segs: array<i32, ${bq}>;
+@group(0) @binding(0) var<storage, read> q: ${arrayType(kq)};
+@group(0) @binding(1) var<storage, read> k: ${arrayType(kq)};
+@group(0) @binding(2) var<storage, read> v: ${arrayType(kv)};
+@group(0) @binding(3) var<storage, read> dout: ${arrayType(kv)};
+@group(0) @binding(4) var<storage, read> stats: array<vec2<f32>>; // (lse, D) per row
+${hasSeg ? "@group(0) @binding(5) var<storage, read> seg: array<i32>;" : ""}`;
+}
 
-@compute @workgroup_size(${BQ})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let b = wid.z;
-  let h = wid.y;
-  let k0 = wid.x * BQ;
-  let j = k0 + li;
-  let valid = j < p.T;
-  var kr: array<f32, DQK>;
-  var vr: array<f32, DV>;
-  var gk: array<f32, DQK>;
-  var gv: array<f32, DV>;
-  var segj = 0;
-  if (valid) {
-    for (var d = 0u; d < DQK; d++) { kr[d] = k[row(b, j, h) * DQK + d]; }
-    for (var d = 0u; d < DV; d++) { vr[d] = v[row(b, j, h) * DV + d]; }
-    ${hasSeg ? "segj = seg[b * p.T + j];" : ""}
+/**
+ * The dK/dV kernel: lane `lane` of workgroup (x, h, b) owns keys `x * 8R + 8r + lane`. Per trip
+ * over query rows i0 .. i0 + C - 1 (from the block's first key on: earlier rows see none of its
+ * keys): p = exp(s - lse), dS = p (dO . v - D), dV += p dO, dK += dS q (q pre-scaled, so this
+ * already carries the scale).
+ */
+function dkdvSource(dqk: number, dv: number, hasSeg: boolean): string {
+  const { R, C } = tileFor("dkdv", dqk, dv);
+  const kq = rowKind(dqk), kv = rowKind(dv), gq = groups(kq), gv = groups(kv);
+  const o = hasSeg ? 1 : 0;
+  const init: string[] = [];
+  for (const r of range(R)) {
+    init.push(`let j${r} = k0 + ${r * L}u + lane;`);
+    init.push(`let jr${r} = (b * p.T + min(j${r}, tl)) * p.H + h;`);
+    for (const g of range(gq)) init.push(`let k${r}_${g} = ${load("k", kq, `jr${r}`, g)};`);
+    for (const g of range(gv)) init.push(`let v${r}_${g} = ${load("v", kv, `jr${r}`, g)};`);
+    if (hasSeg) init.push(`let sj${r} = seg[b * p.T + min(j${r}, tl)];`);
+    for (const g of range(gq)) init.push(`var gk${r}_${g} = vec4<f32>(0.0);`);
+    for (const g of range(gv)) init.push(`var gv${r}_${g} = vec4<f32>(0.0);`);
   }
-  let sbase = (b * p.H + h) * p.T;
-  // causal: only queries i >= k0 see any key of this block
-  for (var i0 = k0; i0 < p.T; i0 += TILE) {
-    workgroupBarrier();
-    for (var x = li; x < TILE * DQK; x += BQ) {
-      let i = i0 + x / DQK;
-      if (i < p.T) { qs[x] = q[row(b, i, h) * DQK + x % DQK] * p.scale; }
+  const trip: string[] = [];
+  for (const c of range(C)) {
+    trip.push(`let ic${c} = min(i0 + ${c}u, tl);`, `let ir${c} = (b * p.T + ic${c}) * p.H + h;`);
+    trip.push(`let st${c} = stats[sb + ic${c}];`);
+    if (hasSeg) trip.push(`let sg${c} = seg[b * p.T + ic${c}];`);
+    for (const g of range(gq)) {
+      trip.push(`let q${c}_${g} = ${load("q", kq, `ir${c}`, g)} * p.scale;`);
     }
-    for (var x = li; x < TILE * DV; x += BQ) {
-      let i = i0 + x / DV;
-      if (i < p.T) { dos[x] = dout[row(b, i, h) * DV + x % DV]; }
-    }
-    for (var x = li; x < 2u * TILE; x += BQ) {
-      if (i0 + x / 2u < p.T) { st[x] = stats[2u * (sbase + i0) + x]; }
-    }
-    ${
-    hasSeg
-      ? "for (var x = li; x < TILE; x += BQ) { if (i0 + x < p.T) { segs[x] = seg[b * p.T + i0 + x]; } }"
-      : ""
+    for (const g of range(gv)) trip.push(`let o${c}_${g} = ${load("dout", kv, `ir${c}`, g)};`);
   }
-    workgroupBarrier();
-    if (valid) {
-      let rn = min(TILE, p.T - i0);
-      // rows before j (i < j) are masked; start at the first i >= j
-      let r0 = select(0u, j - i0, j > i0);
-      for (var r = r0; r < rn; r++) {
-        ${hasSeg ? "if (segs[r] != segj) { continue; }" : ""}
-        var sdot = 0.0;
-        ${unroll(dqk, (d) => `sdot += qs[r * DQK + ${d}] * kr[${d}];`)}
-        let pr = exp(sdot - st[2u * r]);
-        var dp = 0.0;
-        ${
-    unroll(dv, (d) => `gv[${d}] += pr * dos[r * DV + ${d}]; dp += dos[r * DV + ${d}] * vr[${d}];`)
-  }
-        // dS = P (dP - D); qs is pre-scaled, so this already is scale * dS * q
-        let ds = pr * (dp - st[2u * r + 1u]);
-        ${unroll(dqk, (d) => `gk[${d}] += ds * qs[r * DQK + ${d}];`)}
+  for (const c of range(C)) {
+    for (const r of range(R)) {
+      trip.push(...dot(`t${r}_${c}`, (g) => `k${r}_${g}`, (g) => `q${c}_${g}`, gq));
+      trip.push(...dot(`u${r}_${c}`, (g) => `v${r}_${g}`, (g) => `o${c}_${g}`, gv));
+      const keep = [`i0 + ${c}u >= j${r}`, `i0 + ${c}u < p.T`];
+      if (hasSeg) keep.push(`sg${c} == sj${r}`);
+      // select, not a multiply: exp of a masked score may overflow to inf
+      const e = `exp(${sum4(`t${r}_${c}`)} - st${c}.x)`;
+      trip.push(`let p${r}_${c} = select(0.0, ${e}, ${keep.join(" && ")});`);
+      trip.push(`let d${r}_${c} = p${r}_${c} * (${sum4(`u${r}_${c}`)} - st${c}.y);`);
+      for (const g of range(gv)) {
+        trip.push(`gv${r}_${g} = fma(vec4<f32>(p${r}_${c}), o${c}_${g}, gv${r}_${g});`);
+      }
+      for (const g of range(gq)) {
+        trip.push(`gk${r}_${g} = fma(vec4<f32>(d${r}_${c}), q${c}_${g}, gk${r}_${g});`);
       }
     }
   }
-  if (valid) {
-    let bk = row(b, j, h) * DQK;
-    let bv = row(b, j, h) * DV;
-    if (p.acc_a == 1u) {
-      for (var d = 0u; d < DQK; d++) { dk[bk + d] += gk[d]; }
-    } else {
-      for (var d = 0u; d < DQK; d++) { dk[bk + d] = gk[d]; }
-    }
-    if (p.acc_b == 1u) {
-      for (var d = 0u; d < DV; d++) { dv[bv + d] += gv[d]; }
-    } else {
-      for (var d = 0u; d < DV; d++) { dv[bv + d] = gv[d]; }
-    }
+  const fin = range(R).map((r) =>
+    `if (j${r} < p.T) {
+    if (p.acc_a == 1u) { ${store("dk", kq, `jr${r}`, (g) => `gk${r}_${g}`, true)} }
+    else { ${store("dk", kq, `jr${r}`, (g) => `gk${r}_${g}`, false)} }
+    if (p.acc_b == 1u) { ${store("dv", kv, `jr${r}`, (g) => `gv${r}_${g}`, true)} }
+    else { ${store("dv", kv, `jr${r}`, (g) => `gv${r}_${g}`, false)} }
+  }`
+  );
+  return /* wgsl */ `
+${PARAMS}
+${backwardBindings(kq, kv, hasSeg)}
+@group(0) @binding(${5 + o}) var<storage, read_write> dk: ${arrayType(kq)};
+@group(0) @binding(${6 + o}) var<storage, read_write> dv: ${arrayType(kv)};
+@group(0) @binding(${7 + o}) var<uniform> p: P;
+
+@compute @workgroup_size(${L})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+  let b = wid.z;
+  let h = wid.y;
+  let k0 = wid.x * ${L * R}u;
+  let tl = p.T - 1u;
+  let sb = (b * p.H + h) * p.T;
+  ${init.join("\n  ")}
+  for (var i0 = k0; i0 < p.T; i0 += ${C}u) {
+    ${trip.join("\n    ")}
   }
+  ${fin.join("\n  ")}
 }`;
 }
 
+/**
+ * The dQ kernel: lane `lane` of workgroup (x, h, b) owns query rows `x * 8R + 8r + lane`. Per
+ * trip over keys j0 .. j0 + C - 1 (up to the block's last row): p = exp(s - lse),
+ * dS = p (dO . v - D), dQ += dS k; dQ is scaled once when stored.
+ */
 function dqSource(dqk: number, dv: number, hasSeg: boolean): string {
-  const bk = tileRows(dqk, dv, 1);
-  const s = hasSeg ? 1 : 0;
-  return /* wgsl */ `
-${header(dqk, dv, bk)}
-@group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
-@group(0) @binding(3) var<storage, read> dout: array<f32>;
-@group(0) @binding(4) var<storage, read> stats: array<f32>;
-${hasSeg ? "@group(0) @binding(5) var<storage, read> seg: array<i32>;" : ""}
-@group(0) @binding(${5 + s}) var<storage, read_write> dq: array<f32>;
-@group(0) @binding(${6 + s}) var<uniform> p: P;
-var<workgroup> ks: array<f32, ${bk * dqk}>;
-var<workgroup> vs: array<f32, ${bk * dv}>;
-var<workgroup> segs: array<i32, ${bk}>;
-
-@compute @workgroup_size(${BQ})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-  let b = wid.z;
-  let h = wid.y;
-  let q0 = wid.x * BQ;
-  let i = q0 + li;
-  let valid = i < p.T;
-  var qr: array<f32, DQK>;
-  var gr: array<f32, DV>;
-  var gq: array<f32, DQK>;
-  var segi = 0;
-  var lse_i = 0.0;
-  var d_i = 0.0;
-  if (valid) {
-    for (var d = 0u; d < DQK; d++) { qr[d] = q[row(b, i, h) * DQK + d] * p.scale; }
-    for (var d = 0u; d < DV; d++) { gr[d] = dout[row(b, i, h) * DV + d]; }
-    let si = 2u * ((b * p.H + h) * p.T + i);
-    lse_i = stats[si];
-    d_i = stats[si + 1u];
-    ${hasSeg ? "segi = seg[b * p.T + i];" : ""}
+  const { R, C } = tileFor("dq", dqk, dv);
+  const kq = rowKind(dqk), kv = rowKind(dv), gq = groups(kq), gv = groups(kv);
+  const o = hasSeg ? 1 : 0;
+  const init: string[] = [];
+  for (const r of range(R)) {
+    init.push(`let i${r} = q0 + ${r * L}u + lane;`);
+    init.push(`let ir${r} = (b * p.T + min(i${r}, tl)) * p.H + h;`);
+    init.push(`let st${r} = stats[sb + min(i${r}, tl)];`);
+    for (const g of range(gq)) {
+      init.push(`let q${r}_${g} = ${load("q", kq, `ir${r}`, g)} * p.scale;`);
+    }
+    for (const g of range(gv)) init.push(`let o${r}_${g} = ${load("dout", kv, `ir${r}`, g)};`);
+    if (hasSeg) init.push(`let si${r} = seg[b * p.T + min(i${r}, tl)];`);
+    for (const g of range(gq)) init.push(`var gq${r}_${g} = vec4<f32>(0.0);`);
   }
-  let kend = min(p.T, q0 + BQ);
-  for (var j0 = 0u; j0 < kend; j0 += TILE) {
-    workgroupBarrier();
-    ${loadKeyTile(hasSeg)}
-    workgroupBarrier();
-    if (valid && i >= j0) {
-      let jn = min(TILE, i + 1u - j0);
-      for (var r = 0u; r < jn; r++) {
-        ${hasSeg ? "if (segs[r] != segi) { continue; }" : ""}
-        var sdot = 0.0;
-        ${unroll(dqk, (d) => `sdot += qr[${d}] * ks[r * DQK + ${d}];`)}
-        let pr = exp(sdot - lse_i);
-        var dp = 0.0;
-        ${unroll(dv, (d) => `dp += gr[${d}] * vs[r * DV + ${d}];`)}
-        let ds = pr * (dp - d_i);
-        ${unroll(dqk, (d) => `gq[${d}] += ds * ks[r * DQK + ${d}];`)}
+  const trip: string[] = [];
+  for (const c of range(C)) {
+    trip.push(`let jr${c} = (b * p.T + min(j0 + ${c}u, tl)) * p.H + h;`);
+    if (hasSeg) trip.push(`let sg${c} = seg[b * p.T + min(j0 + ${c}u, tl)];`);
+    for (const g of range(gq)) trip.push(`let k${c}_${g} = ${load("k", kq, `jr${c}`, g)};`);
+    for (const g of range(gv)) trip.push(`let v${c}_${g} = ${load("v", kv, `jr${c}`, g)};`);
+  }
+  for (const c of range(C)) {
+    for (const r of range(R)) {
+      trip.push(...dot(`t${r}_${c}`, (g) => `q${r}_${g}`, (g) => `k${c}_${g}`, gq));
+      trip.push(...dot(`u${r}_${c}`, (g) => `o${r}_${g}`, (g) => `v${c}_${g}`, gv));
+      const keep = [`j0 + ${c}u <= i${r}`, ...(hasSeg ? [`sg${c} == si${r}`] : [])].join(" && ");
+      const e = `exp(${sum4(`t${r}_${c}`)} - st${r}.x)`;
+      trip.push(`let p${r}_${c} = select(0.0, ${e}, ${keep});`);
+      trip.push(`let d${r}_${c} = p${r}_${c} * (${sum4(`u${r}_${c}`)} - st${r}.y);`);
+      for (const g of range(gq)) {
+        trip.push(`gq${r}_${g} = fma(vec4<f32>(d${r}_${c}), k${c}_${g}, gq${r}_${g});`);
       }
     }
   }
-  if (valid) {
-    let base = row(b, i, h) * DQK;
-    if (p.acc_a == 1u) {
-      for (var d = 0u; d < DQK; d++) { dq[base + d] += gq[d] * p.scale; }
-    } else {
-      for (var d = 0u; d < DQK; d++) { dq[base + d] = gq[d] * p.scale; }
-    }
+  const fin = range(R).map((r) =>
+    `if (i${r} < p.T) {
+    if (p.acc_a == 1u) { ${store("dq", kq, `ir${r}`, (g) => `gq${r}_${g} * p.scale`, true)} }
+    else { ${store("dq", kq, `ir${r}`, (g) => `gq${r}_${g} * p.scale`, false)} }
+  }`
+  );
+  return /* wgsl */ `
+${PARAMS}
+${backwardBindings(kq, kv, hasSeg)}
+@group(0) @binding(${5 + o}) var<storage, read_write> dq: ${arrayType(kq)};
+@group(0) @binding(${6 + o}) var<uniform> p: P;
+
+@compute @workgroup_size(${L})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+  let b = wid.z;
+  let h = wid.y;
+  let q0 = wid.x * ${L * R}u;
+  let tl = p.T - 1u;
+  let sb = (b * p.H + h) * p.T;
+  ${init.join("\n  ")}
+  // causal: keys past the block's last row are masked for all of its rows
+  let kend = min(p.T, q0 + ${L * R}u);
+  for (var j0 = 0u; j0 < kend; j0 += ${C}u) {
+    ${trip.join("\n    ")}
   }
+  ${fin.join("\n  ")}
 }`;
 }
 
@@ -393,14 +457,15 @@ export function attentionShape(
   if (seg && (seg.dtype !== "i32" || seg.size !== B * T)) {
     throw new Error(`attention: seg must be i32 [${B}, ${T}]; got ${seg.dtype} [${seg.shape}]`);
   }
-  if (Math.ceil(T / BQ) > 65535 || H > 65535 || B > 65535) {
-    throw new Error(`attention: grid [${Math.ceil(T / BQ)}, ${H}, ${B}] passes 65535 workgroups`);
+  if (Math.ceil(T / L) > 65535 || H > 65535 || B > 65535) {
+    throw new Error(`attention: grid [${Math.ceil(T / L)}, ${H}, ${B}] passes 65535 workgroups`);
   }
   return { B, T, H, dqk, dv };
 }
 
-function grid(s: AttentionShape): [number, number, number] {
-  return [Math.ceil(s.T / BQ), s.H, s.B];
+/** Workgroups of `kernel`: one per (block of 8 R rows or keys, head, batch). */
+function grid(s: AttentionShape, kernel: Kernel): [number, number, number] {
+  return [Math.ceil(s.T / (L * tileFor(kernel, s.dqk, s.dv).R)), s.H, s.B];
 }
 
 /** Inputs of the attention forward. */
@@ -439,7 +504,7 @@ export function attentionForward(
     `${s.dqk}|${s.dv}|${hasSeg}`,
     () => forwardSource(s.dqk, s.dv, hasSeg),
     [q, k, v, ...(seg ? [seg] : []), outs.out, outs.lse].map((t) => t.binding),
-    grid(s),
+    grid(s, "fwd"),
     (p) => p.u32(s.T).u32(s.H).f32(opts.scale).u32(0).u32(0).u32(0).u32(0).u32(0),
   );
 }
@@ -517,7 +582,7 @@ export function attentionBackward(
       key,
       () => dkdvSource(s.dqk, s.dv, hasSeg),
       [...ins, dk.binding, dv.binding],
-      grid(s),
+      grid(s, "dkdv"),
       params(Boolean(grads.dk && acc.dk), Boolean(grads.dv && acc.dv)),
     );
   }
@@ -528,7 +593,7 @@ export function attentionBackward(
       key,
       () => dqSource(s.dqk, s.dv, hasSeg),
       [...ins, grads.dq.binding],
-      grid(s),
+      grid(s, "dq"),
       params(Boolean(acc.dq), false),
     );
   }
