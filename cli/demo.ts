@@ -26,7 +26,12 @@ export function demoCommand(): Command {
         "post-train and evaluate; prints one table (all outputs under --out)",
     )
     .option("--out <dir>", "run directory", "runs/demo")
-    .option("--scale <n>", "corpus scale", int, 1)
+    .option(
+      "--scale <x>",
+      "corpus scale (world size and document counts; 1 = the default world)",
+      positive,
+      1,
+    )
     .option("--preset <name>", "model preset", "nano")
     // The budget (10 minutes on a 2-core lavapipe machine) at ~1.1 s per nano pretraining step,
     // ~1.65 s per SFT step and ~1.8 s per DPO step: ~260 s pretraining, ~180 s SFT, ~90 s DPO

@@ -53,7 +53,12 @@ export {
   type ToolCall,
   type ToolSchema,
 } from "./messages.ts";
-export { type PretrainDocument, pretrainDocuments, type PretrainOptions } from "./pretrain.ts";
+export {
+  faqPrompt,
+  type PretrainDocument,
+  pretrainDocuments,
+  type PretrainOptions,
+} from "./pretrain.ts";
 export { deriveSeed, Rng } from "./rng.ts";
 export { sftConversations, type SftOptions } from "./sft.ts";
 export { askFact, type Lang, LANGS, stateFact, SYSTEM_PROMPTS } from "./templates.ts";

@@ -97,13 +97,31 @@ function profile(facts: Fact[], lang: Lang, rng: Rng): string {
   );
 }
 
+/** The question and answer prefixes of FAQ documents. */
+const FAQ_PREFIXES: Record<Lang, [string, string]> = { en: ["Q: ", "A: "], zh: ["问：", "答："] };
+
 function faq(facts: Fact[], lang: Lang, rng: Rng): string {
-  const [q, a] = lang === "en" ? ["Q: ", "A: "] : ["问：", "答："];
+  const [q, a] = FAQ_PREFIXES[lang];
   return rng.shuffle(facts)
     .map((f) =>
       `${q}${askFact(f, { lang, form: rng.int(0, QUESTION_FORMS - 1) })}\n${a}${f.value[lang]}`
     )
     .join("\n");
+}
+
+/**
+ * A question as the pretraining FAQ documents write it, up to where the answer starts: the
+ * plain-text prompt that probes whether a model learned a fact in pretraining (no chat template).
+ *
+ * @example
+ * ```ts
+ * faqPrompt("How old is Karo?", "en"); // "Q: How old is Karo?\nA:" (the answer is " 34")
+ * faqPrompt("卡罗几岁？", "zh"); // "问：卡罗几岁？\n答："
+ * ```
+ */
+export function faqPrompt(question: string, lang: Lang): string {
+  const [q, a] = FAQ_PREFIXES[lang];
+  return `${q}${question}\n${a.trimEnd()}`;
 }
 
 const LIST_TITLES: Record<string, Bilingual> = {

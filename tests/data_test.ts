@@ -9,6 +9,7 @@ import {
   evalQuestions,
   evalToolCalls,
   type Fact,
+  faqPrompt,
   generateWorld,
   gradeToolCall,
   isCorrect,
@@ -363,4 +364,17 @@ Deno.test("benchmarkText() makes 20M mixed characters in a few seconds", () => {
   assert.ok(/\p{Script=Han}/u.test(text.slice(0, 100_000)) && /[a-z]/.test(text.slice(0, 100_000)));
   assert.ok(seconds < 5, `took ${seconds.toFixed(1)} s`);
   assert.equal(benchmarkText({ chars: 1000 }), text.slice(0, 1000));
+});
+
+Deno.test("faqPrompt() + the answer is how the pretraining FAQs ask every eval fact", () => {
+  const lines = new Set(pretrainDocuments(world).flatMap((d) => d.text.split("\n")));
+  const found = new Map<string, number>();
+  for (const q of evalQuestions(world, { formsPerLang: 3 })) {
+    const [question, answer] = (faqPrompt(q.question, q.lang) + (q.lang === "en" ? " " : "") +
+      q.answer).split("\n");
+    const key = `${q.fact}/${q.lang}`;
+    found.set(key, (found.get(key) ?? 0) + (lines.has(question) && lines.has(answer) ? 1 : 0));
+  }
+  assert.equal(found.size, evalFacts.length * 2);
+  for (const [key, n] of found) assert.ok(n > 0, `${key}: no FAQ line asks it as faqPrompt() does`);
 });

@@ -83,6 +83,7 @@ Deno.test("replyText() stops at <|im_end|>; renderEvalReport() puts models side 
       valLoss: 2 + i,
       valPpl: Math.exp(2 + i),
       qa: acc(i, 4),
+      recall: acc(2 * i, 4),
       tools: null,
       preference: { accuracy: 0.5, total: 50, logpsChosen: -3, logpsRejected: -4 },
       seconds: 1,
@@ -93,9 +94,9 @@ Deno.test("replyText() stops at <|im_end|>; renderEvalReport() puts models side 
   assert.equal(table.length, 3);
   assert.match(
     table[1],
-    /^\| pretrain \| 2\.000 \| 7\.4 \| 0\.000 \(0\/4\) \| - \| 0\.500 \(50 pairs\)/,
+    /^\| pretrain \| 2\.000 \| 7\.4 \| 0\.000 \(0\/4\) \| 0\.000 \(0\/4\) \| - \| 0\.500 \(50 pairs\)/,
   );
-  assert.match(table[2], /^\| sft \| 3\.000 \| 20\.1 \| 0\.250 \(1\/4\)/);
+  assert.match(table[2], /^\| sft \| 3\.000 \| 20\.1 \| 0\.250 \(1\/4\) \| 0\.500 \(2\/4\)/);
 });
 
 Deno.test(
@@ -209,6 +210,7 @@ Deno.test(
     for (const r of rows) {
       assert.ok(Number.isFinite(r.eval.valLoss), `${r.name} val loss`);
       assert.equal(r.eval.qa?.total, 1);
+      assert.equal(r.eval.recall?.total, 1, "the knowledge probe asks the same questions");
       assert.equal(r.eval.tools?.total, 1);
       assert.equal(r.eval.preference?.total, 2);
     }

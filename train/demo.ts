@@ -69,6 +69,8 @@ export interface DemoRow {
   /** LM loss of the model on the pretraining val shard (the same text for every stage). */
   textValLoss?: number | null;
   qaAccuracy: number | null;
+  /** The held-out questions as plain-text FAQ prompts (does the model know the facts?). */
+  recall?: number | null;
   toolAccuracy: number | null;
   preferenceAccuracy: number | null;
   seconds: number;
@@ -229,6 +231,7 @@ export async function runDemo(
     valLoss: stageVal[r.name] ?? null,
     textValLoss: r.eval.valLoss,
     qaAccuracy: r.eval.qa?.accuracy ?? null,
+    recall: r.eval.recall?.accuracy ?? null,
     toolAccuracy: r.eval.tools?.accuracy ?? null,
     preferenceAccuracy: r.eval.preference?.accuracy ?? null,
     seconds: (seconds[r.name] ?? 0) + r.eval.seconds,
@@ -247,12 +250,12 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
   const f = (v: number | null | undefined, digits = 3) =>
     v === null || v === undefined ? "-" : v.toFixed(digits);
   const lines = [
-    "| stage | val loss | text val loss | QA accuracy | tool-call accuracy | preference accuracy | time (s) |",
-    "|---|---|---|---|---|---|---|",
+    "| stage | val loss | text val loss | QA accuracy | recall (text prompt) | tool-call accuracy | preference accuracy | time (s) |",
+    "|---|---|---|---|---|---|---|---|",
     ...rows.map((r) =>
       `| ${r.stage} | ${f(r.valLoss)} | ${f(r.textValLoss)} | ${f(r.qaAccuracy)} | ${
-        f(r.toolAccuracy)
-      } | ${f(r.preferenceAccuracy)} | ${r.seconds.toFixed(0)} |`
+        f(r.recall)
+      } | ${f(r.toolAccuracy)} | ${f(r.preferenceAccuracy)} | ${r.seconds.toFixed(0)} |`
     ),
   ];
   return `${lines.join("\n")}\n\nval loss: each stage's own held-out objective (pretrain: LM ` +
@@ -260,6 +263,7 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
     `loss on held-out pairs). text val loss: every model's LM loss on the pretraining val shard. ` +
     `Accuracies: greedy chat replies to held-out questions and tool requests, and held-out ` +
     `pairs whose chosen reply has the higher log-probability; every model is prompted with the ` +
-    `chat template. time: training + evaluation of the stage.\n\nln(vocab) = ` +
+    `chat template. recall: the same held-out questions as plain text in the pretraining FAQ ` +
+    `form ("Q: ...\\nA:"), i.e. whether the model holds the facts at all. time: training + evaluation of the stage.\n\nln(vocab) = ` +
     `${Math.log(info.vocab).toFixed(3)}; whole demo ${info.seconds.toFixed(0)} s`;
 }

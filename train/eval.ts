@@ -6,6 +6,9 @@
  * - QA accuracy: each held-out question as one user turn plus the generation prompt, greedy
  *   decoding of at most `qaMaxTokens` tokens up to `<|im_end|>`, graded by exact match
  *   (`isCorrect` of `data/`, after normalization);
+ * - recall (knowledge probe): the same questions as plain text in the pretraining FAQ form, so
+ *   a model that never saw the chat template is asked the way its data asked; tells "does not
+ *   know the fact" apart from "cannot answer in chat form";
  * - tool-call accuracy: the prompt with its tools, greedy decoding, the first
  *   `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block parsed; right function,
  *   valid JSON arguments and right values (`gradeToolCall`); no block counts as wrong;
@@ -29,6 +32,7 @@ import {
 import {
   type EvalQuestion,
   type EvalToolCall,
+  faqPrompt,
   gradeToolCall,
   isCorrect,
   type World,
@@ -202,6 +206,40 @@ export async function evaluateQuestions(
 }
 
 /**
+ * Knowledge probe: each held-out question in the plain-text FAQ form of the pretraining
+ * documents (`"Q: ...\nA:"`, `"问：...\n答："`; no chat template), after an end-of-document token,
+ * greedy up to the end of the line, exact match. It says whether a model holds a fact at all,
+ * which QA accuracy alone cannot tell apart from not answering in chat form.
+ *
+ * @example const recall = await evaluateRecall(model, questions, { tok, maxTokens: 16 });
+ */
+export async function evaluateRecall(
+  model: DeepSeekV3,
+  questions: readonly EvalQuestion[],
+  opts: GradeOptions,
+): Promise<AccuracyResult> {
+  const tok = opts.tok;
+  const prompts = questions.map((q) => [tok.eosId, ...tok.encode(faqPrompt(q.question, q.lang))]);
+  const replies = await generateTokens(model, prompts, { ...opts, stop: lineEndIds(tok) });
+  const samples = questions.map((q, i) => {
+    const eos = replies[i].indexOf(tok.eosId);
+    const output = tok.decode(eos >= 0 ? replies[i].slice(0, eos) : replies[i]).split("\n")[0]
+      .trim();
+    return { prompt: q.question, expected: q.answer, output, correct: isCorrect(output, q.answer) };
+  });
+  return summarize(samples, questions.map((q) => q.lang));
+}
+
+/** The ids whose text holds a line break, and the eos id: where a one-line answer ends. */
+function lineEndIds(tok: Tokenizer): number[] {
+  const ids = [tok.eosId];
+  for (let id = 0; id < tok.vocabSize; id++) {
+    if (id !== tok.eosId && tok.decode([id]).includes("\n")) ids.push(id);
+  }
+  return ids;
+}
+
+/**
  * Tool-call accuracy: the conversation with its tools, greedy reply, the first tool call graded
  * against the expected one (`world` resolves a city named in either language).
  *
@@ -271,6 +309,8 @@ export interface ModelEval {
   valPpl: number | null;
   /** QA accuracy, or null. */
   qa: AccuracyResult | null;
+  /** The same questions as plain-text FAQ prompts ({@linkcode evaluateRecall}), or null. */
+  recall: AccuracyResult | null;
   /** Tool-call accuracy, or null. */
   tools: AccuracyResult | null;
   /** Preference accuracy on held-out pairs, or null. */
@@ -296,6 +336,7 @@ export async function evaluateModel(
     valLoss: null,
     valPpl: null,
     qa: null,
+    recall: null,
     tools: null,
     preference: null,
     seconds: 0,
@@ -313,6 +354,10 @@ export async function evaluateModel(
   const gen = { tok: opts.tok, maxBatch: opts.maxBatch };
   if (sets.questions?.length) {
     r.qa = await evaluateQuestions(model, sets.questions, {
+      ...gen,
+      maxTokens: opts.qaMaxTokens ?? 16,
+    });
+    r.recall = await evaluateRecall(model, sets.questions, {
       ...gen,
       maxTokens: opts.qaMaxTokens ?? 16,
     });
@@ -365,10 +410,12 @@ export function renderEvalReport(
     v === null || v === undefined || Number.isNaN(v) ? "-" : v.toFixed(d);
   const acc = (a: AccuracyResult | null) => a ? `${f(a.accuracy)} (${a.correct}/${a.total})` : "-";
   const lines = [
-    "| model | val loss | val ppl | QA accuracy | tool-call accuracy | preference accuracy | checkpoint |",
-    "|---|---|---|---|---|---|---|",
+    "| model | val loss | val ppl | QA accuracy | recall (text prompt) | tool-call accuracy | preference accuracy | checkpoint |",
+    "|---|---|---|---|---|---|---|---|",
     ...rows.map(({ name, checkpoint, eval: e }) =>
-      `| ${name} | ${f(e.valLoss)} | ${f(e.valPpl, 1)} | ${acc(e.qa)} | ${acc(e.tools)} | ${
+      `| ${name} | ${f(e.valLoss)} | ${f(e.valPpl, 1)} | ${acc(e.qa)} | ${acc(e.recall)} | ${
+        acc(e.tools)
+      } | ${
         e.preference ? `${f(e.preference.accuracy)} (${e.preference.total} pairs)` : "-"
       } | ${checkpoint} |`
     ),
