@@ -15,23 +15,29 @@
  *     logprobs [N] = logits[n, t_n] - lse[n]   (0 when ignored)
  *     dlogits      = dlogprobs[n] * (onehot(t) - softmax(logits))
  *
- * The backwards recompute softmax from the saved lse instead of keeping an [N, V] buffer.
- * Row statistics use one workgroup per row (online max/sum, fixed-order trees); the mean and the
- * count use one workgroup over all rows in a fixed order. No atomics: same inputs, same bits.
+ * The backwards recompute softmax from the saved lse instead of keeping an [N, V] buffer (one
+ * read of the logits, one write, one exp per element). The forward and the backwards follow
+ * `_rows.ts`'s row plan (vec4 loads; for V = 6400, 32 threads per row): the forward folds max
+ * and sum-exp online in one read of the row and combines the lanes in lane order; the mean and
+ * the count use one workgroup over all rows in a fixed order. No atomics: same inputs, same bits.
  *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
-import { launch, launch1d } from "./_launch.ts";
+import { launch } from "./_launch.ts";
 import {
   assertF32,
   dropLastDim,
   type Floats,
   like,
-  rowGrid,
+  PLAN_WG,
+  planGrid,
+  planKey,
+  type RowPlan,
+  rowPlan,
   rowsOf,
-  rowWorkgroup,
   wgslRowHelpers,
+  wgslRowPlan,
 } from "./_rows.ts";
 import { WGSL_ROW_STATS } from "./softmax.ts";
 import { Tensor } from "./tensor.ts";
@@ -39,31 +45,31 @@ import { Tensor } from "./tensor.ts";
 /** Which per-row value the row kernel writes. */
 type Mode = "ce" | "logprob";
 
-function rowSource(mode: Mode, wg: number, weighted: boolean): string {
+function rowSource(mode: Mode, plan: RowPlan, weighted: boolean): string {
   const value = mode === "ce" ? `(lse - zt)${weighted ? " * wts[row]" : ""}` : "zt - lse";
   return /* wgsl */ `
-${wgslRowHelpers(wg)}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> x: array<V>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> lse_out: array<f32>;
 ${weighted ? "@group(0) @binding(4) var<storage, read> wts: array<f32>;" : ""}
-struct P { rows: u32, c: u32, _a: u32, _b: u32 }
+struct P { rows: u32, u: u32, c: u32, _b: u32 }
 @group(0) @binding(${weighted ? 5 : 4}) var<uniform> p: P;
 ${WGSL_ROW_STATS}
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wid, nwg);
-  if (row >= p.rows) { return; }
-  let base = row * p.c;
-  let st = row_stats(li, base, p.c);
-  if (li == 0u) {
+  let row = plan_row(wid, nwg, li);
+  let n = select(0u, p.u, row < p.rows);
+  let base = row * p.u;
+  let st = row_stats(li, base, n);
+  if (n > 0u && plan_lane(li) == 0u) {
     let lse = st.x + log(st.y);
     let t = targets[row];
     var v = 0.0;
     if (t >= 0 && u32(t) < p.c) {
-      let zt = x[base + u32(t)];
+      let zt = ${plan.vec ? "x[base + u32(t) / 4u][u32(t) % 4u]" : "x[base + u32(t)]"};
       v = ${value};
     }
     out[row] = v;
@@ -84,17 +90,17 @@ function rowLaunch(
   const { rows, C } = rowsOf(logits);
   checkRows(rows, targets, [out, lse, weights], mode);
   if (rows === 0) return;
-  const wg = rowWorkgroup(C), weighted = Boolean(weights);
+  const plan = rowPlan(C), weighted = Boolean(weights);
   const bindings = [logits.binding, targets.binding, out.binding, lse.binding];
   if (weights) bindings.push(weights.binding);
   launch(
     logits.gpu,
     `ce_rows_${mode}`,
-    `${wg}|${weighted}`,
-    () => rowSource(mode, wg, weighted),
+    `${planKey(plan)}|${weighted}`,
+    () => rowSource(mode, plan, weighted),
     bindings,
-    rowGrid(rows),
-    (p) => p.u32(rows).u32(C).u32(0).u32(0),
+    planGrid(plan, rows),
+    (p) => p.u32(rows).u32(plan.units).u32(C).u32(0),
   );
 }
 
@@ -211,7 +217,7 @@ export function tokenLogprobsForward(
   rowLaunch("logprob", out.logprobs, out.lse, logits, targets);
 }
 
-function backwardSource(mode: Mode, weighted: boolean, acc: boolean): string {
+function backwardSource(mode: Mode, plan: RowPlan, weighted: boolean, acc: boolean): string {
   const ce = mode === "ce";
   let b = 4;
   const decl = (name: string, type: string) =>
@@ -219,29 +225,36 @@ function backwardSource(mode: Mode, weighted: boolean, acc: boolean): string {
   const extra = [ce ? decl("stats", "f32") : "", weighted ? decl("wts", "f32") : ""].join("\n");
   const dxBinding = b++;
   const coef = ce ? `g[0] / stats[1]${weighted ? " * wts[row]" : ""}` : "-g[row]";
+  // The target's unit and, with vec4 units, its component.
+  const [tu, tc] = plan.vec ? ["u32(t) / 4u", "u32(t) % 4u"] : ["u32(t)", ""];
   return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> x: array<V>;
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
 @group(0) @binding(3) var<storage, read> g: array<f32>;
 ${extra}
-@group(0) @binding(${dxBinding}) var<storage, read_write> dx: array<f32>;
-struct P { n: u32, c: u32, _a: u32, _b: u32 }
+@group(0) @binding(${dxBinding}) var<storage, read_write> dx: array<V>;
+struct P { rows: u32, u: u32, c: u32, _b: u32 }
 @group(0) @binding(${b}) var<uniform> p: P;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + li;
-  if (i >= p.n) { return; }
-  let row = i / p.c;
-  let col = i - row * p.c;
+  let row = plan_row(wid, nwg, li);
+  if (row >= p.rows) { return; }
+  let base = row * p.u;
   let t = targets[row];
-  var d = 0.0;
-  if (t >= 0 && u32(t) < p.c) {
-    let prob = exp(x[i] - lse[row]);
-    d = (${coef}) * (prob - select(0.0, 1.0, col == u32(t)));
+  if (t < 0 || u32(t) >= p.c) {
+    ${acc ? "" : "for (var j = plan_lane(li); j < p.u; j += TPR) { dx[base + j] = V(0.0); }"}
+    return;
   }
-  ${acc ? "dx[i] = dx[i] + d;" : "dx[i] = d;"}
+  let k = ${coef};
+  let l = lse[row];
+  for (var j = plan_lane(li); j < p.u; j += TPR) {
+    var d = k * exp(x[base + j] - l);
+    if (j == ${tu}) { d${tc ? `[${tc}]` : ""} -= k; }
+    ${acc ? "dx[base + j] = dx[base + j] + d;" : "dx[base + j] = d;"}
+  }
 }`;
 }
 
@@ -314,14 +327,16 @@ function backwardLaunch(
   }
   if (weighted) bindings.push(weights!.binding);
   bindings.push(dx.binding);
-  launch1d(
+  if (rows === 0) return;
+  const plan = rowPlan(C);
+  launch(
     dx.gpu,
     `ce_bwd_${mode}`,
-    `${weighted}|${acc}`,
-    () => backwardSource(mode, weighted, acc),
+    `${planKey(plan)}|${weighted}|${acc}`,
+    () => backwardSource(mode, plan, weighted, acc),
     bindings,
-    dx.size,
-    (p) => p.u32(dx.size).u32(C).u32(0).u32(0),
+    planGrid(plan, rows),
+    (p) => p.u32(rows).u32(plan.units).u32(C).u32(0),
   );
 }
 

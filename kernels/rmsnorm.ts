@@ -10,11 +10,12 @@
  *     backward: dx [R, C] = rrms * w * dy - x * rrms^3 * mean_c(w * dy * x)
  *               dw [C]    = sum_r dy * x * rrms
  *
- * The forward saves the reciprocal RMS, all the backward needs besides x and w. dx runs one
- * workgroup per row (a fixed-order tree for the row dot product). dw is reduced over rows in two
- * fixed-order passes: K = ceil(R / 32) chunk partials [K, C] (one thread per column and chunk,
- * looping over its 32 rows in order), then one thread per column summing the K partials in order.
- * No atomics, so the bits repeat.
+ * The forward saves the reciprocal RMS, all the backward needs besides x and w. The forward and
+ * dx follow `_rows.ts`'s row plan (one thread per row up to 256 columns, a fixed-order fold with
+ * vec4 loads when C % 4 == 0, lanes combined in lane order past that). dw is reduced over rows in
+ * two fixed-order passes: K = ceil(R / 32) chunk partials [K, C] (one thread per column, or per
+ * four columns, and chunk, looping over its 32 rows in order), then one thread per column
+ * summing the K partials in order. No atomics, so the bits repeat.
  *
  * @module
  */
@@ -24,10 +25,13 @@ import {
   assertF32,
   type Floats,
   like,
-  rowGrid,
+  PLAN_WG,
+  planGrid,
+  planKey,
+  type RowPlan,
+  rowPlan,
   rowsOf,
-  rowWorkgroup,
-  wgslRowHelpers,
+  wgslRowPlan,
 } from "./_rows.ts";
 import { sumToBias } from "./elementwise.ts";
 import { Tensor } from "./tensor.ts";
@@ -40,26 +44,26 @@ const DW_ROWS_PER_CHUNK = 32;
 /** Threads per workgroup of the dw passes (one per column). */
 const DW_WG = 64;
 
-function forwardSource(wg: number): string {
+function forwardSource(plan: RowPlan): string {
   return /* wgsl */ `
-${wgslRowHelpers(wg)}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> x: array<V>;
+@group(0) @binding(1) var<storage, read> w: array<V>;
+@group(0) @binding(2) var<storage, read_write> y: array<V>;
 @group(0) @binding(3) var<storage, read_write> rrms: array<f32>;
-struct P { rows: u32, c: u32, eps: f32, _pad: u32 }
+struct P { rows: u32, u: u32, c: u32, eps: f32 }
 @group(0) @binding(4) var<uniform> p: P;
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wid, nwg);
-  if (row >= p.rows) { return; }
-  let base = row * p.c;
-  var s = 0.0;
-  for (var j = li; j < p.c; j += WG) { let v = x[base + j]; s += v * v; }
-  let r = 1.0 / sqrt(wg_sum(li, s) / f32(p.c) + p.eps);
-  for (var j = li; j < p.c; j += WG) { y[base + j] = x[base + j] * r * w[j]; }
-  if (li == 0u) { rrms[row] = r; }
+  let row = plan_row(wid, nwg, li);
+  let n = select(0u, p.u, row < p.rows);
+  let base = row * p.u;
+  var s = V(0.0);
+  for (var j = plan_lane(li); j < n; j += TPR) { let v = x[base + j]; s += v * v; }
+  let r = 1.0 / sqrt(lanes_sum(li, hsum(s)) / f32(p.c) + p.eps);
+  for (var j = plan_lane(li); j < n; j += TPR) { y[base + j] = x[base + j] * r * w[j]; }
+  if (n > 0u && plan_lane(li) == 0u) { rrms[row] = r; }
 }`;
 }
 
@@ -89,63 +93,64 @@ export function rmsnormForward(
     );
   }
   if (rows === 0) return;
-  const wg = rowWorkgroup(C);
+  const plan = rowPlan(C);
   launch(
     x.gpu,
     "rmsnorm",
-    `${wg}`,
-    () => forwardSource(wg),
+    planKey(plan),
+    () => forwardSource(plan),
     [x.binding, w.binding, y.binding, rrms.binding],
-    rowGrid(rows),
-    (p) => p.u32(rows).u32(C).f32(opts.eps ?? RMSNORM_EPS).u32(0),
+    planGrid(plan, rows),
+    (p) => p.u32(rows).u32(plan.units).u32(C).f32(opts.eps ?? RMSNORM_EPS),
   );
 }
 
-function dxSource(wg: number, acc: boolean): string {
+function dxSource(plan: RowPlan, acc: boolean): string {
   return /* wgsl */ `
-${wgslRowHelpers(wg)}
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> dy: array<V>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read> w: array<V>;
 @group(0) @binding(3) var<storage, read> rrms: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-struct P { rows: u32, c: u32, _a: u32, _b: u32 }
+@group(0) @binding(4) var<storage, read_write> dx: array<V>;
+struct P { rows: u32, u: u32, c: u32, _a: u32 }
 @group(0) @binding(5) var<uniform> p: P;
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wid, nwg);
-  if (row >= p.rows) { return; }
-  let base = row * p.c;
-  var s = 0.0;
-  for (var j = li; j < p.c; j += WG) { s += w[j] * dy[base + j] * x[base + j]; }
-  let r = rrms[row];
+  let row = plan_row(wid, nwg, li);
+  let n = select(0u, p.u, row < p.rows);
+  let base = row * p.u;
+  var s = V(0.0);
+  for (var j = plan_lane(li); j < n; j += TPR) { s += w[j] * dy[base + j] * x[base + j]; }
+  let r = rrms[min(row, p.rows - 1u)];
   // d/dx of x * r(x): r * w dy - x * r^3 * mean(w dy x)
-  let k = r * r * r * wg_sum(li, s) / f32(p.c);
-  for (var j = li; j < p.c; j += WG) {
+  let k = r * r * r * lanes_sum(li, hsum(s)) / f32(p.c);
+  for (var j = plan_lane(li); j < n; j += TPR) {
     let g = r * w[j] * dy[base + j] - x[base + j] * k;
     ${acc ? "dx[base + j] = dx[base + j] + g;" : "dx[base + j] = g;"}
   }
 }`;
 }
 
-function dwSource(acc: boolean): string {
+function dwSource(vec: boolean, acc: boolean): string {
   return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+alias V = ${vec ? "vec4<f32>" : "f32"};
+@group(0) @binding(0) var<storage, read> dy: array<V>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read> rrms: array<f32>;
-@group(0) @binding(3) var<storage, read_write> part: array<f32>;
-struct P { rows: u32, c: u32, per_chunk: u32, _pad: u32 }
+@group(0) @binding(3) var<storage, read_write> part: array<V>;
+struct P { rows: u32, u: u32, per_chunk: u32, _pad: u32 }
 @group(0) @binding(4) var<uniform> p: P;
 @compute @workgroup_size(${DW_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let j = wid.x * ${DW_WG}u + li;
-  if (j >= p.c) { return; }
+  if (j >= p.u) { return; }
   let k = wid.y;
   let r1 = min(p.rows, (k + 1u) * p.per_chunk);
-  var s = 0.0;
-  for (var r = k * p.per_chunk; r < r1; r++) { s += dy[r * p.c + j] * x[r * p.c + j] * rrms[r]; }
-  ${acc ? "part[k * p.c + j] = part[k * p.c + j] + s;" : "part[k * p.c + j] = s;"}
+  var s = V(0.0);
+  for (var r = k * p.per_chunk; r < r1; r++) { s += dy[r * p.u + j] * x[r * p.u + j] * rrms[r]; }
+  ${acc ? "part[k * p.u + j] = part[k * p.u + j] + s;" : "part[k * p.u + j] = s;"}
 }`;
 }
 
@@ -190,30 +195,30 @@ export function rmsnormBackward(
   }
   const gpu = x.gpu;
   if (dx && rows > 0) {
-    const wg = rowWorkgroup(C), acc = Boolean(opts.accumulateX);
+    const plan = rowPlan(C), acc = Boolean(opts.accumulateX);
     launch(
       gpu,
       "rmsnorm_dx",
-      `${wg}|${acc}`,
-      () => dxSource(wg, acc),
+      `${planKey(plan)}|${acc}`,
+      () => dxSource(plan, acc),
       [dy.binding, x.binding, w.binding, rrms.binding, dx.binding],
-      rowGrid(rows),
-      (p) => p.u32(rows).u32(C).u32(0).u32(0),
+      planGrid(plan, rows),
+      (p) => p.u32(rows).u32(plan.units).u32(C).u32(0),
     );
   }
   if (dw) {
-    const acc = Boolean(opts.accumulateW);
+    const acc = Boolean(opts.accumulateW), vec = C % 4 === 0, u = vec ? C / 4 : C;
     const chunks = Math.max(1, Math.ceil(rows / DW_ROWS_PER_CHUNK));
     if (chunks > 65535) throw new Error(`rmsnormBackward: ${rows} rows is more than supported`);
     const pass1 = (part: Tensor, a: boolean) =>
       launch(
         gpu,
         "rmsnorm_dw",
-        `${a}`,
-        () => dwSource(a),
+        `${vec}|${a}`,
+        () => dwSource(vec, a),
         [dy.binding, x.binding, rrms.binding, part.binding],
-        [Math.ceil(C / DW_WG), chunks, 1],
-        (p) => p.u32(rows).u32(C).u32(DW_ROWS_PER_CHUNK).u32(0),
+        [Math.ceil(u / DW_WG), chunks, 1],
+        (p) => p.u32(rows).u32(u).u32(DW_ROWS_PER_CHUNK).u32(0),
       );
     if (chunks === 1) {
       pass1(dw, acc);

@@ -6,10 +6,11 @@
  *     forward:  y [R, C] = exp(x - max_c x) / sum_c exp(x - max_c x)
  *     backward: dx [R, C] = y * (dy - sum_c dy * y)
  *
- * One workgroup per row. The forward folds each thread's strided slice online (running max and
- * rescaled sum, one read of the row), merges the thread maxima, rescales each partial sum to the
- * row max and tree-sums them: a fixed order, so identical bits run to run. A row that is all
- * -inf (fully masked) gives zeros instead of NaNs.
+ * Rows are laid out by `_rows.ts`'s row plan (one thread per row up to 256 columns, vec4 loads
+ * when C % 4 == 0). The forward folds each thread's strided slice online (running max and
+ * rescaled sum, one read of the row), then merges the lanes' maxima and rescaled sums in lane
+ * order: a fixed order, so identical bits run to run. A row that is all -inf (fully masked)
+ * gives zeros instead of NaNs.
  *
  * @module
  */
@@ -19,53 +20,54 @@ import {
   assertF32,
   type Floats,
   like,
-  rowGrid,
+  PLAN_WG,
+  planGrid,
+  planKey,
+  type RowPlan,
+  rowPlan,
   rowsOf,
-  rowWorkgroup,
-  wgslRowHelpers,
+  wgslRowPlan,
 } from "./_rows.ts";
 import { Tensor } from "./tensor.ts";
 
 /**
- * WGSL: `row_stats(li, base, c) -> vec2(max, sum of exp(x - max))` over `x[base .. base + c)`,
- * for kernels that bind the row input as `x` (shared with cross-entropy).
+ * WGSL for a {@linkcode rowPlan} kernel that binds the row input as `x: array<V>`:
+ * `row_stats(li, base, n) -> vec2(max, sum of exp(x - max))` over the units `x[base .. base + n)`
+ * of this thread's row (n = 0 for a thread past the last row). Each thread folds its strided
+ * units online (running max, rescaled sum: one read of the row), then the lanes combine. Call it
+ * from uniform control flow. Shared with cross-entropy.
  */
 export const WGSL_ROW_STATS = /* wgsl */ `
-fn row_stats(li: u32, base: u32, c: u32) -> vec2<f32> {
+fn row_stats(li: u32, base: u32, n: u32) -> vec2<f32> {
   var m = NEG_MAX;
   var s = 0.0;
-  for (var j = li; j < c; j += WG) {
+  for (var j = plan_lane(li); j < n; j += TPR) {
     let v = x[base + j];
-    if (v > m) {
-      s = s * exp(m - v) + 1.0;
-      m = v;
-    } else {
-      s += exp(v - m);
-    }
+    let mn = max(m, hmax(v));
+    // exp(NEG_MAX - mn) and exp(-inf - mn) underflow to 0: empty and masked prefixes vanish.
+    s = s * exp(m - mn) + hsum(exp(v - mn));
+    m = mn;
   }
-  let rm = wg_max(li, m);
-  // exp(NEG_MAX - rm) underflows to 0 for threads that saw no element (or only -inf).
-  let rs = wg_sum(li, s * exp(m - rm));
-  return vec2<f32>(rm, rs);
+  return lanes_lse(li, m, s);
 }`;
 
-function softmaxSource(wg: number): string {
+function softmaxSource(plan: RowPlan): string {
   return /* wgsl */ `
-${wgslRowHelpers(wg)}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
-struct P { rows: u32, c: u32, _a: u32, _b: u32 }
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> x: array<V>;
+@group(0) @binding(1) var<storage, read_write> y: array<V>;
+struct P { rows: u32, u: u32, _a: u32, _b: u32 }
 @group(0) @binding(2) var<uniform> p: P;
 ${WGSL_ROW_STATS}
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wid, nwg);
-  if (row >= p.rows) { return; }
-  let base = row * p.c;
-  let st = row_stats(li, base, p.c);
+  let row = plan_row(wid, nwg, li);
+  let n = select(0u, p.u, row < p.rows);
+  let base = row * p.u;
+  let st = row_stats(li, base, n);
   let inv = select(0.0, 1.0 / st.y, st.y > 0.0);
-  for (var j = li; j < p.c; j += WG) { y[base + j] = exp(x[base + j] - st.x) * inv; }
+  for (var j = plan_lane(li); j < n; j += TPR) { y[base + j] = exp(x[base + j] - st.x) * inv; }
 }`;
 }
 
@@ -82,36 +84,36 @@ export function softmaxForward(y: Tensor, x: Tensor): void {
   if (y.size !== x.size) throw new Error(`softmaxForward: y [${y.shape}] vs x [${x.shape}]`);
   const { rows, C } = rowsOf(x);
   if (rows === 0) return;
-  const wg = rowWorkgroup(C);
+  const plan = rowPlan(C);
   launch(
     x.gpu,
     "softmax",
-    `${wg}`,
-    () => softmaxSource(wg),
+    planKey(plan),
+    () => softmaxSource(plan),
     [x.binding, y.binding],
-    rowGrid(rows),
-    (p) => p.u32(rows).u32(C).u32(0).u32(0),
+    planGrid(plan, rows),
+    (p) => p.u32(rows).u32(plan.units).u32(0).u32(0),
   );
 }
 
-function softmaxBackwardSource(wg: number, acc: boolean): string {
+function softmaxBackwardSource(plan: RowPlan, acc: boolean): string {
   return /* wgsl */ `
-${wgslRowHelpers(wg)}
-@group(0) @binding(0) var<storage, read> dy: array<f32>;
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dx: array<f32>;
-struct P { rows: u32, c: u32, _a: u32, _b: u32 }
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> dy: array<V>;
+@group(0) @binding(1) var<storage, read> y: array<V>;
+@group(0) @binding(2) var<storage, read_write> dx: array<V>;
+struct P { rows: u32, u: u32, _a: u32, _b: u32 }
 @group(0) @binding(3) var<uniform> p: P;
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wid, nwg);
-  if (row >= p.rows) { return; }
-  let base = row * p.c;
-  var s = 0.0;
-  for (var j = li; j < p.c; j += WG) { s += dy[base + j] * y[base + j]; }
-  let d = wg_sum(li, s);
-  for (var j = li; j < p.c; j += WG) {
+  let row = plan_row(wid, nwg, li);
+  let n = select(0u, p.u, row < p.rows);
+  let base = row * p.u;
+  var s = V(0.0);
+  for (var j = plan_lane(li); j < n; j += TPR) { s += dy[base + j] * y[base + j]; }
+  let d = lanes_sum(li, hsum(s));
+  for (var j = plan_lane(li); j < n; j += TPR) {
     let g = y[base + j] * (dy[base + j] - d);
     ${acc ? "dx[base + j] = dx[base + j] + g;" : "dx[base + j] = g;"}
   }
@@ -138,15 +140,15 @@ export function softmaxBackward(
   }
   const { rows, C } = rowsOf(dx);
   if (rows === 0) return;
-  const wg = rowWorkgroup(C), acc = Boolean(opts.accumulate);
+  const plan = rowPlan(C), acc = Boolean(opts.accumulate);
   launch(
     dx.gpu,
     "softmax_bwd",
-    `${wg}|${acc}`,
-    () => softmaxBackwardSource(wg, acc),
+    `${planKey(plan)}|${acc}`,
+    () => softmaxBackwardSource(plan, acc),
     [dy.binding, y.binding, dx.binding],
-    rowGrid(rows),
-    (p) => p.u32(rows).u32(C).u32(0).u32(0),
+    planGrid(plan, rows),
+    (p) => p.u32(rows).u32(plan.units).u32(0).u32(0),
   );
 }
 

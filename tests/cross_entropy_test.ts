@@ -18,8 +18,17 @@ import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, assertSameBits, GPU_TEST, randint, randn, randu, testGpu } from "./_util.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 
-// [N, V]: one-element rows, ragged, a row past the 256-thread workgroup, the project's vocab
-const SHAPES: [number, number][] = [[1, 1], [5, 7], [33, 300], [9, 6400]];
+// [N, V]: one-element rows, ragged, one thread per row over several workgroups (130 x 64),
+// 8 lanes per row (300, 6400, scalar 1001), 16 lanes (16900)
+const SHAPES: [number, number][] = [
+  [1, 1],
+  [5, 7],
+  [130, 64],
+  [33, 300],
+  [11, 1001],
+  [9, 6400],
+  [2, 16900],
+];
 
 /** Targets in [0, V) with every fourth row ignored (-1) and one out-of-range id. */
 function makeTargets(N: number, V: number, seed: number): Int32Array {

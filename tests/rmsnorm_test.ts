@@ -11,7 +11,18 @@ import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 
-const SHAPES: [number, number][] = [[1, 1], [3, 7], [33, 64], [70, 129], [5, 700]];
+// Row plans (kernels/_rows.ts): one thread per row, several workgroups with a ragged last one
+// (130 x 48), scalar and vec4 rows, 8 lanes per row (700, 4099) and 16 (16900).
+const SHAPES: [number, number][] = [
+  [1, 1],
+  [3, 7],
+  [33, 64],
+  [130, 48],
+  [70, 129],
+  [5, 700],
+  [3, 4099],
+  [2, 16900],
+];
 
 Deno.test("rmsnorm matches the CPU twin for ragged shapes", GPU_TEST, async () => {
   const gpu = await testGpu();

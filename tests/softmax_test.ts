@@ -11,7 +11,17 @@ import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 
-const SHAPES: [number, number][] = [[1, 1], [3, 7], [5, 33], [9, 257], [2, 6400]];
+// Row plans (kernels/_rows.ts): one thread per row (ragged last workgroup at 130 x 64), 8 lanes
+// per row, scalar and vec4, and 16 lanes (16901).
+const SHAPES: [number, number][] = [
+  [1, 1],
+  [3, 7],
+  [5, 33],
+  [130, 64],
+  [9, 257],
+  [2, 6400],
+  [2, 16901],
+];
 
 Deno.test("softmax matches the CPU twin for ragged shapes", GPU_TEST, async () => {
   const gpu = await testGpu();
