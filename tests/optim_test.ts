@@ -16,16 +16,16 @@ import { default as assert, equal as assertEquals } from "node:assert/strict";
 Deno.test("sumSquares matches the CPU twin over ragged ranges", GPU_TEST, async () => {
   const gpu = await testGpu();
   const a = randn(3 * NORM_CHUNK + 17, 1), b = randn(300, 2), c = randn(1, 3);
+  // d is read as vec4 units (size and offsets 4-aligned), with a partial last unit
+  const d = randn(3 * NORM_CHUNK + 20, 4);
   const cases = [
     [{ t: a }],
+    [{ t: d }, { t: d, offset: 8, count: NORM_CHUNK + 13 }, { t: b, offset: 4, count: 1 }],
     [{ t: a, offset: 5, count: NORM_CHUNK + 1 }, { t: b }, { t: c }],
     [{ t: b, offset: 299, count: 1 }, { t: a, offset: 1000 }],
     [{ t: c, count: 0 }],
   ];
-  const tensors = new Map([[a, Tensor.from(gpu, a, [a.length])], [b, Tensor.from(gpu, b, [300])], [
-    c,
-    Tensor.from(gpu, c, [1]),
-  ]]);
+  const tensors = new Map([a, b, c, d].map((x) => [x, Tensor.from(gpu, x, [x.length])]));
   for (const ranges of cases) {
     const out = Tensor.empty(gpu, [1]), flag = Tensor.empty(gpu, [1]);
     sumSquares(out, ranges.map((r) => ({ ...r, t: tensors.get(r.t)! })), { nonfinite: flag });
@@ -80,7 +80,15 @@ Deno.test(
   GPU_TEST,
   async () => {
     const gpu = await testGpu();
-    for (const [n, offset, count] of [[1, 0, 1], [300, 7, 257], [5000, 1000, 3999], [64, 0, 64]]) {
+    for (
+      const [n, offset, count] of [
+        [1, 0, 1],
+        [300, 7, 257],
+        [5000, 1000, 3999],
+        [64, 0, 64],
+        [68, 4, 61],
+      ]
+    ) {
       const host = {
         p: randn(n, n + 1),
         g: randn(n, n + 2),
