@@ -179,7 +179,8 @@ export function planKey(plan: RowPlan): string {
  * `hsum(V) -> f32` and `hmax(V) -> f32` (fixed order), `plan_row(wid, nwg, li)` (the row of
  * this thread; may be past the last row, so guard with the row count and never return before a
  * lane combine) and `plan_lane(li)`, and the lane combines over the TPR threads of a row:
- * `lanes_sum(li, v)` and `lanes_lse(li, m, s) -> vec2(max, sum of s * exp(m - max))`, each
+ * `lanes_sum(li, v)`, `lanes_lse(li, m, s) -> vec2(max, sum of s * exp(m - max))` and
+ * `lanes_max_arg(li, v, i) -> vec2(bitcast max, its index; ties: the smaller index)`, each
  * called from uniform control flow by every thread (one barrier; none when TPR is 1). Two
  * combines in one kernel need a `workgroupBarrier()` between them.
  */
@@ -188,7 +189,8 @@ export function wgslRowPlan(plan: RowPlan): string {
   const lanes = tpr === 1
     ? /* wgsl */ `
 fn lanes_sum(li: u32, v: f32) -> f32 { return v; }
-fn lanes_lse(li: u32, m: f32, s: f32) -> vec2<f32> { return vec2<f32>(m, s); }`
+fn lanes_lse(li: u32, m: f32, s: f32) -> vec2<f32> { return vec2<f32>(m, s); }
+fn lanes_max_arg(li: u32, v: f32, i: u32) -> vec2<u32> { return vec2<u32>(bitcast<u32>(v), i); }`
     : /* wgsl */ `
 var<workgroup> lane_a: array<f32, ${PLAN_WG}>;
 var<workgroup> lane_b: array<f32, ${PLAN_WG}>;
@@ -211,6 +213,25 @@ fn lanes_lse(li: u32, m: f32, s: f32) -> vec2<f32> {
   // exp(NEG_MAX - rm) underflows to 0 for lanes that saw no element (or only -inf).
   for (var k = 0u; k < TPR; k++) { rs += lane_b[b + k] * exp(lane_a[b + k] - rm); }
   return vec2<f32>(rm, rs);
+}
+var<workgroup> lane_i: array<u32, ${PLAN_WG}>;
+// Max with its index (bitcast in .x); ties go to the smaller index.
+fn lanes_max_arg(li: u32, v: f32, i: u32) -> vec2<u32> {
+  lane_a[li] = v;
+  lane_i[li] = i;
+  workgroupBarrier();
+  let b = li - li % TPR;
+  var bv = lane_a[b];
+  var bi = lane_i[b];
+  for (var k = 1u; k < TPR; k++) {
+    let vk = lane_a[b + k];
+    let ik = lane_i[b + k];
+    if (vk > bv || (vk == bv && ik < bi)) {
+      bv = vk;
+      bi = ik;
+    }
+  }
+  return vec2<u32>(bitcast<u32>(bv), bi);
 }`;
   return /* wgsl */ `
 const TPR: u32 = ${tpr}u;

@@ -8,8 +8,8 @@
  *     reduce:  x [R, C] -> out [R]            (max also writes argmax i32 [R])
  *     sumAll:  x [N]    -> out [1]            (optionally of x^2, times a scale)
  *
- * Determinism: row reductions run one workgroup per row with a fixed-order tree
- * (see `_rows.ts`); the full reduction is two-stage, G = min(256, ceil(N / 1024)) contiguous
+ * Determinism: row reductions follow `_rows.ts`'s row plan (one thread per row up to 256
+ * columns, else 8 lanes, each folding a fixed strided slice, lanes combined in order); the full reduction is two-stage, G = min(256, ceil(N / 1024)) contiguous
  * strides then one workgroup over the G partials, a partition that depends on N alone. No
  * atomics anywhere, so the same inputs give the same bits.
  *
@@ -25,10 +25,14 @@ import {
   dropLastDim,
   type Floats,
   like,
-  rowGrid,
+  PLAN_WG,
+  planGrid,
+  planKey,
+  type RowPlan,
+  rowPlan,
   rowsOf,
-  rowWorkgroup,
   wgslRowHelpers,
+  wgslRowPlan,
 } from "./_rows.ts";
 import { Tensor } from "./tensor.ts";
 
@@ -45,36 +49,44 @@ export interface ReduceOptions {
   argmax?: Tensor;
 }
 
-function reduceSource(op: RowReduceOp, wg: number, acc: boolean, withArg: boolean): string {
+function reduceSource(op: RowReduceOp, plan: RowPlan, acc: boolean, withArg: boolean): string {
+  // Columns in order within a thread (strict > keeps the first maximum), lanes in order after.
+  const comps = plan.vec ? ["x", "y", "z", "w"] : [""];
   const fold = op === "max"
     ? /* wgsl */ `
   var best = NEG_MAX;
   var bi = 0u;
-  for (var c = li; c < p.c; c += WG) {
-    let v = x[base + c];
-    if (v > best) { best = v; bi = c; }
+  for (var j = plan_lane(li); j < n; j += TPR) {
+    let v = x[base + j];
+    ${
+      comps.map((c, k) =>
+        `if (v${c ? `.${c}` : ""} > best) { best = v${c ? `.${c}` : ""}; bi = ${
+          plan.vec ? `4u * j + ${k}u` : "j"
+        }; }`
+      ).join("\n    ")
+    }
   }
-  let r2 = wg_max_arg(li, best, bi);
+  let r2 = lanes_max_arg(li, best, bi);
   let r = bitcast<f32>(r2.x);`
     : /* wgsl */ `
-  var s = 0.0;
-  for (var c = li; c < p.c; c += WG) { s += x[base + c]; }
-  let r = wg_sum(li, s) * ${op === "mean" ? "p.inv_c" : "1.0"};`;
+  var s = V(0.0);
+  for (var j = plan_lane(li); j < n; j += TPR) { s += x[base + j]; }
+  let r = lanes_sum(li, hsum(s)) * ${op === "mean" ? "p.inv_c" : "1.0"};`;
   return /* wgsl */ `
-${wgslRowHelpers(wg)}
-@group(0) @binding(0) var<storage, read> x: array<f32>;
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> x: array<V>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 ${withArg ? "@group(0) @binding(2) var<storage, read_write> arg: array<i32>;" : ""}
-struct P { rows: u32, c: u32, inv_c: f32, _pad: u32 }
+struct P { rows: u32, u: u32, inv_c: f32, _pad: u32 }
 @group(0) @binding(${withArg ? 3 : 2}) var<uniform> p: P;
-@compute @workgroup_size(${wg})
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let row = row_of(wid, nwg);
-  if (row >= p.rows) { return; }
-  let base = row * p.c;
+  let row = plan_row(wid, nwg, li);
+  let n = select(0u, p.u, row < p.rows);
+  let base = row * p.u;
   ${fold}
-  if (li == 0u) {
+  if (n > 0u && plan_lane(li) == 0u) {
     ${acc ? "out[row] = out[row] + r;" : "out[row] = r;"}
     ${withArg ? "arg[row] = i32(r2.y);" : ""}
   }
@@ -100,18 +112,18 @@ export function reduceForward(out: Tensor, x: Tensor, opts: ReduceOptions): void
     throw new Error(`reduceForward: argmax has ${opts.argmax.size} elements, want ${rows}`);
   }
   if (rows === 0) return;
-  const wg = rowWorkgroup(C);
+  const plan = rowPlan(C);
   const acc = Boolean(opts.accumulate), withArg = Boolean(opts.argmax);
   const bindings = [x.binding, out.binding];
   if (opts.argmax) bindings.push(opts.argmax.binding);
   launch(
     x.gpu,
     `reduce_${opts.op}`,
-    `${wg}|${acc}|${withArg}`,
-    () => reduceSource(opts.op, wg, acc, withArg),
+    `${planKey(plan)}|${acc}|${withArg}`,
+    () => reduceSource(opts.op, plan, acc, withArg),
     bindings,
-    rowGrid(rows),
-    (p) => p.u32(rows).u32(C).f32(1 / C).u32(0),
+    planGrid(plan, rows),
+    (p) => p.u32(rows).u32(plan.units).f32(1 / C).u32(0),
   );
 }
 

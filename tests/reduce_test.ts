@@ -21,7 +21,17 @@ import { checkFiniteDiff, f64 } from "./_grad.ts";
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 
 const OPS: RowReduceOp[] = ["sum", "mean", "max"];
-const SHAPES: [number, number][] = [[1, 1], [3, 7], [5, 33], [17, 257], [2, 1000]];
+// Row plans (kernels/_rows.ts): one thread per row (ragged last workgroup at 130 x 64), 8 lanes
+// per row, scalar and vec4 (257, 1000), 16 lanes (16900)
+const SHAPES: [number, number][] = [
+  [1, 1],
+  [3, 7],
+  [5, 33],
+  [130, 64],
+  [17, 257],
+  [2, 1000],
+  [2, 16900],
+];
 
 Deno.test("row reductions match the CPU twin for ragged shapes", GPU_TEST, async () => {
   const gpu = await testGpu();
@@ -55,6 +65,12 @@ Deno.test("max ties go to the first index, forward and backward", GPU_TEST, asyn
   assertEquals(got[5], 3);
   assertEquals(got[77], 0);
   assertEquals(got[C], 4);
+  // one thread per row: ties inside one vec4 unit and across units
+  const y = new Float32Array(128).fill(-3);
+  y[7] = 1, y[6] = 1, y[70] = 1;
+  const arg1 = Tensor.empty(gpu, [1], "i32");
+  reduceForward(Tensor.empty(gpu, [1]), Tensor.from(gpu, y, [1, 128]), { op: "max", argmax: arg1 });
+  assertEquals([...await arg1.read()], [6]);
 });
 
 Deno.test("row reduction CPU backwards match finite differences", () => {
