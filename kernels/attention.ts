@@ -93,9 +93,10 @@ type Kernel = "fwd" | "dkdv" | "dq";
 
 /**
  * The register tile of `kernel` at head dims dqk, dv: R the largest of 8, 4, 2, 1 whose per-lane
- * state fits {@linkcode REG_BUDGET}; the forward takes C = 4 keys per trip (its online-softmax
- * rescale is paid once per trip), the backward kernels C = 2.
- * @example tileFor("fwd", 64, 32) // { R: 8, C: 4 }: 8 * (16 + 8) vec4s of q and accumulators
+ * state fits {@linkcode REG_BUDGET}; the forward takes C = 2 keys per trip (its online-softmax
+ * rescale is paid once per trip; C = 4 measured no faster and compiles 40% longer), the backward
+ * kernels C = 1 (faster than C = 2 on lavapipe, and less code to compile).
+ * @example tileFor("fwd", 64, 32) // { R: 8, C: 2 }: 8 * (16 + 8) vec4s of q and accumulators
  */
 function tileFor(kernel: Kernel, dqk: number, dv: number): Tile {
   const gq = Math.ceil(dqk / 4), gv = Math.ceil(dv / 4);
@@ -103,7 +104,7 @@ function tileFor(kernel: Kernel, dqk: number, dv: number): Tile {
   const per = kernel === "fwd" ? gq + gv : kernel === "dkdv" ? 2 * (gq + gv) : 2 * gq + gv;
   let R = 8;
   while (R > 1 && R * per > REG_BUDGET) R /= 2;
-  return { R, C: kernel === "fwd" ? 4 : 2 };
+  return { R, C: kernel === "fwd" ? 2 : 1 };
 }
 
 /** How one head row of a tensor is addressed: as vec4s when its dim allows, else as floats. */

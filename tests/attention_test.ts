@@ -10,12 +10,16 @@ import { Tape } from "../kernels/autograd.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, assertSameBits, finiteDiff, GPU_TEST, randn, rng, testGpu } from "./_util.ts";
 
-/** Shapes: a single token, ragged small dims, dqk != dv (MLA), and T past one 32-row tile. */
+/**
+ * Shapes: a single token, ragged small dims (read as scalars), dqk != dv (MLA), and T past one
+ * block of rows at the mini preset's head dims (64/32: the kernels' largest register tiles, shared
+ * with the long-T tests below so a cold shader cache compiles them once).
+ */
 const SHAPES: AttentionShape[] = [
   { B: 1, T: 1, H: 1, dqk: 4, dv: 4 },
   { B: 2, T: 7, H: 3, dqk: 12, dv: 8 },
   { B: 2, T: 33, H: 1, dqk: 5, dv: 3 },
-  { B: 1, T: 65, H: 2, dqk: 48, dv: 32 },
+  { B: 1, T: 65, H: 2, dqk: 64, dv: 32 },
 ];
 
 /** Packed-conversation segment ids [B, T]: non-decreasing, with random boundaries. */
@@ -197,7 +201,7 @@ Deno.test(
 
 Deno.test("attention forward and backward give identical bits on rerun", GPU_TEST, async () => {
   const gpu = await testGpu();
-  const s = { B: 2, T: 65, H: 2, dqk: 48, dv: 32 };
+  const s = { B: 2, T: 65, H: 2, dqk: 64, dv: 32 };
   const x = inputs(s, 8);
   const seg = Tensor.from(gpu, packedSegments(s.B, s.T, 4), [s.B, s.T], "i32");
   const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
@@ -239,6 +243,42 @@ Deno.test(
     const want = attentionBackwardCpu(x, { shape: s, scale });
     const tol = { atol: 1e-5, rtol: 1e-3 };
     assertClose(await out.readF32(), wantOut.out, { ...tol, label: "out" });
+    assertClose(await dq.readF32(), want.dq, { ...tol, label: "dq" });
+    assertClose(await dk.readF32(), want.dk, { ...tol, label: "dk" });
+    assertClose(await dv.readF32(), want.dv, { ...tol, label: "dv" });
+  },
+);
+
+Deno.test(
+  "attention forward and backward match the CPU twin at T = 509 with mini's head dims and segments",
+  GPU_TEST,
+  async () => {
+    // bench/attention.ts --check at the bench's longest T, as a test: a ragged last block, every
+    // row block of the forward and dq kernels and every key block of dkdv, packed segments
+    const gpu = await testGpu();
+    const s = { B: 1, T: 509, H: 1, dqk: 64, dv: 32 };
+    const x = inputs(s, 31);
+    // long and short packed conversations: rows attend to up to 240 keys, some to a few
+    const seg = Int32Array.from(
+      { length: s.T },
+      (_, t) => t < 150 ? 0 : t < 180 ? 1 : t < 420 ? 2 : 3,
+    );
+    const scale = 1 / Math.sqrt(s.dqk);
+    const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+    const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+    const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+    const dout = Tensor.from(gpu, x.dout, [s.B, s.T, s.H, s.dv]);
+    const segT = Tensor.from(gpu, seg, [s.B, s.T], "i32");
+    const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+    attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale });
+    const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
+    const dv = Tensor.empty(gpu, v.shape);
+    attentionBackward({ dq, dk, dv }, { q, k, v, seg: segT, out, lse, dout }, { scale });
+    const wantOut = attentionCpu({ ...x, seg }, { shape: s, scale });
+    const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale });
+    const tol = { atol: 1e-5, rtol: 1e-3 };
+    assertClose(await out.readF32(), wantOut.out, { ...tol, label: "out" });
+    assertClose(await lse.readF32(), wantOut.lse, { atol: 1e-5, rtol: 1e-5, label: "lse" });
     assertClose(await dq.readF32(), want.dq, { ...tol, label: "dq" });
     assertClose(await dk.readF32(), want.dk, { ...tol, label: "dk" });
     assertClose(await dv.readF32(), want.dv, { ...tol, label: "dv" });
