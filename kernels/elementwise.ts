@@ -6,7 +6,8 @@
  * `add` also broadcasts a trailing-dimension bias ([N] + [C] with N % C == 0).
  *
  * Every launcher writes into `out` and can `accumulate` (out += result), which is how backward
- * kernels add into gradients without extra passes.
+ * kernels add into gradients without extra passes. Sizes that are multiples of 4 run one thread
+ * per vec4 (on lavapipe every load is a per-lane gather, so four elements per load is ~3x faster).
  *
  * @module
  */
@@ -59,21 +60,22 @@ const ARITY: Record<EwOp, 1 | 2 | 3> = {
   swiglu_bwd_b: 2,
 };
 
-function ewSource(op: EwOp, accumulate: boolean, bcast: boolean): string {
+function ewSource(op: EwOp, accumulate: boolean, bcast: boolean, vec: boolean): string {
   const arity = ARITY[op];
   const inputs = ["a", "b", "c"].slice(0, arity);
   const decls = inputs.map((n, i) =>
-    `@group(0) @binding(${i}) var<storage, read> in_${n}: array<f32>;`
+    `@group(0) @binding(${i}) var<storage, read> in_${n}: array<V>;`
   ).join("\n");
   const loads = inputs.map((n) =>
     n === "b" && bcast ? `let b = in_b[i % p.bcast];` : `let ${n} = in_${n}[i];`
   ).join("\n    ");
   return /* wgsl */ `
+alias V = ${vec ? "vec4<f32>" : "f32"};
 ${decls}
-@group(0) @binding(${arity}) var<storage, read_write> out: array<f32>;
+@group(0) @binding(${arity}) var<storage, read_write> out: array<V>;
 struct P { n: u32, bcast: u32, s: f32, _pad: u32 }
 @group(0) @binding(${arity + 1}) var<uniform> p: P;
-fn sig(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
+fn sig(x: V) -> V { return 1.0 / (1.0 + exp(-x)); }
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -115,14 +117,16 @@ export function ewForward(op: EwOp, out: Tensor, inputs: Tensor[], opts: EwOptio
   });
   const acc = Boolean(opts.accumulate);
   const isB = bcast !== n;
+  // vec4 units when every row of the broadcast (and so every tensor) is whole vec4s
+  const vec = bcast % 4 === 0, w = vec ? 4 : 1;
   launch1d(
     gpu,
     `ew_${op}`,
-    `${acc}|${isB}`,
-    () => ewSource(op, acc, isB),
+    `${acc}|${isB}|${vec}`,
+    () => ewSource(op, acc, isB, vec),
     [...inputs.map((t) => t.binding), out.binding],
-    n,
-    (p) => p.u32(n).u32(bcast).f32(opts.scalar ?? 1).u32(0),
+    n / w,
+    (p) => p.u32(n / w).u32(bcast / w).f32(opts.scalar ?? 1).u32(0),
   );
 }
 

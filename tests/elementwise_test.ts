@@ -2,13 +2,29 @@ import { ewCpu, ewForward, type EwOp, sumToBias, sumToBiasCpu } from "../kernels
 import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
 
-const OPS: EwOp[] = ["add", "mul", "scale", "silu", "sigmoid", "swiglu", "silu_bwd", "sigmoid_bwd"];
+const OPS: EwOp[] = [
+  "add",
+  "mul",
+  "scale",
+  "silu",
+  "sigmoid",
+  "swiglu",
+  "silu_bwd",
+  "sigmoid_bwd",
+  "swiglu_bwd_a",
+  "swiglu_bwd_b",
+];
 
 Deno.test("elementwise kernels match their CPU twins for ragged sizes", GPU_TEST, async () => {
   const gpu = await testGpu();
-  for (const n of [1, 255, 257, 4099]) {
+  // scalar threads for sizes that are not multiples of 4, vec4 threads for 4, 1028, 4100
+  for (const n of [1, 4, 255, 257, 1028, 4099, 4100]) {
     for (const op of OPS) {
-      const arity = op === "scale" || op === "silu" || op === "sigmoid" ? 1 : 2;
+      const arity = op === "scale" || op === "silu" || op === "sigmoid"
+        ? 1
+        : op === "swiglu_bwd_a"
+        ? 3
+        : 2;
       const host = Array.from({ length: arity }, (_, k) => randn(n, 10 * n + k, 2));
       const ins = host.map((h) => Tensor.from(gpu, h, [n]));
       const out = Tensor.empty(gpu, [n]);
@@ -38,6 +54,11 @@ Deno.test("broadcast add and its bias reduction match the CPU twin", GPU_TEST, a
   const db = Tensor.empty(gpu, [19]);
   sumToBias(db, Tensor.from(gpu, x, [37, 19]));
   assertClose(await db.readF32(), sumToBiasCpu(x, 19), { atol: 1e-4 });
+  // a bias of whole vec4s: the vec4 kernel wraps around it
+  const y = randn(37 * 20, 6), c = randn(20, 7);
+  const out2 = Tensor.empty(gpu, [37, 20]);
+  ewForward("add", out2, [Tensor.from(gpu, y, [37, 20]), Tensor.from(gpu, c, [20])]);
+  assertClose(await out2.readF32(), ewCpu("add", [y, c]));
 });
 
 Deno.test("the same elementwise op run twice gives identical bits", GPU_TEST, async () => {
