@@ -14,39 +14,56 @@
  *     transpose12:           [A, B, C, D] -> [A, C, B, D]
  *
  * Every backward either writes its whole gradient or adds into it, following `gradFor`: no
- * zero fills are needed. One thread per output element; the only reduction (the shared part's
+ * zero fills are needed. copyColumns follows `_rows.ts`'s row plan (rows on threads, vec4 units
+ * when every offset and length is 4-aligned: no per-element division, which lavapipe does lane
+ * by lane); the others run one thread per output element. The only reduction (the shared part's
  * gradient over heads) loops over heads in a fixed order.
  *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
-import { launch1d } from "./_launch.ts";
-import { assertF32, type Floats, like, rowsOf } from "./_rows.ts";
+import { launch, launch1d } from "./_launch.ts";
+import {
+  assertF32,
+  type Floats,
+  like,
+  PLAN_WG,
+  planGrid,
+  planKey,
+  type RowPlan,
+  rowPlan,
+  rowsOf,
+  wgslRowPlan,
+} from "./_rows.ts";
 import { Tensor } from "./tensor.ts";
 
-const COPY_SRC = (acc: boolean, pad: boolean) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-struct P { n: u32, width: u32, len: u32, xs: u32, xo: u32, os: u32, oo: u32, _a: u32 }
+function copySource(plan: RowPlan, acc: boolean, pad: boolean): string {
+  return /* wgsl */ `
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> x: array<V>;
+@group(0) @binding(1) var<storage, read_write> out: array<V>;
+// in units (vec4s or scalars): row width walked, columns copied, strides and offsets
+struct P { rows: u32, width: u32, len: u32, xs: u32, xo: u32, os: u32, oo: u32, _a: u32 }
 @group(0) @binding(2) var<uniform> p: P;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + li;
-  if (i >= p.n) { return; }
-  let r = i / p.width;
-  let k = i - r * p.width;
-  ${
-  pad
-    // one thread per out column: zeros outside the copied range (a slice's gradient)
-    ? `let j = k - p.oo;
-  var v = 0.0;
-  if (k >= p.oo && j < p.len) { v = x[r * p.xs + p.xo + j]; }
-  out[r * p.os + k] = v;`
-    : `let v = x[r * p.xs + p.xo + k];
-  ${acc ? "out[r * p.os + p.oo + k] += v;" : "out[r * p.os + p.oo + k] = v;"}`
-}
+  let r = plan_row(wid, nwg, li);
+  if (r >= p.rows) { return; }
+  for (var k = plan_lane(li); k < p.width; k += TPR) {
+    ${
+    pad
+      // one thread per out column: zeros outside the copied range (a slice's gradient)
+      ? `let j = k - p.oo;
+    var v = V(0.0);
+    if (k >= p.oo && j < p.len) { v = x[r * p.xs + p.xo + j]; }
+    out[r * p.os + k] = v;`
+      : `let v = x[r * p.xs + p.xo + k];
+    ${acc ? "out[r * p.os + p.oo + k] += v;" : "out[r * p.os + p.oo + k] = v;"}`
+  }
+  }
 }`;
+}
 
 /** Options of {@linkcode copyColumns}. */
 export interface CopyColumnsOptions {
@@ -86,15 +103,20 @@ export function copyColumns(out: Tensor, x: Tensor, opts: CopyColumnsOptions = {
   }
   if (out.buffer === x.buffer) throw new Error("copyColumns: out must not share x's buffer");
   const acc = Boolean(opts.accumulate), pad = Boolean(opts.zeroRest) && !acc;
-  const width = pad ? co : len;
-  launch1d(
+  if (rows === 0 || (pad ? co : len) === 0) return;
+  // vec4 units when every row start, offset and length is 4-aligned
+  const w = [cx, co, xo, oo, len].every((v) => v % 4 === 0) ? 4 : 1;
+  const width = (pad ? co : len) / w;
+  const plan = { ...rowPlan(width * w), vec: w === 4, units: width };
+  launch(
     x.gpu,
     "copy_columns",
-    `${acc}|${pad}`,
-    () => COPY_SRC(acc, pad),
+    `${planKey(plan)}|${acc}|${pad}`,
+    () => copySource(plan, acc, pad),
     [x.binding, out.binding],
-    rows * width,
-    (p) => p.u32(rows * width).u32(width).u32(len).u32(cx).u32(xo).u32(co).u32(oo).u32(0),
+    planGrid(plan, rows),
+    (p) =>
+      p.u32(rows).u32(width).u32(len / w).u32(cx / w).u32(xo / w).u32(co / w).u32(oo / w).u32(0),
   );
 }
 

@@ -27,6 +27,12 @@ Deno.test("copyColumns matches the CPU twin: offsets, accumulate, zeroRest", GPU
     [7, 13, 5, 8, 0, 5], // slice
     [300, 3, 11, 0, 4, 3], // into the middle of a wider row
     [33, 9, 9, 2, 6, 3],
+    // vec4 units (all offsets and lengths 4-aligned), several workgroups of one-thread rows
+    [130, 96, 32, 64, 0, 32],
+    [70, 8, 20, 0, 12, 8],
+    // rows past 256 columns: 8 threads per row, vec4 and scalar
+    [5, 1200, 400, 400, 0, 400],
+    [3, 300, 301, 1, 0, 299],
   ];
   for (const [R, cx, co, xo, oo, len] of cases) {
     const x = randn(R * cx, R + cx), prior = randn(R * co, co);
