@@ -1,7 +1,7 @@
 /**
  * Row-kernel benchmark: GPU time per call of the row-wise kernels (rmsnorm, cross-entropy,
- * softmax, row reductions) and the small passes around them (bias reduce, column copy, AdamW,
- * the gradient sum of squares) at the shapes a nano training step runs (B x T = 1024 rows,
+ * softmax, row reductions) and the small passes around them (bias reduce, column copy, the
+ * embedding gather and its backward, AdamW, the gradient sum of squares) at the shapes a nano training step runs (B x T = 1024 rows,
  * dim 128, latent 64, vocab 6400).
  *
  *     deno run -A bench/rows.ts [--reps 10] [--rounds 3] [--only NAME,...]
@@ -23,6 +23,7 @@ import { reduceForward } from "../kernels/reduce.ts";
 import { ewForward, sumToBias } from "../kernels/elementwise.ts";
 import { copyColumns } from "../kernels/copy.ts";
 import { adamw, sumSquares } from "../kernels/optim.ts";
+import { embeddingBackward, embeddingForward } from "../kernels/embedding.ts";
 
 const { values: a } = parseArgs({
   args: Deno.args,
@@ -99,6 +100,25 @@ for (const C of [D, L]) {
     name: `copy_columns ${R}x96->32`,
     n: R * 32,
     run: () => copyColumns(pe, q, { xOffset: 64, len: 32 }),
+  });
+}
+{
+  const table = t([V, D]), h = t([R, D]), dTable = t([V, D]);
+  const ids = Tensor.from(
+    gpu,
+    Int32Array.from({ length: R }, (_, i) => (i * 7919) % V),
+    [R],
+    "i32",
+  );
+  cases.push({
+    name: `embedding ${R}x${D}`,
+    n: R * D,
+    run: () => embeddingForward(h, table, ids),
+  });
+  cases.push({
+    name: `embedding_bwd ${V}x${D}`,
+    n: V * D,
+    run: () => embeddingBackward(dTable, h, ids, { accumulate: true }),
   });
 }
 {

@@ -12,37 +12,54 @@
  * order (a counting sort), then one thread per (v, d) sums its tokens' gradients in that order:
  *   1. rank: one thread per token counts the earlier tokens with the same id (its rank) and
  *      whether a later one exists; the last occurrence writes the id's count. O(N^2) id
- *      comparisons, tiled through workgroup memory (16.8M for N = 4096: cheap next to a GEMM).
+ *      comparisons read straight from storage, four ids per load when N % 4 == 0 (16.8M for
+ *      N = 4096: cheap next to a GEMM; a workgroup-memory tile measured slower on lavapipe,
+ *      where its barriers cost more than the loads they save).
  *   2. scan: one workgroup turns the counts [V] into start offsets [V + 1]. O(V).
  *   3. scatter: token n goes to slot start[id] + rank. O(N).
  *   4. sum: dTable[v, d] = sum of dout[list[k], d] for k in [start[v], start[v + 1]). O(V D + N D).
+ *      Rows v follow `_rows.ts`'s row plan (vec4 units when D % 4 == 0), as does the forward.
  * Every row of dTable is written (zeros for unused ids), so it needs no zero fill first.
  *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch, launch1d } from "./_launch.ts";
-import { assertF32, type Floats, like } from "./_rows.ts";
+import {
+  assertF32,
+  type Floats,
+  like,
+  PLAN_WG,
+  planGrid,
+  planKey,
+  type RowPlan,
+  rowPlan,
+  wgslRowPlan,
+} from "./_rows.ts";
 import type { Params } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 
-const FWD_SRC = /* wgsl */ `
-@group(0) @binding(0) var<storage, read> table: array<f32>;
+function forwardSource(plan: RowPlan): string {
+  return /* wgsl */ `
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> table: array<V>;
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-struct P { n: u32, d: u32, v: u32, _pad: u32 }
+@group(0) @binding(2) var<storage, read_write> out: array<V>;
+struct P { n: u32, u: u32, v: u32, _pad: u32 }
 @group(0) @binding(3) var<uniform> p: P;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + li;
-  if (i >= p.n * p.d) { return; }
-  let t = i / p.d;
+  let t = plan_row(wid, nwg, li);
+  if (t >= p.n) { return; }
   let id = ids[t];
-  var v = 0.0;
-  if (id >= 0 && u32(id) < p.v) { v = table[u32(id) * p.d + (i - t * p.d)]; }
-  out[i] = v;
+  let ok = id >= 0 && u32(id) < p.v;
+  let src = select(0u, u32(id), ok) * p.u;
+  for (var j = plan_lane(li); j < p.u; j += TPR) {
+    out[t * p.u + j] = select(V(0.0), table[src + j], ok);
+  }
 }`;
+}
 
 /**
  * Encodes `out[n, :] = table[ids[n], :]` (zeros where the id is outside [0, V)).
@@ -56,14 +73,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export function embeddingForward(out: Tensor, table: Tensor, ids: Tensor): void {
   assertF32(table, "embeddingForward");
   const [V, D] = checkShapes(table, ids, out, "embeddingForward");
-  launch1d(
+  if (ids.size === 0) return;
+  const plan = rowPlan(D);
+  launch(
     table.gpu,
     "embedding",
-    "",
-    () => FWD_SRC,
+    planKey(plan),
+    () => forwardSource(plan),
     [table.binding, ids.binding, out.binding],
-    ids.size * D,
-    (p) => p.u32(ids.size).u32(D).u32(V).u32(0),
+    planGrid(plan, ids.size),
+    (p) => p.u32(ids.size).u32(plan.units).u32(V).u32(0),
   );
 }
 
@@ -79,43 +98,50 @@ function checkShapes(table: Tensor, ids: Tensor, rows: Tensor, what: string): [n
   return [V, D];
 }
 
-/** Threads per workgroup of the rank pass (also its tile of ids). */
-const RANK_WG = 256;
+/** Threads per workgroup of the rank pass. */
+const RANK_WG = 64;
 
-const RANK_SRC = /* wgsl */ `
+function rankSource(vec: boolean): string {
+  // Every thread reads all N ids straight from storage (no workgroup tile, so no barriers);
+  // as vec4s when N % 4 == 0.
+  const scan = vec
+    ? /* wgsl */ `
+  let ids4 = vec4<i32>(id);
+  let me = vec4<u32>(n);
+  for (var q = 0u; q < p.n / 4u; q++) {
+    let m = vec4<u32>(4u * q) + vec4<u32>(0u, 1u, 2u, 3u);
+    let same = ids_v[q] == ids4;
+    r += dot(select(vec4<u32>(0u), vec4<u32>(1u), same & (m < me)), vec4<u32>(1u));
+    later = later || any(same & (m > me));
+  }`
+    : /* wgsl */ `
+  for (var m = 0u; m < p.n; m++) {
+    if (ids[m] == id) {
+      if (m < n) { r++; } else if (m > n) { later = true; }
+    }
+  }`;
+  return /* wgsl */ `
 @group(0) @binding(0) var<storage, read> ids: array<i32>;
 @group(0) @binding(1) var<storage, read_write> rank: array<u32>;
 @group(0) @binding(2) var<storage, read_write> count: array<u32>;
+${vec ? "@group(0) @binding(3) var<storage, read> ids_v: array<vec4<i32>>;" : ""}
 struct P { n: u32, v: u32, _a: u32, _b: u32 }
-@group(0) @binding(3) var<uniform> p: P;
-var<workgroup> tile: array<i32, ${RANK_WG}>;
+@group(0) @binding(${vec ? 4 : 3}) var<uniform> p: P;
 @compute @workgroup_size(${RANK_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
   let n = (wid.y * nwg.x + wid.x) * ${RANK_WG}u + li;
-  // No early return: every thread must reach the barriers.
-  var id = -1;
-  if (n < p.n) { id = ids[n]; }
+  if (n >= p.n) { return; }
+  let id = ids[n];
+  if (id < 0 || u32(id) >= p.v) { return; }
   var r = 0u;
   var later = false;
-  for (var m0 = 0u; m0 < p.n; m0 += ${RANK_WG}u) {
-    let m = m0 + li;
-    tile[li] = select(-1, ids[min(m, p.n - 1u)], m < p.n);
-    workgroupBarrier();
-    let top = min(${RANK_WG}u, p.n - m0);
-    for (var k = 0u; k < top; k++) {
-      if (tile[k] == id) {
-        if (m0 + k < n) { r++; } else if (m0 + k > n) { later = true; }
-      }
-    }
-    workgroupBarrier();
-  }
-  if (n < p.n && id >= 0 && u32(id) < p.v) {
-    rank[n] = r;
-    // the last occurrence of an id is its only writer: no atomics, no race
-    if (!later) { count[u32(id)] = r + 1u; }
-  }
+  ${scan}
+  rank[n] = r;
+  // the last occurrence of an id is its only writer: no atomics, no race
+  if (!later) { count[u32(id)] = r + 1u; }
 }`;
+}
 
 /** Threads of the one-workgroup scan. */
 const SCAN_WG = 256;
@@ -161,24 +187,29 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   list[starts[u32(id)] + rank[n]] = n;
 }`;
 
-const SUM_SRC = (acc: boolean) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> dout: array<f32>;
+function sumSource(plan: RowPlan, acc: boolean): string {
+  return /* wgsl */ `
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> dout: array<V>;
 @group(0) @binding(1) var<storage, read> starts: array<u32>;
 @group(0) @binding(2) var<storage, read> list: array<u32>;
-@group(0) @binding(3) var<storage, read_write> dtable: array<f32>;
-struct P { v: u32, d: u32, _a: u32, _b: u32 }
+@group(0) @binding(3) var<storage, read_write> dtable: array<V>;
+struct P { v: u32, u: u32, _a: u32, _b: u32 }
 @group(0) @binding(4) var<uniform> p: P;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + li;
-  if (i >= p.v * p.d) { return; }
-  let v = i / p.d;
-  let j = i - v * p.d;
-  var s = 0.0;
-  for (var k = starts[v]; k < starts[v + 1u]; k++) { s += dout[list[k] * p.d + j]; }
-  ${acc ? "dtable[i] = dtable[i] + s;" : "dtable[i] = s;"}
+  let v = plan_row(wid, nwg, li);
+  if (v >= p.v) { return; }
+  let k0 = starts[v];
+  let k1 = starts[v + 1u];
+  for (var j = plan_lane(li); j < p.u; j += TPR) {
+    var s = V(0.0);
+    for (var k = k0; k < k1; k++) { s += dout[list[k] * p.u + j]; }
+    ${acc ? "dtable[v * p.u + j] = dtable[v * p.u + j] + s;" : "dtable[v * p.u + j] = s;"}
+  }
 }`;
+}
 
 /**
  * Encodes the embedding gradient `dTable[v, :] (+)= sum_{n: ids[n] = v} dout[n, :]`, summed in
@@ -203,12 +234,13 @@ export function embeddingBackward(
   const starts = Tensor.zeros(gpu, [V + 1], "u32"); // counts, then starts
   const list = Tensor.empty(gpu, [Math.max(1, N)], "u32");
   const np = (p: Params) => p.u32(N).u32(V).u32(0).u32(0);
+  const vec = N % 4 === 0;
   launch1d(
     gpu,
     "embedding_rank",
-    "",
-    () => RANK_SRC,
-    [ids.binding, rank.binding, starts.binding],
+    `${vec}`,
+    () => rankSource(vec),
+    [ids.binding, rank.binding, starts.binding, ...(vec ? [ids.binding] : [])],
     N,
     np,
     RANK_WG,
@@ -231,14 +263,15 @@ export function embeddingBackward(
     N,
     np,
   );
-  launch1d(
+  const plan = rowPlan(D);
+  launch(
     gpu,
     "embedding_bwd",
-    `${acc}`,
-    () => SUM_SRC(acc),
+    `${planKey(plan)}|${acc}`,
+    () => sumSource(plan, acc),
     [dout.binding, starts.binding, list.binding, dTable.binding],
-    V * D,
-    (p) => p.u32(V).u32(D).u32(0).u32(0),
+    planGrid(plan, V),
+    (p) => p.u32(V).u32(plan.units).u32(0).u32(0),
   );
   // Later users of these pooled buffers are encoded after the reads above.
   for (const t of [rank, starts, list]) t.dispose();

@@ -12,7 +12,15 @@ import { assertClose, assertSameBits, GPU_TEST, randint, randn, testGpu } from "
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 
 // [N tokens, V, D]: includes N past one rank tile (256), V past one scan chunk, odd D
-const SHAPES: [number, number, number][] = [[1, 1, 1], [7, 5, 3], [300, 37, 19], [600, 1000, 8]];
+// [N, V, D]: scalar and vec4 rows (D % 4), scalar and vec4 rank scans (N % 4), rows of
+// D > 256 (8 threads per row), many repeated ids (130 tokens over 50 ids)
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [7, 5, 3],
+  [300, 37, 19],
+  [600, 1000, 8],
+  [130, 50, 300],
+];
 
 /** Seeded ids in [0, V) with a few -1 (ignored) and one out-of-range id. */
 function makeIds(N: number, V: number, seed: number): Int32Array {
