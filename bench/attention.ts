@@ -21,7 +21,9 @@
  * to the largest |value|). Timing: pipelines compile in a warm-up, then each side runs back to
  * back for about `--target` seconds, ending in a queue sync; 3 alternating rounds, the best
  * counts (other jobs share a software adapter's cores; a single sizing run that already outlasts
- * the target counts as the first round). Where the adapter has timestamp queries,
+ * the target counts as the first round). The process CPU time of the same runs (best of the
+ * rounds) gives `cpu ratio`: on a software adapter the driver's threads are this process's, so
+ * it leaves out the time spent waiting for a core that another job holds. Where the adapter has timestamp queries,
  * the GPU time of the same work (the sum of its kernels, one timestamped pass each) is printed
  * too: it leaves out submit and sync overhead, which dominates small sizes on a real GPU.
  *
@@ -194,34 +196,42 @@ function setup(gpu: Gpu, sh: Shape) {
   };
 }
 
-/** Wall seconds of `n` back-to-back runs, to a queue sync. */
-async function timeRuns(gpu: Gpu, run: () => void, n: number): Promise<number> {
-  const t0 = performance.now();
+/** Wall and process-CPU seconds of `n` back-to-back runs, to a queue sync. */
+async function timeRuns(gpu: Gpu, run: () => void, n: number): Promise<[number, number]> {
+  const t0 = performance.now(), c0 = process.cpuUsage();
   for (let i = 0; i < n; i++) run();
   await gpu.sync();
-  return (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return [(performance.now() - t0) / 1000, (c.user + c.system) / 1e6];
 }
 
-/** Best-of-`rounds` wall seconds per run of each side, the sides alternating within a round. */
+/**
+ * Best-of-`rounds` wall and process-CPU seconds per run of each side, the sides alternating
+ * within a round. On a software adapter the CPU time (the driver's threads are ours) is the
+ * steadier figure when other jobs share the cores: it leaves out the time we wait for a core.
+ */
 async function compare(
   gpu: Gpu,
   runs: (() => void)[],
   opts: { rounds: number; target: number },
-): Promise<number[]> {
-  const counts: number[] = [], best: number[] = [];
+): Promise<{ wall: number[]; cpu: number[] }> {
+  const counts: number[] = [], wall: number[] = [], cpu: number[] = [];
   for (const r of runs) {
     await timeRuns(gpu, r, 1); // compiles
-    const one = await timeRuns(gpu, r, 1); // counts as a round when a run outlasts the target
+    const [one, oneCpu] = await timeRuns(gpu, r, 1); // a round when a run outlasts the target
     counts.push(Math.max(1, Math.min(200, Math.round(opts.target / Math.max(one, 1e-5)))));
-    best.push(one);
+    wall.push(one);
+    cpu.push(oneCpu);
   }
   const skip = counts.every((c) => c === 1) ? 1 : 0;
   for (let round = skip; round < opts.rounds; round++) {
     for (let i = 0; i < runs.length; i++) {
-      best[i] = Math.min(best[i], (await timeRuns(gpu, runs[i], counts[i])) / counts[i]);
+      const [w, c] = await timeRuns(gpu, runs[i], counts[i]);
+      wall[i] = Math.min(wall[i], w / counts[i]);
+      cpu[i] = Math.min(cpu[i], c / counts[i]);
     }
   }
-  return best;
+  return { wall, cpu };
 }
 
 /** GPU milliseconds of one run (sum over its kernels' timestamped passes, mean of `reps`). */
@@ -296,6 +306,10 @@ interface Row {
   fused_ms: number;
   unfused_ms: number;
   speedup: number;
+  /** Process CPU ms per run (best of the rounds) and their ratio. */
+  fused_cpu_ms: number;
+  unfused_cpu_ms: number;
+  cpu_speedup: number;
   fused_gpu_ms: number | null;
   unfused_gpu_ms: number | null;
   gpu_speedup: number | null;
@@ -341,6 +355,7 @@ async function main() {
     "fused ms",
     "unfused ms",
     "ratio",
+    "cpu ratio",
     "gpu ratio",
     "fused GF/s",
     "max|diff|",
@@ -376,7 +391,8 @@ async function main() {
       for (const mode of ["fwd", "fwd+bwd"] as const) {
         const key = mode === "fwd" ? "fwd" : "fwdBwd";
         const runs = [s.fused[key], s.unfused[key]];
-        const [fs, us] = await compare(gpu, runs, { rounds, target });
+        const t = await compare(gpu, runs, { rounds, target });
+        const [fs, us] = t.wall, [fc, uc] = t.cpu;
         let fg: number | null = null, ug: number | null = null;
         if (timestamps) {
           const reps = software ? 1 : 3;
@@ -403,6 +419,9 @@ async function main() {
           fused_ms: fs * 1000,
           unfused_ms: us * 1000,
           speedup: us / fs,
+          fused_cpu_ms: fc * 1000,
+          unfused_cpu_ms: uc * 1000,
+          cpu_speedup: uc / fc,
           fused_gpu_ms: fg,
           unfused_gpu_ms: ug,
           gpu_speedup: fg && ug ? ug / fg : null,
@@ -422,6 +441,7 @@ async function main() {
           row.fused_ms.toFixed(2),
           row.unfused_ms.toFixed(2),
           `${row.speedup.toFixed(2)}x`,
+          `${row.cpu_speedup.toFixed(2)}x`,
           row.gpu_speedup ? `${row.gpu_speedup.toFixed(2)}x` : "-",
           row.fused_gflops.toFixed(1),
           `${diff.toExponential(1)} (of ${scale.toFixed(2)})`,
@@ -444,7 +464,8 @@ async function main() {
   const secs = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage();
   console.log(
-    `\nratio = unfused ms / fused ms (goal: >= 3x at T=512); load average after: ${load()}; ` +
+    `\nratio = unfused ms / fused ms (goal: >= 3x at T=512); cpu ratio = the same in process ` +
+      `CPU time; load average after: ${load()}; ` +
       `${secs.toFixed(0)} s (process CPU ${((cpu.user + cpu.system) / 1e6).toFixed(0)} s)`,
   );
   const bad = rows.filter((r) => !(r.max_abs_diff <= 1e-3 * Math.max(1, r.max_abs_value)));

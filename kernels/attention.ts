@@ -32,17 +32,22 @@
  *    q, dO, lse, D, dQ, looping over the keys up to the block's last row.
  * Probabilities are recomputed as `exp(s - lse)` with the same pre-scaled q as the forward.
  *
- * Why this shape (measured on Mesa's lavapipe, 2 cores; `bench/attention.ts`, and the recipe of
- * `kernels/matmul.ts`): a workgroup is one 8-wide SIMD group of the CPU driver, and every
- * storage or workgroup load is an emulated per-lane gather costing tens of FMAs, whether or not
- * the lanes read the same address. So the kernels read k/v (or q/dO) rows straight from storage
- * as vec4s at addresses shared by all lanes, and make each load feed R rows' FMAs: R register
- * rows per lane is the knob (the forward at mini's dims runs about 3x faster at R = 8 than at
- * R = 2). Staging tiles in workgroup memory buys little when the workgroup is one SIMD group,
- * and the old one-row-per-thread kernels that read scalars from workgroup memory were 5-15x
- * slower. R is the largest of 8, 4, 2, 1 whose per-lane state fits `REG_BUDGET` vec4s: larger
- * register tiles still gain a little but LLVM's compile time grows steeply with the live state
- * (about 17 s for the dK/dV kernel at mini's dims with R = 8, against about 6 s at R = 4).
+ * Why this shape (measured on Mesa's lavapipe 22.3, 2 cores, with `bench/attention.ts` and
+ * throwaway variants; the recipe of `kernels/matmul.ts`): a workgroup is one 8-wide SIMD group of
+ * the CPU driver, and every storage load is emulated lane by lane (about 30-40 ns per vec4 per
+ * SIMD group), whether or not the lanes read the same address; FMAs are nearly free next to it.
+ * Replacing 22 of the dK/dV kernel's 24 vec4 loads per trip with constants made it ~4x faster.
+ * So the kernels read k/v (or q/dO) rows straight from storage as vec4s at addresses shared by
+ * all lanes, and make each load feed the R rows (or keys) a lane holds in registers: R is the
+ * knob (the forward at mini's dims runs 2.5-5x faster at R = 8 than at R = 2; C, the keys per
+ * trip, changes nothing for the loads per score and measured flat or worse above 2). What did
+ * not pay: staging q/dO tiles in workgroup memory (the dK/dV kernel got 1.4-1.8x slower: those
+ * loads are emulated too, plus barriers), reading through rgba32float textures (same cost per
+ * vec4), R = 8 in the backward kernels (0-10% faster: 48 KB of live state per SIMD group
+ * overflows the 32 KB L1, and LLVM's compile time grows steeply with the live state, about 17 s
+ * for dK/dV at mini's dims against about 5 s at R = 4). So R is the largest of 8, 4, 2, 1 whose
+ * per-lane state fits `REG_BUDGET` vec4s (24 KB per SIMD group). The old kernels (one row per
+ * thread, 32-thread workgroups, scalar reads of workgroup-memory tiles) were 7-15x slower.
  * Every row/dim loop is written out (no private arrays, which lavapipe indexes with gathers),
  * and masking is a `select` on every trip rather than a separate diagonal path: it costs one
  * compare per score and halves the code LLVM compiles. Rows and keys past T are read clamped to
@@ -54,8 +59,9 @@
  * ceil(T / C) trips and no nested loops, so T up to 65535 is safe.
  *
  * Left out: dropout, non-causal attention, f16 inputs, sliding windows, skipping key tiles that
- * segment ids mask entirely. Heads as wide as V3's (192/128) work with R = 1 but the per-lane
- * state spills; on real GPUs a tensor-core path would be the next step.
+ * segment ids mask entirely. Heads as wide as V3's (192/128) get R = 2 (forward) and 1
+ * (backward), so their loads are barely amortised; on real GPUs a tensor-core path would be the
+ * next step.
  *
  * @module
  */
