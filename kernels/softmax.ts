@@ -34,17 +34,30 @@ import { Tensor } from "./tensor.ts";
  * WGSL for a {@linkcode rowPlan} kernel that binds the row input as `x: array<V>`:
  * `row_stats(li, base, n) -> vec2(max, sum of exp(x - max))` over the units `x[base .. base + n)`
  * of this thread's row (n = 0 for a thread past the last row). Each thread folds its strided
- * units online (running max, rescaled sum: one read of the row), then the lanes combine. Call it
- * from uniform control flow. Shared with cross-entropy.
+ * units online, four per trip (running max, rescaled sum: one read of the row), then the lanes
+ * combine. Call it from uniform control flow. Shared with cross-entropy.
  */
 export const WGSL_ROW_STATS = /* wgsl */ `
 fn row_stats(li: u32, base: u32, n: u32) -> vec2<f32> {
   var m = NEG_MAX;
   var s = 0.0;
-  for (var j = plan_lane(li); j < n; j += TPR) {
+  var j = plan_lane(li);
+  // Four units per trip (the lanes of a row still read neighbouring units), so the running sum
+  // is rescaled once per four units: exp is what bounds this loop on a CPU adapter.
+  for (; j + 3u * TPR < n; j += 4u * TPR) {
+    let a = x[base + j];
+    let b = x[base + j + TPR];
+    let c = x[base + j + 2u * TPR];
+    let d = x[base + j + 3u * TPR];
+    let mn = max(m, max(max(hmax(a), hmax(b)), max(hmax(c), hmax(d))));
+    // exp(NEG_MAX - mn) and exp(-inf - mn) underflow to 0: empty and masked prefixes vanish.
+    let e = (hsum(exp(a - mn)) + hsum(exp(b - mn))) + (hsum(exp(c - mn)) + hsum(exp(d - mn)));
+    s = s * exp(m - mn) + e;
+    m = mn;
+  }
+  for (; j < n; j += TPR) {
     let v = x[base + j];
     let mn = max(m, hmax(v));
-    // exp(NEG_MAX - mn) and exp(-inf - mn) underflow to 0: empty and masked prefixes vanish.
     s = s * exp(m - mn) + hsum(exp(v - mn));
     m = mn;
   }
