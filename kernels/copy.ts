@@ -14,10 +14,10 @@
  *     transpose12:           [A, B, C, D] -> [A, C, B, D]
  *
  * Every backward either writes its whole gradient or adds into it, following `gradFor`: no
- * zero fills are needed. copyColumns follows `_rows.ts`'s row plan (rows on threads, vec4 units
- * when every offset and length is 4-aligned: no per-element division, which lavapipe does lane
- * by lane); the others run one thread per output element. The only reduction (the shared part's
- * gradient over heads) loops over heads in a fixed order.
+ * zero fills are needed. copyColumns and the key build follow `_rows.ts`'s row plan (rows on
+ * threads, vec4 units when every offset and length is 4-aligned: no per-element division, which
+ * lavapipe does lane by lane); transpose12 runs one thread per output element. The only
+ * reduction (the shared part's gradient over heads) loops over heads in a fixed order.
  *
  * @module
  */
@@ -186,42 +186,57 @@ export function concatLastDim(parts: Tensor[]): Tensor {
   return out;
 }
 
-const BCAST_SRC = (acc: boolean) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> sh: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-struct P { n: u32, h: u32, da: u32, ds: u32 }
+function bcastSource(plan: RowPlan, acc: boolean): string {
+  return /* wgsl */ `
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> a: array<V>;
+@group(0) @binding(1) var<storage, read> sh: array<V>;
+@group(0) @binding(2) var<storage, read_write> out: array<V>;
+// rows = B T H; h heads; da, ds in units
+struct P { rows: u32, h: u32, da: u32, ds: u32 }
 @group(0) @binding(3) var<uniform> p: P;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + li;
-  if (i >= p.n) { return; }
+  let row = plan_row(wid, nwg, li); // (b, t, h)
+  if (row >= p.rows) { return; }
   let s = p.da + p.ds;
-  let row = i / s;             // (b, t, h)
-  let j = i - row * s;
-  var v = 0.0;
-  if (j < p.da) { v = a[row * p.da + j]; } else { v = sh[(row / p.h) * p.ds + j - p.da]; }
-  ${acc ? "out[i] = out[i] + v;" : "out[i] = v;"}
+  let shb = (row / p.h) * p.ds;
+  for (var j = plan_lane(li); j < s; j += TPR) {
+    var v: V;
+    if (j < p.da) { v = a[row * p.da + j]; } else { v = sh[shb + j - p.da]; }
+    ${acc ? "out[row * s + j] = out[row * s + j] + v;" : "out[row * s + j] = v;"}
+  }
 }`;
+}
 
-const BCAST_BWD_SRC = (acc: boolean) => /* wgsl */ `
-@group(0) @binding(0) var<storage, read> dout: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dsh: array<f32>;
-struct P { n: u32, h: u32, da: u32, ds: u32 }
+function bcastBackwardSource(plan: RowPlan, acc: boolean): string {
+  return /* wgsl */ `
+${wgslRowPlan(plan)}
+@group(0) @binding(0) var<storage, read> dout: array<V>;
+@group(0) @binding(1) var<storage, read_write> dsh: array<V>;
+// rows = B T; h heads; da, ds in units
+struct P { rows: u32, h: u32, da: u32, ds: u32 }
 @group(0) @binding(2) var<uniform> p: P;
-@compute @workgroup_size(256)
+@compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
-  let i = (wid.y * nwg.x + wid.x) * 256u + li;
-  if (i >= p.n) { return; }
-  let bt = i / p.ds;
-  let j = i - bt * p.ds;
+  let bt = plan_row(wid, nwg, li);
+  if (bt >= p.rows) { return; }
   let s = p.da + p.ds;
-  var acc = 0.0;
-  for (var h = 0u; h < p.h; h++) { acc += dout[(bt * p.h + h) * s + p.da + j]; }
-  ${acc ? "dsh[i] = dsh[i] + acc;" : "dsh[i] = acc;"}
+  for (var j = plan_lane(li); j < p.ds; j += TPR) {
+    var acc = V(0.0);
+    for (var h = 0u; h < p.h; h++) { acc += dout[(bt * p.h + h) * s + p.da + j]; }
+    ${acc ? "dsh[bt * p.ds + j] = dsh[bt * p.ds + j] + acc;" : "dsh[bt * p.ds + j] = acc;"}
+  }
 }`;
+}
+
+/** The row plan of the key build: vec4 units when both parts are whole vec4s. */
+function bcastPlan(da: number, ds: number, width: number): { plan: RowPlan; w: number } {
+  const w = da % 4 === 0 && ds % 4 === 0 ? 4 : 1;
+  return { plan: { ...rowPlan(width), vec: w === 4, units: width / w }, w };
+}
 
 function bcastShape(a: Tensor, shared: Tensor, what: string) {
   if (a.shape.length !== 4 || shared.shape.length !== 4 || shared.shape[2] !== 1) {
@@ -256,15 +271,17 @@ export function concatBroadcastHeadsForward(
       `concatBroadcastHeadsForward: out [${out.shape}] is not [${a.shape.slice(0, 3)}, ${da + ds}]`,
     );
   }
-  const acc = Boolean(opts.accumulate);
-  launch1d(
+  const acc = Boolean(opts.accumulate), rows = a.size / da;
+  if (rows === 0) return;
+  const { plan, w } = bcastPlan(da, ds, da + ds);
+  launch(
     a.gpu,
     "concat_bcast_heads",
-    `${acc}`,
-    () => BCAST_SRC(acc),
+    `${planKey(plan)}|${acc}`,
+    () => bcastSource(plan, acc),
     [a.binding, shared.binding, out.binding],
-    out.size,
-    (p) => p.u32(out.size).u32(H).u32(da).u32(ds),
+    planGrid(plan, rows),
+    (p) => p.u32(rows).u32(H).u32(da / w).u32(ds / w),
   );
 }
 
@@ -297,14 +314,16 @@ export function concatBroadcastHeadsBackward(
         `concatBroadcastHeadsBackward: dshared [${dshared.shape}] vs dout [${dout.shape}]`,
       );
     }
-    launch1d(
+    if (B * T === 0 || ds === 0) return;
+    const { plan, w } = bcastPlan(s - ds, ds, ds);
+    launch(
       dout.gpu,
       "concat_bcast_heads_bwd",
-      `${acc}`,
-      () => BCAST_BWD_SRC(acc),
+      `${planKey(plan)}|${acc}`,
+      () => bcastBackwardSource(plan, acc),
       [dout.binding, dshared.binding],
-      dshared.size,
-      (p) => p.u32(dshared.size).u32(H).u32(s - ds).u32(ds),
+      planGrid(plan, B * T),
+      (p) => p.u32(B * T).u32(H).u32((s - ds) / w).u32(ds / w),
     );
   }
 }

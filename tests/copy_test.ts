@@ -78,7 +78,15 @@ Deno.test("slice and concat CPU backwards match finite differences", () => {
 
 Deno.test("concatBroadcastHeads and its backward match the CPU twin", GPU_TEST, async () => {
   const gpu = await testGpu();
-  for (const [B, T, H, da, ds] of [[1, 1, 1, 1, 1], [2, 5, 3, 7, 4], [1, 9, 16, 12, 8]]) {
+  // scalar and vec4 units, several workgroups of rows (4 x 20 x 4), rows past 256 units
+  const shapes: [number, number, number, number, number][] = [
+    [1, 1, 1, 1, 1],
+    [2, 5, 3, 7, 4],
+    [1, 9, 16, 12, 8],
+    [4, 20, 4, 16, 16],
+    [1, 2, 2, 4, 300],
+  ];
+  for (const [B, T, H, da, ds] of shapes) {
     const shape = { B, T, H, da, ds };
     const a = randn(B * T * H * da, 1), sh = randn(B * T * ds, 2);
     const at = Tensor.from(gpu, a, [B, T, H, da]), st = Tensor.from(gpu, sh, [B, T, 1, ds]);
