@@ -43,11 +43,14 @@
  * trip, changes nothing for the loads per score and measured flat or worse above 2). What did
  * not pay: staging q/dO tiles in workgroup memory (the dK/dV kernel got 1.4-1.8x slower: those
  * loads are emulated too, plus barriers), reading through rgba32float textures (same cost per
- * vec4), R = 8 in the backward kernels (0-10% faster: 48 KB of live state per SIMD group
- * overflows the 32 KB L1, and LLVM's compile time grows steeply with the live state, about 17 s
- * for dK/dV at mini's dims against about 5 s at R = 4). So R is the largest of 8, 4, 2, 1 whose
- * per-lane state fits `REG_BUDGET` vec4s (24 KB per SIMD group). The old kernels (one row per
- * thread, 32-thread workgroups, scalar reads of workgroup-memory tiles) were 7-15x slower.
+ * vec4), R = 8 in the dK/dV kernel (no faster: its 48 KB of live state per SIMD group
+ * overflows the 32 KB L1). LLVM's compile time grows steeply with the live state: at mini's dims
+ * the forward (R = 8, 24 vec4s per row) compiles in about 2 s, dK/dV (R = 4) in about 5 s and dQ
+ * in about 3 s at R = 4 but 14 s at R = 8, which is kept because it runs 10-30% faster (more
+ * under load); Mesa caches compiled shaders on disk, so this is paid once per machine. So R is
+ * the largest of 8, 4, 2, 1 whose per-lane state fits `REG_BUDGET` vec4s (40 KB per SIMD
+ * group). The old kernels (one row per thread, 32-thread workgroups, scalar reads of
+ * workgroup-memory tiles) were 7-15x slower.
  * Every row/dim loop is written out (no private arrays, which lavapipe indexes with gathers),
  * and masking is a `select` on every trip rather than a separate diagonal path: it costs one
  * compare per score and halves the code LLVM compiles. Rows and keys past T are read clamped to
@@ -86,8 +89,11 @@ export interface AttentionShape {
 
 /** Threads per workgroup: one 8-wide SIMD group of a 256-bit CPU driver (lavapipe). */
 const L = 8;
-/** Per-lane register state (in vec4s) that picks R; see the module doc. */
-const REG_BUDGET = 192;
+/**
+ * Per-lane register state (in vec4s) that picks R: 320 vec4s x 8 lanes = 40 KB per SIMD group;
+ * the dK/dV kernel's R = 8 (384) measured no faster, the dQ kernel's (320) 10-30% faster.
+ */
+const REG_BUDGET = 320;
 
 /** The register tile of one kernel: R rows (or keys) per lane, C keys (or rows) per trip. */
 interface Tile {
