@@ -250,3 +250,47 @@ Deno.test(
     model.arena.destroy();
   },
 );
+
+Deno.test(
+  "SftTask with replay adds weight x the replayed text's CE and resumes both samplers exactly",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const cfg = resolveConfig("tiny");
+    const model = new DeepSeekV3(gpu, cfg);
+    model.load(initParameters(cfg, 11));
+    const exs = Array.from({ length: 6 }, (_, k) => {
+      const e = fakeExample(8 + k, 70 + k);
+      e.ids = e.ids.map((v) => v % cfg.vocab_size);
+      return e;
+    });
+    const text = randint(400, 5, cfg.vocab_size);
+    const opts = { B: 2, T: 32, seed: 1, mtp: false };
+    const replay = { tokens: text, B: 2, T: 16, weight: 0.5 };
+    const scope = new Scope();
+    const plain = new SftTask(exs, [], opts).forward(model);
+    const task = new SftTask(exs, [], { ...opts, replay });
+    const mixed = task.forward(model);
+    assert.deepEqual(Object.keys(mixed.terms).sort(), ["ce", "replay_ce"]);
+    assert.equal(mixed.tokens, plain.tokens + 2 * 16, "replayed targets count as tokens");
+    const ce = (await mixed.terms.ce.readF32())[0];
+    const rce = (await mixed.terms.replay_ce.readF32())[0];
+    assertClose([ce], await plain.loss.readF32(), { atol: 1e-6, label: "same conversations" });
+    assert.ok(rce > 1, `replayed CE of an untrained model ${rce}`);
+    assertClose(await mixed.loss.readF32(), [ce + 0.5 * rce], { atol: 1e-5, label: "loss" });
+
+    // Resume: a task restored from the state continues with the same batches.
+    const saved = JSON.parse(JSON.stringify(task.state()));
+    const next = (await task.forward(model).loss.readF32())[0];
+    const resumed = new SftTask(exs, [], { ...opts, replay });
+    resumed.restore(saved);
+    assertClose(await resumed.forward(model).loss.readF32(), [next], { atol: 0 });
+    assert.throws(() => new SftTask(exs, [], opts).restore(saved), /with replay/);
+    assert.throws(
+      () => new SftTask(exs, [], { ...opts, replay }).restore({ epoch: 0, cursor: 0 }),
+      /without replay/,
+    );
+    scope.dispose();
+    model.arena.destroy();
+  },
+);

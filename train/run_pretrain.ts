@@ -204,16 +204,16 @@ export function modelConfigFrom(
 }
 
 /** Reads `meta.json` of a prepared data directory, with a clear error when it is missing. */
-export async function readPrepareMeta(dir: string): Promise<PrepareMeta> {
+export async function readPrepareMeta(dir: string, flag = "--data"): Promise<PrepareMeta> {
   try {
     return JSON.parse(await Deno.readTextFile(`${dir}/meta.json`));
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new Error(
-        `--data ${dir}: no meta.json there; run \`cli.ts prepare --out ${dir}\` first`,
+        `${flag} ${dir}: no meta.json there; run \`cli.ts prepare --out ${dir}\` first`,
       );
     }
-    throw new Error(`--data ${dir}/meta.json: ${(e as Error).message}`);
+    throw new Error(`${flag} ${dir}/meta.json: ${(e as Error).message}`);
   }
 }
 

@@ -14,7 +14,8 @@ import { loadTokenizer, PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
 import { loadCheckpoint, type LoadedCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
 import { defineOptions, type OptionSpec, type OptionValues } from "./options.ts";
-import { COMMON_TRAIN_OPTIONS, loopOptionsFrom } from "./run_pretrain.ts";
+import { COMMON_TRAIN_OPTIONS, loopOptionsFrom, readPrepareMeta } from "./run_pretrain.ts";
+import { readShard } from "./shards.ts";
 import {
   type ChatExample,
   readConversations,
@@ -95,6 +96,34 @@ export const SFT_OPTIONS = defineOptions(
         "also train the MTP module and the balance loss, as pretraining (--no-mtp: main CE only)",
       why:
         "keeps MTP drafts (speculative decoding) in tune with chat; --no-mtp is ~40% faster on nano",
+    },
+    {
+      name: "replayData",
+      type: "string",
+      default: null,
+      help: "prepared pretraining data directory (train.bin) to replay next to the " +
+        "conversations, so SFT does not wipe what pretraining taught (default: no replay)",
+    },
+    {
+      name: "replayBatchSize",
+      type: "integer",
+      default: 2,
+      min: 1,
+      help: "windows of pretraining text replayed per micro-batch (with --replay-data)",
+    },
+    {
+      name: "replaySeqLen",
+      type: "integer",
+      default: 128,
+      min: 2,
+      help: "tokens per replayed window (<= the model's max_seq_len)",
+    },
+    {
+      name: "replayWeight",
+      type: "number",
+      default: 1,
+      min: 0,
+      help: "weight of the replayed text's next-token CE in the loss",
     },
     ...SOURCE_OPTIONS,
     ...withDefaults(COMMON_TRAIN_OPTIONS, {
@@ -253,12 +282,40 @@ export async function runSft(
         `${countTruncated(train, T)} longer than ${T} positions are truncated; ` +
         `from ${checkpoint.dir}`,
     );
+    let replay;
+    if (values.replayData) {
+      const meta = await readPrepareMeta(values.replayData, "--replay-data");
+      if (meta.vocabSize > cfg.vocab_size) {
+        throw new Error(
+          `--replay-data ${values.replayData}: its tokenizer has ${meta.vocabSize} ids, the ` +
+            `model ${cfg.vocab_size}; prepare it with the model's tokenizer`,
+        );
+      }
+      if (values.replaySeqLen > cfg.max_seq_len) {
+        throw new Error(
+          `--replay-seq-len ${values.replaySeqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
+        );
+      }
+      const tokens = (await readShard(`${values.replayData}/train.bin`)).tokens;
+      replay = {
+        tokens,
+        B: values.replayBatchSize,
+        T: values.replaySeqLen,
+        weight: values.replayWeight,
+      };
+      log(
+        `sft: replaying ${values.replayBatchSize} x ${values.replaySeqLen} tokens of ` +
+          `${values.replayData}/train.bin (${tokens.length} tokens) per micro-batch, weight ` +
+          `${values.replayWeight}`,
+      );
+    }
     const task = new SftTask(train, val, {
       B: values.batchSize,
       T,
       seed: values.seed,
       padId: padIdOf(tok),
       mtp: values.mtp,
+      replay,
     });
     return await trainLoop(model, task, {
       ...loopOptionsFrom(values),

@@ -21,6 +21,7 @@
  * @module
  */
 import { crossEntropy } from "../kernels/cross_entropy.ts";
+import { add, scale } from "../kernels/elementwise.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
 import type { DeepSeekV3, HostBatch } from "../model/transformer.ts";
 import type { ChatMessage, Tokenizer, ToolSpec } from "../tokenizer/mod.ts";
@@ -28,6 +29,8 @@ import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
 import type { TaskOutput, TrainTask } from "./loop.ts";
 import { Rng } from "./rng.ts";
+import { toHostBatch } from "./pretrain.ts";
+import { BatchSampler, type SamplerState } from "./sampler.ts";
 
 /** One conversation as read from a file. */
 export interface Conversation {
@@ -356,6 +359,20 @@ export interface SftOptions {
    * size is ~40% of a step (the 3.5k-row head dominates such a small model).
    */
   mtp?: boolean;
+  /**
+   * Pretraining text replayed next to the conversations, so SFT adapts the model to the chat
+   * format without wiping what pretraining taught it (knowledge learned only from pretraining
+   * text is what held-out questions ask). Each micro-batch adds `B` windows of `T` tokens of
+   * `tokens` (shuffled epochs, as pretraining samples them) and `weight` times their mean
+   * next-token CE to the loss. Its routing does not move the router biases.
+   */
+  replay?: { tokens: ArrayLike<number>; B: number; T: number; weight: number };
+}
+
+/** The data position of an {@linkcode SftTask} with replay: both samplers. */
+export interface SftTaskState {
+  sft: SftSamplerState;
+  replay: SamplerState;
 }
 
 /**
@@ -380,6 +397,7 @@ export class SftTask implements TrainTask {
   /** Stage name. */
   readonly name = "sft";
   private readonly sampler: SftSampler;
+  private readonly replay: BatchSampler | null;
 
   /** @param train Training examples. @param val Held-out examples (may be empty). */
   constructor(
@@ -388,28 +406,47 @@ export class SftTask implements TrainTask {
     private readonly opts: SftOptions,
   ) {
     this.sampler = new SftSampler(train, opts);
+    const r = opts.replay;
+    if (r && !(r.weight >= 0 && r.B >= 1 && r.T >= 1)) {
+      throw new Error(`SFT replay: need B, T >= 1 and weight >= 0, got ${JSON.stringify(r)}`);
+    }
+    // Its own seed stream: the conversation order is the same with or without replay.
+    this.replay = r ? new BatchSampler(r.tokens, { B: r.B, T: r.T, seed: opts.seed + 1 }) : null;
   }
 
-  /** Packs the next micro-batch and encodes its forward. */
+  /** Packs the next micro-batch (and the replayed text) and encodes its forward. */
   forward(model: DeepSeekV3): TaskOutput {
     const b = this.sampler.next();
     const dev = model.upload(b, { logitRows: "targets" });
+    let out: TaskOutput;
     if (this.opts.mtp === false) {
-      const out = model.forward(dev, { logitsOnly: true });
-      const ce = crossEntropy(out.logits, dev.targets!).loss;
-      return {
+      const fwd = model.forward(dev, { logitsOnly: true });
+      const ce = crossEntropy(fwd.logits, dev.targets!).loss;
+      out = {
         loss: ce,
         terms: { ce },
-        loads: withIdleLoads(model, out.loads),
+        loads: withIdleLoads(model, fwd.loads),
         tokens: b.targetTokens,
       };
+    } else {
+      const fwd = model.forward(dev);
+      const l = fwd.losses!;
+      const terms: Record<string, Tensor> = { ce: l.main };
+      if (l.mtp) terms.mtp = l.mtp;
+      if (l.balance) terms.balance = l.balance;
+      out = { loss: l.total, terms, loads: fwd.loads, tokens: b.targetTokens };
     }
-    const out = model.forward(dev);
-    const l = out.losses!;
-    const terms: Record<string, Tensor> = { ce: l.main };
-    if (l.mtp) terms.mtp = l.mtp;
-    if (l.balance) terms.balance = l.balance;
-    return { loss: l.total, terms, loads: out.loads, tokens: b.targetTokens };
+    if (this.replay) {
+      const r = this.opts.replay!;
+      const rb = this.replay.next();
+      const rdev = model.upload(toHostBatch(rb, r));
+      const ce = crossEntropy(model.forward(rdev, { logitsOnly: true }).logits, rdev.targets!)
+        .loss;
+      out.terms.replay_ce = ce;
+      out.loss = add(out.loss, scale(ce, r.weight));
+      out.tokens += rb.targetTokens;
+    }
+    return out;
   }
 
   /** Assistant-token CE and perplexity on the held-out conversations. */
@@ -418,14 +455,27 @@ export class SftTask implements TrainTask {
     return { ...(await evaluateChatLoss(model, this.val, this.opts)) };
   }
 
-  /** The sampler position. */
-  state(): SftSamplerState {
-    return this.sampler.state();
+  /** The sampler position (both samplers' with replay). */
+  state(): SftSamplerState | SftTaskState {
+    const sft = this.sampler.state();
+    return this.replay ? { sft, replay: this.replay.state() } : sft;
   }
 
   /** Restores {@linkcode state}'s value. */
   restore(state: unknown): void {
-    this.sampler.restore(state as SftSamplerState);
+    const s = state as Partial<SftTaskState>;
+    if (this.replay) {
+      if (!s.sft || !s.replay) {
+        throw new Error("SFT resume: the checkpoint was written without replay; resume without it");
+      }
+      this.sampler.restore(s.sft);
+      this.replay.restore(s.replay);
+    } else {
+      if (s.sft) {
+        throw new Error("SFT resume: the checkpoint was written with replay; pass it again");
+      }
+      this.sampler.restore(state as SftSamplerState);
+    }
   }
 }
 
