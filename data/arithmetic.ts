@@ -77,3 +77,49 @@ export function arithmeticLine(
   if (options.lang === "zh" && m) return `${m[1]}${ZH_OPS[m[2]]}${m[3]}等于${options.value}。`;
   return `${expression} = ${options.value}`;
 }
+
+/** Ways a user asks for a calculation, per language (`{}` is the expression). */
+const CALCULATION_FORMS: Record<"en" | "zh", readonly string[]> = {
+  en: ["What is {}?", "Calculate {}.", "Please compute {}."],
+  zh: ["{}等于多少？", "帮我算一下{}。", "请计算{}。"],
+};
+
+/** Number of phrasings {@linkcode calculationQuestion} has per language. */
+export const CALCULATION_FORMS_COUNT = 3;
+
+/**
+ * A request to calculate `expression`, in one of {@linkcode CALCULATION_FORMS_COUNT} phrasings:
+ * the user turn of calculator conversations and the question of worked arithmetic in
+ * pretraining text.
+ *
+ * @example
+ * ```ts
+ * calculationQuestion("17 + 25", { lang: "en", form: 1 }); // "Calculate 17 + 25."
+ * ```
+ */
+export function calculationQuestion(
+  expression: string,
+  options: { lang: "en" | "zh"; form: number },
+): string {
+  const forms = CALCULATION_FORMS[options.lang];
+  return forms[options.form % forms.length].replace("{}", expression);
+}
+
+/**
+ * A worked question for pretraining text: the question, then the answer restating the
+ * expression (`"Q: What is 17 + 25?\nA: 17 + 25 = 42"`). Restating a fresh expression is
+ * copying from the context: it grows the attention pattern that later copies a tool call's
+ * arguments out of the user's message.
+ *
+ * @example
+ * ```ts
+ * workedArithmetic("17 + 25", { value: 42, lang: "zh", form: 0 }); // "问：17 + 25等于多少？\n答：17 + 25 = 42"
+ * ```
+ */
+export function workedArithmetic(
+  expression: string,
+  options: { value: number; lang: "en" | "zh"; form: number },
+): string {
+  const [q, a] = options.lang === "en" ? ["Q: ", "A: "] : ["问：", "答："];
+  return `${q}${calculationQuestion(expression, options)}\n${a}${expression} = ${options.value}`;
+}

@@ -24,7 +24,13 @@
  * @module
  */
 
-export { arithmeticLine, isEvalExpression, randomExpression } from "./arithmetic.ts";
+export {
+  arithmeticLine,
+  calculationQuestion,
+  isEvalExpression,
+  randomExpression,
+  workedArithmetic,
+} from "./arithmetic.ts";
 export {
   benchmarkText,
   buildCorpus,

@@ -8,7 +8,8 @@
  *   included; they are plain text, not the chat template, so evaluation still tests that the
  *   model carries pretraining knowledge into chat;
  * - short stories that restate true facts in context;
- * - arithmetic lines ("17 + 25 = 42").
+ * - arithmetic: lines ("17 + 25 = 42") and worked questions that restate the expression
+ *   ("Q: What is 17 + 25?\nA: 17 + 25 = 42"), which teach copying from the context.
  *
  * Every fact appears in every document kind that covers it, so held-out facts are as well
  * represented in pretraining as the rest.
@@ -16,7 +17,12 @@
  * @module
  */
 
-import { arithmeticLine, randomExpression } from "./arithmetic.ts";
+import {
+  arithmeticLine,
+  CALCULATION_FORMS_COUNT,
+  randomExpression,
+  workedArithmetic,
+} from "./arithmetic.ts";
 import { article, type Bilingual } from "./lexicon.ts";
 import { deriveSeed, Rng } from "./rng.ts";
 import {
@@ -136,10 +142,20 @@ function list(facts: Fact[], lang: Lang, rng: Rng): string {
   return join([LIST_TITLES[facts[0].kind][lang], ...body], lang);
 }
 
+/** Share of arithmetic lines written as a worked question that restates its expression. */
+const WORKED_SHARE = 0.6;
+
 function arithmetic(rng: Rng): string {
   const lang: Lang = rng.chance(0.5) ? "en" : "zh";
   const lines = Array.from({ length: rng.int(8, 16) }, () => {
     const { expression, value } = randomExpression(rng);
+    if (rng.chance(WORKED_SHARE)) {
+      return workedArithmetic(expression, {
+        value,
+        lang,
+        form: rng.int(0, CALCULATION_FORMS_COUNT - 1),
+      });
+    }
     return arithmeticLine(expression, { value, lang: rng.chance(0.5) ? lang : "en" });
   });
   return (lang === "en" ? "Arithmetic practice:\n" : "算术练习：\n") + lines.join("\n");

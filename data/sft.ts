@@ -10,7 +10,12 @@
  * @module
  */
 
-import { isEvalExpression, randomExpression } from "./arithmetic.ts";
+import {
+  CALCULATION_FORMS_COUNT,
+  calculationQuestion,
+  isEvalExpression,
+  randomExpression,
+} from "./arithmetic.ts";
 import type { Bilingual } from "./lexicon.ts";
 import type { Message, SftRecord, ToolCall } from "./messages.ts";
 import { deriveSeed, Rng } from "./rng.ts";
@@ -147,11 +152,9 @@ export class SftGenerator {
 
   /** The user's arithmetic question, with the tool call that answers it. */
   calculatorCall(lang: Lang, expression: string): { user: Message; call: ToolCall } {
-    const forms = lang === "en"
-      ? [`What is ${expression}?`, `Calculate ${expression}.`, `Please compute ${expression}.`]
-      : [`${expression}等于多少？`, `帮我算一下${expression}。`, `请计算${expression}。`];
+    const form = this.rng.int(0, CALCULATION_FORMS_COUNT - 1);
     return {
-      user: { role: "user", content: this.rng.pick(forms) },
+      user: { role: "user", content: calculationQuestion(expression, { lang, form }) },
       call: this.toolCall("calculator", { expression }),
     };
   }

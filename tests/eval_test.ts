@@ -215,7 +215,12 @@ Deno.test(
       assert.equal(r.eval.preference?.total, 2);
     }
     const md = await Deno.readTextFile(`${root}/eval/report.md`);
-    assert.equal(md.split("\n").filter((l) => /^\| (pretrain|sft|dpo) \|/.test(l)).length, 3);
+    // The main table and the tool-call detail table: a row per model in each.
+    assert.equal(md.split("\n").filter((l) => /^\| (pretrain|sft|dpo) \|/.test(l)).length, 6);
+    for (const r of rows) {
+      const p = r.eval.tools!.parts!;
+      assert.ok(p.wellFormed >= p.rightFunction && p.rightFunction >= r.eval.tools!.accuracy);
+    }
     const json = JSON.parse(await Deno.readTextFile(`${root}/eval/report.json`));
     assert.equal(json.rows.length, 3);
     await Deno.remove(root, { recursive: true });

@@ -38,6 +38,14 @@ export interface DemoOptions {
   preset: string;
   /** Pretraining steps. */
   pretrainSteps: number;
+  /**
+   * Train V3's MTP module in pretraining (default false in the demo: at the nano size its
+   * block and second head add ~75% to a step, and the 10-minute budget goes further on more
+   * steps of the main model; `cli.ts pretrain` trains it by default).
+   */
+  mtp?: boolean;
+  /** Replay pretraining text during SFT (default true; see `--replay-data` of `cli.ts sft`). */
+  sftReplay?: boolean;
   /** Sequences per batch and their length. */
   batchSize: number;
   seqLen: number;
@@ -72,6 +80,8 @@ export interface DemoRow {
   /** The held-out questions as plain-text FAQ prompts (does the model know the facts?). */
   recall?: number | null;
   toolAccuracy: number | null;
+  /** Share of tool prompts answered with a well-formed call, and with the right function. */
+  toolParts?: { wellFormed: number; rightFunction: number } | null;
   preferenceAccuracy: number | null;
   seconds: number;
 }
@@ -145,7 +155,11 @@ export async function runDemo(
     "--preset",
     opts.preset,
     "--model",
-    JSON.stringify({ max_seq_len: DEMO_MAX_SEQ_LEN, original_seq_len: DEMO_MAX_SEQ_LEN }),
+    JSON.stringify({
+      max_seq_len: DEMO_MAX_SEQ_LEN,
+      original_seq_len: DEMO_MAX_SEQ_LEN,
+      ...(opts.mtp ? {} : { mtp_depth: 0 }),
+    }),
     "--steps",
     String(opts.pretrainSteps),
     "--batch-size",
@@ -186,9 +200,12 @@ export async function runDemo(
       ...["--init", `${out}/pretrain`, "--data", files.sft, "--out", `${out}/sft`],
       ...["--steps", String(opts.sftSteps), "--batch-size", String(opts.sftBatchSize)],
       ...["--lr", String(opts.sftLr), "--seq-len", String(DEMO_MAX_SEQ_LEN)],
-      // The MTP block and its head are ~40% of a nano step: the 10-minute budget goes to more
-      // SFT steps instead (the MTP module keeps its pretrained weights).
+      // The MTP block and its head would be most of a nano SFT step: the budget goes to more
+      // SFT steps instead (a pretrained MTP module keeps its weights).
       "--no-mtp",
+      // Pretraining text next to the conversations: chat format without forgetting the facts
+      // the held-out questions ask about.
+      ...(opts.sftReplay === false ? [] : ["--replay-data", `${out}/data`]),
       ...["--warmup-steps", String(Math.min(10, Math.floor(opts.sftSteps / 10)))],
       ...common,
     ])).values,
@@ -233,6 +250,7 @@ export async function runDemo(
     qaAccuracy: r.eval.qa?.accuracy ?? null,
     recall: r.eval.recall?.accuracy ?? null,
     toolAccuracy: r.eval.tools?.accuracy ?? null,
+    toolParts: r.eval.tools?.parts ?? null,
     preferenceAccuracy: r.eval.preference?.accuracy ?? null,
     seconds: (seconds[r.name] ?? 0) + r.eval.seconds,
   }));
@@ -255,7 +273,11 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
     ...rows.map((r) =>
       `| ${r.stage} | ${f(r.valLoss)} | ${f(r.textValLoss)} | ${f(r.qaAccuracy)} | ${
         f(r.recall)
-      } | ${f(r.toolAccuracy)} | ${f(r.preferenceAccuracy)} | ${r.seconds.toFixed(0)} |`
+      } | ${f(r.toolAccuracy)}${
+        r.toolParts
+          ? ` (format ${f(r.toolParts.wellFormed, 2)}, function ${f(r.toolParts.rightFunction, 2)})`
+          : ""
+      } | ${f(r.preferenceAccuracy)} | ${r.seconds.toFixed(0)} |`
     ),
   ];
   return `${lines.join("\n")}\n\nval loss: each stage's own held-out objective (pretrain: LM ` +
@@ -264,6 +286,8 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
     `Accuracies: greedy chat replies to held-out questions and tool requests, and held-out ` +
     `pairs whose chosen reply has the higher log-probability; every model is prompted with the ` +
     `chat template. recall: the same held-out questions as plain text in the pretraining FAQ ` +
-    `form ("Q: ...\\nA:"), i.e. whether the model holds the facts at all. time: training + evaluation of the stage.\n\nln(vocab) = ` +
+    `form ("Q: ...\\nA:"), i.e. whether the model holds the facts at all. tool-call accuracy ` +
+    `needs the right function and argument values; in brackets the share of well-formed calls ` +
+    `and of calls to the right function. time: training + evaluation of the stage.\n\nln(vocab) = ` +
     `${Math.log(info.vocab).toFixed(3)}; whole demo ${info.seconds.toFixed(0)} s`;
 }

@@ -150,6 +150,12 @@ export interface AccuracyResult {
   total: number;
   /** Accuracy per group (language for QA, tool name for tool calls). */
   byGroup: Record<string, number>;
+  /**
+   * Tool calls only: the share of replies with a well-formed call (a `<tool_call>` block whose
+   * JSON has a string name and object arguments) and with the right function, so a report can
+   * tell "no call" from "wrong function" from "wrong argument values".
+   */
+  parts?: { wellFormed: number; rightFunction: number };
   /** Every graded item. */
   samples: GradedSample[];
 }
@@ -256,9 +262,12 @@ export async function evaluateToolCalls(
     ...opts,
     stop: [tok.specialId(IM_END_TOKEN)],
   });
+  let wellFormed = 0, rightFunction = 0;
   const samples = items.map((it, i) => {
     const output = replyText(tok, replies[i]);
     const call = parseToolCall(output);
+    if (call) wellFormed++;
+    if (call?.name === it.expected.name) rightFunction++;
     return {
       prompt: String(it.messages.at(-1)?.content ?? ""),
       expected: JSON.stringify(it.expected),
@@ -266,7 +275,11 @@ export async function evaluateToolCalls(
       correct: call !== null && gradeToolCall(opts.world, call, it.expected),
     };
   });
-  return summarize(samples, items.map((it) => it.expected.name));
+  const n = Math.max(1, items.length);
+  return {
+    ...summarize(samples, items.map((it) => it.expected.name)),
+    parts: { wellFormed: wellFormed / n, rightFunction: rightFunction / n },
+  };
 }
 
 /** What {@linkcode evaluateModel} can be given; each part is optional. */
@@ -420,6 +433,22 @@ export function renderEvalReport(
       } | ${checkpoint} |`
     ),
   ];
+  const withParts = rows.filter((r) => r.eval.tools?.parts);
+  if (withParts.length) {
+    lines.push(
+      "",
+      "Tool calls in detail (share of prompts): a well-formed `<tool_call>`, the right function, " +
+        "the right argument values (= tool-call accuracy).",
+      "",
+      "| model | well-formed call | right function | right values |",
+      "|---|---|---|---|",
+      ...withParts.map(({ name, eval: e }) =>
+        `| ${name} | ${f(e.tools!.parts!.wellFormed)} | ${f(e.tools!.parts!.rightFunction)} | ${
+          f(e.tools!.accuracy)
+        } |`
+      ),
+    );
+  }
   const k = opts.samples ?? 3;
   if (k > 0) {
     for (const { name, eval: e } of rows) {
