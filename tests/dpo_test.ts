@@ -314,3 +314,39 @@ Deno.test("packSequences() puts each pair's sequences in order with their own se
     if (b.targets[j] >= 0) assert.ok(b.item[j] >= 0);
   }
 });
+
+Deno.test(
+  "rpoAlpha adds alpha x the chosen responses' mean token NLL to the DPO loss",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const model = new DeepSeekV3(gpu, cfg);
+    model.load(initParameters(cfg, 6));
+    const pairs = syntheticPairs(3, 11);
+    const seqs = pairSequences(pairs);
+    const ref = await sequenceLogps(model, seqs, { B: 1, T: 20 });
+    const opts = { pairs: 3, T: 48, B: 2, beta: 0.1, seed: 3 };
+    const none = { pairs: [], ref: new Float64Array(0) };
+    const scope = new Scope();
+    const plain = noGrad(() => new DpoTask({ pairs, ref }, none, opts).forward(model));
+    const rpo = noGrad(() =>
+      new DpoTask({ pairs, ref }, none, { ...opts, rpoAlpha: 0.5 }).forward(model)
+    );
+    // The chosen replies' summed logps over their target count (every pair is visited once).
+    let sum = 0, count = 0;
+    pairs.forEach((p, q) => {
+      sum += ref[2 * q];
+      count += p.chosen.mask.reduce((a, m, j) => a + (j > 0 ? m : 0), 0);
+    });
+    const nll = (await rpo.terms.nll_chosen.readF32())[0];
+    assertClose([nll], [-sum / count], { atol: 1e-5, label: "chosen NLL" });
+    assertClose(
+      await rpo.loss.readF32(),
+      [(await plain.loss.readF32())[0] + 0.5 * nll],
+      { atol: 1e-5, label: "DPO + alpha NLL" },
+    );
+    assert.ok(!("nll_chosen" in plain.terms));
+    scope.dispose();
+    model.arena.destroy();
+  },
+);

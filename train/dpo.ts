@@ -10,7 +10,8 @@
  *     rows: the 2P sequences packed in order (chosen 2q, rejected 2q + 1), segment ids apart
  *     logits [N, V] -> tokenLogprobs -> [N] -> dpoLoss(seqIds, ref [S]) -> loss [1]
  *
- * The loss is DPO's alone: `-log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r)))`. The forward
+ * The loss is DPO's: `-log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r)))`, plus, with
+ * `rpoAlpha`, that times the chosen responses' mean token NLL (RPO; TRL's `rpo_alpha`). The forward
  * runs without its loss heads (`logitsOnly`), so the MTP module and the sequence-wise balance
  * loss are not part of it; the aux-loss-free router bias keeps balancing the main MoE blocks
  * from this stage's loads (the MTP block, which does not run, reports zero loads: no update).
@@ -22,7 +23,8 @@
  * @module
  */
 import { noGrad } from "../kernels/autograd.ts";
-import { tokenLogprobs } from "../kernels/cross_entropy.ts";
+import { crossEntropy, tokenLogprobs } from "../kernels/cross_entropy.ts";
+import { add, scale } from "../kernels/elementwise.ts";
 import { DPO_METRICS, dpoLoss, dpoLossCpu } from "../kernels/dpo.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
 import { type DeepSeekV3, targetRows } from "../model/transformer.ts";
@@ -234,6 +236,12 @@ export interface DpoOptions {
   seed: number;
   /** Padding token id. */
   padId?: number;
+  /**
+   * Weight of the chosen responses' mean token NLL added to the DPO loss (TRL's `rpo_alpha`,
+   * Pang et al. 2024); 0 (default) is plain DPO. DPO alone can lower the chosen replies'
+   * likelihood while it widens the margin to the rejected ones, and greedy replies drift.
+   */
+  rpoAlpha?: number;
 }
 
 /** The data position of {@linkcode DpoTask}. */
@@ -335,10 +343,20 @@ export class DpoTask implements TrainTask {
       pairs: picked.length,
       beta: this.opts.beta,
     });
+    const terms: Record<string, Tensor> = { ...metrics };
+    let total = loss;
+    const alpha = this.opts.rpoAlpha ?? 0;
+    if (alpha > 0) {
+      // Mean NLL of the chosen responses' tokens (sequence 2q), rejected ones ignored.
+      const chosen = rows.map((r) => b.targets[r] >= 0 && b.item[r] % 2 === 0 ? b.targets[r] : -1);
+      const nll = crossEntropy(out.logits, Tensor.from(gpu, chosen, [rows.length], "i32")).loss;
+      terms.nll_chosen = nll;
+      total = add(loss, scale(nll, alpha));
+    }
     // The MTP block did not run: zero loads leave its router bias as it is.
     return {
-      loss,
-      terms: { ...metrics },
+      loss: total,
+      terms,
       loads: withIdleLoads(model, out.loads),
       tokens: b.targetTokens,
     };

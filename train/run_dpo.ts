@@ -79,6 +79,15 @@ export const DPO_OPTIONS = defineOptions(
       why: "the DPO paper's and TRL's default",
     },
     {
+      name: "rpoAlpha",
+      type: "number",
+      default: 0,
+      min: 0,
+      help: "weight of the chosen replies' token NLL added to the DPO loss (TRL's rpo_alpha); " +
+        "0: plain DPO",
+      why: "plain DPO by default, as the DPO paper and TRL",
+    },
+    {
       name: "tokenizer",
       type: "string",
       default: null,
@@ -189,6 +198,7 @@ export async function runDpo(
     const seqs = pairSequences(train);
     log(
       `dpo: ${train.length} train / ${val.length} val pairs, beta ${values.beta}` +
+        `${values.rpoAlpha ? `, rpo alpha ${values.rpoAlpha}` : ""}` +
         `${all.bad ? `, ${all.bad} bad lines skipped` : ""}; ` +
         `${countTruncated(seqs, T)} sequences longer than ${T} positions lose prompt tokens`,
     );
@@ -204,6 +214,7 @@ export async function runDpo(
       T,
       B: values.batchSize,
       beta: values.beta,
+      rpoAlpha: values.rpoAlpha,
       seed: values.seed,
       padId,
     });
