@@ -18,6 +18,12 @@ function positive(v: string): number {
   return n;
 }
 
+function nonNegative(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError("expected a number >= 0");
+  return n;
+}
+
 /** Builds the `demo` subcommand. */
 export function demoCommand(): Command {
   return new Command("demo")
@@ -65,6 +71,13 @@ export function demoCommand(): Command {
     .option("--dpo-batch-size <n>", "DPO preference pairs per step", int, 8)
     .option("--dpo-lr <x>", "DPO peak learning rate", positive, 2e-4)
     .option("--dpo-beta <x>", "DPO temperature beta", positive, 0.1)
+    .option(
+      "--dpo-rpo-alpha <x>",
+      "weight of the chosen replies' NLL added to the DPO loss (0: plain DPO; plain DPO lowered " +
+        "the demo's QA accuracy by a third)",
+      nonNegative,
+      1,
+    )
     .option("--seed <n>", "seed of everything", int, 1234)
     .option("--no-progress", "plain log lines instead of progress bars")
     .action(async (o) => {
@@ -87,6 +100,7 @@ export function demoCommand(): Command {
         dpoBatchSize: o.dpoBatchSize,
         dpoLr: o.dpoLr,
         dpoBeta: o.dpoBeta,
+        dpoRpoAlpha: o.dpoRpoAlpha,
       });
     });
 }

@@ -64,6 +64,8 @@ export interface DemoOptions {
   dpoBatchSize: number;
   dpoLr: number;
   dpoBeta: number;
+  /** Weight of the chosen replies' NLL in the DPO loss (RPO); default 0 (plain DPO). */
+  dpoRpoAlpha?: number;
 }
 
 /** The context every post-training stage and the evaluation use: tool prompts are ~360 tokens. */
@@ -222,6 +224,7 @@ export async function runDemo(
       ...["--out", `${out}/dpo`, "--steps", String(opts.dpoSteps)],
       ...["--batch-size", String(opts.dpoBatchSize), "--lr", String(opts.dpoLr)],
       ...["--beta", String(opts.dpoBeta), "--seq-len", String(DEMO_MAX_SEQ_LEN)],
+      ...["--rpo-alpha", String(opts.dpoRpoAlpha ?? 0)],
       ...["--warmup-steps", String(Math.min(5, Math.floor(opts.dpoSteps / 10)))],
       ...common,
     ])).values,
