@@ -174,6 +174,20 @@ Deno.test(
     assert.ok(Number.isFinite(d.val.loss) && d.val["rewards/accuracies"] >= 0);
     const cache = JSON.parse(await Deno.readTextFile(`${root}/dpo/reference_logps.json`));
     assert.equal(cache.train.length, 4);
+    assert.match(cache.refDigest, /^[0-9a-f]{64}$/, "the cache names the reference's weights");
+    // A rerun into the same directory from other weights must not reuse those log-probs.
+    const rerun = async (init: string) => {
+      const lines: string[] = [];
+      const args = dpoArgs.map((a) => a === `${root}/sft` ? init : a)
+        .map((a) => a === `${root}/dpo` ? `${root}/dpo2` : a);
+      await runDpo((await resolveOptions(DPO_OPTIONS, args)).values, {
+        log: (l) => lines.push(l),
+      });
+      return lines.some((l) => l.includes("reference log-probabilities from"));
+    };
+    assert.equal(await rerun(`${root}/sft`), false, "first run computes");
+    assert.equal(await rerun(`${root}/sft`), true, "same reference: cached");
+    assert.equal(await rerun(`${root}/pre`), false, "other weights: recomputed");
     assert.equal(cache.val.length, 2);
     const train = (await readMetrics(`${root}/dpo/metrics.jsonl`)).filter((r) =>
       r.kind === "train"

@@ -121,10 +121,12 @@ export type DpoValues = OptionValues<typeof DPO_OPTIONS>;
 
 /** `<out>/reference_logps.json`: the reference's summed response log-probabilities. */
 export interface ReferenceCache {
-  /** Format version (1). */
-  format: 1;
+  /** Format version (2: keyed by the reference's weights too). */
+  format: 2;
   /** The reference checkpoint directory. */
   ref: string;
+  /** SHA-256 (hex) of the reference's `model.safetensors`: other weights recompute. */
+  refDigest: string;
   /** Hash of the tokenized pairs and T: a different data set recomputes. */
   fingerprint: number;
   /** Per train pair [chosen, rejected], or null for a pair the run does not visit. */
@@ -147,6 +149,13 @@ export function pairsFingerprint(
     for (let i = 0; i < s.ids.length; i++) h = hash32(h, s.ids[i], s.mask[i]);
   }
   return h;
+}
+
+/** SHA-256 of a file, as hex. */
+async function fileDigest(path: string): Promise<string> {
+  const bytes = await Deno.readFile(path);
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 // JSON has no NaN: pairs the run never visits are stored as null.
@@ -222,10 +231,13 @@ export async function runDpo(
     const visited = task.upcoming(values.steps * values.gradAccum);
     const cachePath = `${values.out}/reference_logps.json`;
     const fingerprint = pairsFingerprint([...train, ...val], T, visited);
+    // The same path may hold other weights later (a rerun into the same directories).
+    const refDir = (await resolveCheckpoint(refPath)) ?? refPath;
+    const refDigest = await fileDigest(`${refDir}/model.safetensors`);
     let cache: ReferenceCache | null = null;
     try {
       const c = JSON.parse(await Deno.readTextFile(cachePath)) as ReferenceCache;
-      if (c.format === 1 && c.fingerprint === fingerprint) cache = c;
+      if (c.format === 2 && c.fingerprint === fingerprint && c.refDigest === refDigest) cache = c;
     } catch { /* no cache yet */ }
     if (cache) {
       fill(refs.train, cache.train);
@@ -251,8 +263,9 @@ export async function runDpo(
         if (!sameAsStart) refModel.model.arena.destroy();
       }
       cache = {
-        format: 1,
+        format: 2,
         ref: refModel.checkpoint.dir,
+        refDigest,
         fingerprint,
         train: toPairs(refs.train),
         val: toPairs(refs.val),
