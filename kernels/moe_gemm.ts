@@ -4,7 +4,7 @@
  *
  * Legend: N tokens, K experts chosen per token, P = N * K routed rows, E routed experts,
  * Kin input features, Kout output features, S = `strideElems` (elements from one expert's weight
- * to the next), TM x TN the output tile of one workgroup, TK the reduction step.
+ * to the next), TM x TN the register tile of one thread, L = 8 threads per workgroup.
  *
  * Inputs, produced by the router (see `kernels/moe_dispatch.ts` for the permutation):
  * - `x` f32 [P, Kin]: the routed rows grouped by expert (expert 0's rows first, then expert 1's ...)
@@ -28,7 +28,13 @@
  * one workgroup per (Kout tile, Kin tile, expert), each looping over its expert's rows in order,
  * so every gradient element has exactly one writer and a fixed summation order.
  *
- * The GEMM tiles live in workgroup memory; each thread holds an RM x RN block of accumulators.
+ * The kernels follow `kernels/matmul.ts` (see its module doc for the lavapipe measurements):
+ * 8-thread workgroups, a TM x TN block of accumulators per thread, operands read straight from
+ * storage (the A rows at the same address in every lane), vec4 along each operand's contiguous
+ * dim when the shape is aligned, no workgroup memory and no barriers. A workgroup-memory
+ * version with 64 x 64 tiles and 64-thread workgroups ran ~3x slower on lavapipe, where every
+ * workgroup-memory and storage load is emulated lane by lane. On discrete GPUs the register
+ * blocking still gives 12 x 16 FMAs per 7 vec4 loads and the caches catch the reuse of a panel.
  * f32 only. Left out: f16/fp8 inputs, a bias, grids past 65535 experts.
  *
  * References: DeepSeek-V3 technical report, section 2.1.2 (DeepSeekMoE); grouped GEMM as in
@@ -57,19 +63,18 @@ export interface GroupedShape {
 }
 
 /**
- * Output tile rows and columns, reduction step, and the per-thread register block. 64 x 64 tiles
- * with 8 x 8 accumulators per thread (64 threads, 8 KiB of workgroup memory) is the classic SGEMM
- * shape for GPUs; on lavapipe it ran 2x faster than 32 x 32 / 4 x 4 (bench/moe.ts). Larger row
- * tiles would waste more of each expert's last, partial tile, which is what keeps the cost of
- * 32 experts close to that of 8.
+ * The register tile (the recipe of `kernels/matmul.ts`): a workgroup is L = 8 threads, one SIMD
+ * group of lavapipe, and each thread keeps TM x TN accumulators, reading its operands straight
+ * from storage. All lanes of a workgroup share the same TM rows, so the A reads are the same
+ * address in every lane; each lane reads its own TN columns of B. TM is also the row tile of the
+ * tile table: 12 rows wastes at most 11 rows per expert on its last, partial tile, which keeps
+ * 32 experts close to 8 at the same top-k. Aligned shapes (Kin, Kout and S multiples of 4, as
+ * in every model preset) read and store vec4s with TN = 16; ragged shapes fall back to scalar
+ * loads with TN = 4, which compile fast and are only hit by tests.
  */
-const TM = 64, TN = 64, TK = 16, RM = 8, RN = 8;
-/** Threads along columns and rows of a tile; a workgroup has TX * TY threads. */
-const TX = TN / RN, TY = TM / RM, WG = TX * TY;
-// The tile loads give every thread whole vec4 slots; the register block is read as vec4s.
-if ((TM * TK) % (4 * WG) || (TN * TK) % (4 * WG) || RM % 4 || RN % 4) {
-  throw new Error("moe_gemm: tile sizes must give each thread whole vec4 loads");
-}
+const TM = 12, L = 8;
+/** Columns per thread of the vec4 and the scalar variants. */
+const TN_VEC = 16, TN_SCALAR = 4;
 
 /** Rows of one row tile of the grouped GEMM (the tile table is built for this size). */
 export const GROUPED_ROW_TILE = TM;
@@ -173,148 +178,173 @@ export function groupedTilesCpu(offsets: Int32Array): number[][] {
  */
 type Mode = "fwd" | "dx" | "dw";
 
-/** WGSL of one grouped GEMM variant. */
-function gemmSource(mode: Mode, accumulate: boolean): string {
+/** One compiled variant of the grouped GEMM. */
+interface GemmSpec {
+  mode: Mode;
+  /** Kin, Kout and S are multiples of 4: vec4 reads and stores, TN = 16. */
+  vec: boolean;
+  /** Add into C. */
+  accumulate: boolean;
+}
+
+/**
+ * WGSL of one grouped GEMM variant. Thread `lane` of a workgroup owns the tile's rows m0 + i
+ * (i < TM) and the columns col(j) (j < TN):
+ *   col(j) = n0 + lane * 4 + (j % 4) + 32 * (j / 4)   (vec),   n0 + lane + 8 * j   (scalar),
+ * with n0 = column tile * L * TN. Each accumulator is summed in k order, four k per loop trip
+ * (then one at a time for a tail), so the same inputs give the same bits. Rows and columns past
+ * the tile's end read stray values (in bounds, or robust-access values) that are never stored.
+ */
+function gemmSource(s: GemmSpec): string {
+  const { mode, vec } = s;
   const rowsMode = mode !== "dw";
-  // Tile loads: each thread fills whole vec4 slots of the k-major tiles As [TK][TM / 4] and
-  // Bs [TK][TN / 4]; consecutive threads walk the operand's contiguous dim, so a group of
-  // threads reads one contiguous run of global memory per component. Out-of-range elements
-  // (ragged edges, a partial tile, the next expert's rows) become zeros through select(): the
-  // read itself still happens, which WebGPU's robust buffer access keeps inside the binding,
-  // and it is branch-free (a branch per component cost ~10% on lavapipe).
-  const tileLoads = (
-    tile: "As" | "Bs",
-    width: number, // TM or TN
-    contiguousK: boolean, // the operand is contiguous along k (else along m/n)
-    valid: (c: string) => string, // is row/col `c` of the tile inside the operand?
-    index: (c: string) => string, // global index of (tile row/col c, kk)
-  ) => {
-    const out: string[] = [];
-    const slots = width / 4;
-    for (let s = 0; s < (slots * TK) / WG; s++) {
-      const v = `li + ${s * WG}u`;
-      const [kk, c4] = contiguousK
-        ? [`(${v}) % ${TK}u`, `(${v}) / ${TK}u`]
-        : [`(${v}) / ${slots}u`, `(${v}) % ${slots}u`];
-      const comps = [0, 1, 2, 3].map((c) => {
-        const cc = `c4 * 4u + ${c}u`;
-        return `select(0.0, SRC[${index(cc)}], ${valid(cc)} && inK)`;
-      });
-      out.push(`{
-      let kk = ${kk};
-      let c4 = ${c4};
-      let inK = k0 + kk < kEnd;
-      ${tile}[kk * ${slots}u + c4] = vec4<f32>(
-        ${comps.join(",\n        ").replaceAll("SRC", tile === "As" ? "A" : "B")});
-    }`);
-    }
-    return out;
-  };
-  // A: dw reads dy[k, m] (contiguous along m); fwd/dx read the routed rows (contiguous along k).
-  const aLoads = mode === "dw"
-    ? tileLoads("As", TM, false, (c) => `${c} < mCount`, (c) => `(k0 + kk) * p.Kout + m0 + ${c}`)
-    : tileLoads("As", TM, true, (c) => `${c} < mCount`, (c) => `(m0 + ${c}) * KRED + k0 + kk`);
-  // B: fwd reads W_e[n, k] (contiguous along k); dx reads W_e[k, n], dw reads x[k, n].
-  const bLoads = mode === "fwd"
-    ? tileLoads(
-      "Bs",
-      TN,
-      true,
-      (c) => `n0 + ${c} < NCOLS`,
-      (c) => `bBase + (n0 + ${c}) * p.Kin + k0 + kk`,
-    )
-    : tileLoads(
-      "Bs",
-      TN,
-      false,
-      (c) => `n0 + ${c} < NCOLS`,
-      (c) => `bBase + (k0 + kk) * p.Kin + n0 + ${c}`,
-    );
-  const decl: string[] = [], fma: string[] = [], store: string[] = [];
-  for (let i = 0; i < RM; i++) {
-    for (let j = 0; j < RN; j++) decl.push(`var c${i}_${j} = 0.0;`);
-  }
-  for (let i4 = 0; i4 < RM / 4; i4++) {
-    fma.push(`let a4_${i4} = As[kk * ${TM / 4}u + ty * ${RM / 4}u + ${i4}u];`);
-  }
-  for (let i = 0; i < RM; i++) fma.push(`let a${i} = a4_${i >> 2}[${i & 3}];`);
-  for (let j4 = 0; j4 < RN / 4; j4++) {
-    fma.push(`let b4_${j4} = Bs[kk * ${TN / 4}u + tx + ${j4 * TX}u];`);
-  }
-  for (let j = 0; j < RN; j++) fma.push(`let b${j} = b4_${j >> 2}[${j & 3}];`);
-  for (let i = 0; i < RM; i++) {
-    for (let j = 0; j < RN; j++) fma.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
-  }
-  for (let i = 0; i < RM; i++) {
-    for (let j = 0; j < RN; j++) {
-      const col = `n0 + (tx + ${(j >> 2) * TX}u) * 4u + ${j & 3}u`;
-      const idx = `cBase + (m0 + ty * ${RM}u + ${i}u) * NCOLS + ${col}`;
-      const v = accumulate ? `C[${idx}] + c${i}_${j}` : `c${i}_${j}`;
-      store.push(
-        `if (ty * ${RM}u + ${i}u < mCount && ${col} < NCOLS) { C[${idx}] = ${v}; }`,
+  const TN = vec ? TN_VEC : TN_SCALAR;
+  const col = (j: number) => vec ? `n0 + ${(j & 3) + 32 * (j >> 2)}u` : `n0 + ${8 * j}u`;
+  const elem = (arr: string, idx: string) =>
+    vec ? `${arr}[(${idx}) >> 2u][(${idx}) & 3u]` : `${arr}[${idx}]`;
+  const four = [0, 1, 2, 3];
+  // aX[i][kk], bX[j][kk]: WGSL expressions of A(m0 + i, k + kk), B(k + kk, col(j)).
+  const loads: string[] = [], bases: string[] = [];
+  const aX: string[][] = [], bX: string[][] = [];
+  // The k tail: A(i), B(j) at one k.
+  const tailA: string[] = [], tailB: string[] = [];
+  if (rowsMode) {
+    // A = the routed rows [P, KRED], contiguous along k; every lane reads the same addresses.
+    // Rows past the tile's end are clamped to its last row (in bounds, never stored).
+    for (let i = 0; i < TM; i++) {
+      bases.push(`let ra${i} = min(m0 + ${i}u, mLast) * KRED;`);
+      loads.push(
+        vec
+          ? `let a${i} = A[(ra${i} + k) >> 2u];`
+          : `let a${i} = vec4<f32>(${four.map((q) => `A[ra${i} + k + ${q}u]`).join(", ")});`,
       );
+      aX.push(four.map((kk) => `a${i}[${kk}]`));
+      tailA.push(elem("A", `ra${i} + k`));
+    }
+  } else {
+    // A = dy [P, Kout] read as dy[k, m], contiguous along m.
+    for (let kk = 0; kk < 4; kk++) {
+      const row = `(k + ${kk}u) * p.Kout + m0`;
+      if (vec) {
+        for (let g = 0; g < TM / 4; g++) {
+          loads.push(`let a${kk}_${g} = A[((${row}) >> 2u) + ${g}u];`);
+        }
+      } else {
+        for (let i = 0; i < TM; i++) loads.push(`let a${kk}_${i} = A[${row} + ${i}u];`);
+      }
+    }
+    for (let i = 0; i < TM; i++) {
+      aX.push(four.map((kk) => vec ? `a${kk}_${i >> 2}[${i & 3}]` : `a${kk}_${i}`));
+      tailA.push(elem("A", `k * p.Kout + m0 + ${i}u`));
     }
   }
-  // Prologues: where this workgroup's tile sits. Both read only read-only storage at uniform
-  // indices, so the barrier loop below stays in uniform control flow.
+  if (mode === "fwd") {
+    // B(k, n) = W_e[n, k], contiguous along k; columns past Kout are clamped to the last one.
+    for (let j = 0; j < TN; j++) {
+      bases.push(`let rb${j} = bBase + min(${col(j)}, NCOLS - 1u) * p.Kin;`);
+      loads.push(
+        vec
+          ? `let b${j} = B[(rb${j} + k) >> 2u];`
+          : `let b${j} = vec4<f32>(${four.map((q) => `B[rb${j} + k + ${q}u]`).join(", ")});`,
+      );
+      bX.push(four.map((kk) => `b${j}[${kk}]`));
+      tailB.push(elem("B", `rb${j} + k`));
+    }
+  } else {
+    // dx: B(k, n) = W_e[k, n]; dw: B(k, n) = x[k, n]; both rows of Kin, contiguous along n.
+    for (let kk = 0; kk < 4; kk++) {
+      const row = `bBase + (k + ${kk}u) * p.Kin`;
+      if (vec) {
+        for (let g = 0; g < TN / 4; g++) {
+          loads.push(`let b${kk}_${g} = B[((${row} + n0) >> 2u) + ${8 * g}u];`);
+        }
+      } else {
+        for (let j = 0; j < TN; j++) loads.push(`let b${kk}_${j} = B[${row} + ${col(j)}];`);
+      }
+    }
+    for (let j = 0; j < TN; j++) {
+      bX.push(four.map((kk) => vec ? `b${kk}_${j >> 2}[${j & 3}]` : `b${kk}_${j}`));
+      tailB.push(elem("B", `bBase + k * p.Kin + ${col(j)}`));
+    }
+  }
+  const decl: string[] = [], fmas: string[] = [], tail: string[] = [];
+  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) decl.push(`var c${i}_${j} = 0.0;`);
+  for (let kk = 0; kk < 4; kk++) {
+    for (let i = 0; i < TM; i++) {
+      for (let j = 0; j < TN; j++) {
+        fmas.push(`c${i}_${j} = fma(${aX[i][kk]}, ${bX[j][kk]}, c${i}_${j});`);
+      }
+    }
+  }
+  tailA.forEach((v, i) => tail.push(`let a${i} = ${v};`));
+  tailB.forEach((v, j) => tail.push(`let b${j} = ${v};`));
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN; j++) tail.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
+  }
+  // With vec a run of 4 columns is all inside or all outside the output (NCOLS % 4 == 0).
+  const stores: string[] = [];
+  for (let i = 0; i < TM; i++) {
+    for (let j = 0; j < TN; j += vec ? 4 : 1) {
+      let idx = `cBase + (m0 + ${i}u) * NCOLS + ${col(j)}`;
+      let acc = `c${i}_${j}`;
+      if (vec) {
+        idx = `(${idx}) >> 2u`;
+        acc = `vec4<f32>(${four.map((q) => `c${i}_${j + q}`).join(", ")})`;
+      }
+      const v = s.accumulate ? `C[${idx}] + ${acc}` : acc;
+      stores.push(`if (m0 + ${i}u < mEnd && ${col(j)} < NCOLS) { C[${idx}] = ${v}; }`);
+    }
+  }
   const prologue = rowsMode
     ? /* wgsl */ `
-  let t = wid.z * nwg.y + wid.y;
+  let t = wid.z * nwg.x + wid.x;
   if (t >= sched[0].x) { return; } // idle tile of the worst-case grid
   let tile = sched[1u + t];
-  let e = tile.x;
   let m0 = tile.y;
-  let mCount = tile.z - tile.y;
-  let n0 = wid.x * ${TN}u;
-  let bBase = e * p.stride;
+  let mEnd = tile.z;
+  let mLast = tile.z - 1u;
+  let bBase = tile.x * p.stride;
   let cBase = 0u;
+  let kBegin = 0u;
   let kEnd = KRED;`
     : /* wgsl */ `
   let e = wid.z;
-  let m0 = wid.y * ${TM}u;
-  let mCount = min(${TM}u, p.Kout - m0);
-  let n0 = wid.x * ${TN}u;
+  let m0 = wid.x * ${TM}u;
+  let mEnd = p.Kout;
   let bBase = 0u;
   let cBase = e * p.stride;
   let kBegin = u32(sched[e]);
   let kEnd = u32(sched[e + 1u]);`;
-  // The reduction length of a row tile (the dw kernel's comes from the offsets instead) and the
-  // output's row length.
   const dims = {
     fwd: "let KRED = p.Kin;\n  let NCOLS = p.Kout;",
     dx: "let KRED = p.Kout;\n  let NCOLS = p.Kin;",
     dw: "let NCOLS = p.Kin;",
   }[mode];
+  const arr = vec ? "array<vec4<f32>>" : "array<f32>";
+  // Row-grouped kernels with vec have KRED % 4 == 0 and need no tail loop.
+  const needTail = !(rowsMode && vec);
   return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> A: array<f32>;
-@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(0) var<storage, read> A: ${arr};
+@group(0) @binding(1) var<storage, read> B: ${arr};
 @group(0) @binding(2) var<storage, read> sched: array<${rowsMode ? "vec4<u32>" : "i32"}>;
-@group(0) @binding(3) var<storage, read_write> C: array<f32>;
+@group(0) @binding(3) var<storage, read_write> C: ${arr};
 struct P { Kin: u32, Kout: u32, stride: u32, _a: u32 }
 @group(0) @binding(4) var<uniform> p: P;
-var<workgroup> As: array<vec4<f32>, ${(TK * TM) / 4}>;
-var<workgroup> Bs: array<vec4<f32>, ${(TK * TN) / 4}>;
-@compute @workgroup_size(${WG})
+@compute @workgroup_size(${L})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
+        @builtin(local_invocation_index) lane: u32) {
   ${dims}
   ${prologue}
-  let tx = li % ${TX}u;
-  let ty = li / ${TX}u;
+  let n0 = wid.y * ${L * TN}u + lane * ${vec ? 4 : 1}u;
+  ${bases.join("\n  ")}
   ${decl.join("\n  ")}
-  for (var k0 = ${rowsMode ? "0u" : "kBegin"}; k0 < kEnd; k0 += ${TK}u) {
-    ${aLoads.join("\n    ")}
-    ${bLoads.join("\n    ")}
-    workgroupBarrier();
-    // threads whose rows all lie past a partial tile's end skip the math
-    if (ty * ${RM}u < mCount) {
-      for (var kk = 0u; kk < ${TK}u; kk++) {
-        ${fma.join("\n        ")}
-      }
-    }
-    workgroupBarrier();
+  var k = kBegin;
+  for (; k + 4u <= kEnd; k += 4u) {
+    ${loads.join("\n    ")}
+    ${fmas.join("\n    ")}
   }
-  ${store.join("\n  ")}
+  ${needTail ? `for (; k < kEnd; k++) {\n    ${tail.join("\n    ")}\n  }` : ""}
+  ${stores.join("\n  ")}
 }`;
 }
 
@@ -353,11 +383,24 @@ function spanBinding(w: Tensor, shape: GroupedShape, what: string): Binding {
   return { buffer: w.buffer, offset: w.offset, size };
 }
 
-/** Grid of a row-grouped launch: column tiles x row tiles, row tiles folded into z past 65535. */
-function rowGrid(rows: number, E: number, cols: number): [number, number, number] {
+/** Whether a shape takes the vec4 variant: every row start and expert offset a multiple of 4. */
+function isVec(shape: GroupedShape): boolean {
+  return shape.Kin % 4 === 0 && shape.Kout % 4 === 0 && shape.strideElems % 4 === 0;
+}
+
+/** Columns of one workgroup's output tile. */
+function colsPerTile(vec: boolean): number {
+  return L * (vec ? TN_VEC : TN_SCALAR);
+}
+
+/**
+ * Grid of a row-grouped launch: row tiles along x (folded into z past 65535), which the driver
+ * runs first, so neighbouring workgroups share one expert's weight panel; column tiles along y.
+ */
+function rowGrid(rows: number, E: number, cols: number, vec: boolean): [number, number, number] {
   const tiles = maxRowTiles(rows, E);
   const z = Math.ceil(tiles / 65535);
-  return [Math.ceil(cols / TN), Math.ceil(tiles / z), z];
+  return [Math.ceil(tiles / z), Math.ceil(cols / colsPerTile(vec)), z];
 }
 
 function checkRows(what: string, t: Tensor, rows: number, cols: number): void {
@@ -380,14 +423,14 @@ function rowKernel(
   checkRows(`grouped ${mode} output`, out, rows, outCols);
   if (!opts.tiles) throw new GpuError(`grouped ${mode}: pass the tile table (groupedTiles)`);
   if (rows === 0) return;
-  const acc = Boolean(opts.accumulate);
+  const accumulate = Boolean(opts.accumulate), vec = isVec(shape);
   launch(
     out.gpu,
     `moe_gemm_${mode}`,
-    `${acc}`,
-    () => gemmSource(mode, acc),
+    `${accumulate}|${vec}`,
+    () => gemmSource({ mode, vec, accumulate }),
     [a.binding, spanBinding(w, shape, `grouped ${mode}`), opts.tiles.binding, out.binding],
-    rowGrid(rows, shape.E, outCols),
+    rowGrid(rows, shape.E, outCols, vec),
     (p) => p.u32(shape.Kin).u32(shape.Kout).u32(shape.strideElems).u32(0),
   );
 }
@@ -451,16 +494,17 @@ export function groupedGemmBackwardWeight(
   checkRows("grouped dw input", x, rows, shape.Kin);
   checkRows("grouped dw output gradient", dy, rows, shape.Kout);
   if (!opts.offsets) throw new GpuError("grouped dw: pass the offsets");
-  const acc = Boolean(opts.accumulate);
+  const accumulate = Boolean(opts.accumulate), vec = isVec(shape);
   // Cannot bind an empty range; with no rows every expert is empty, so there is nothing to add.
-  if (rows === 0 && acc) return;
+  if (rows === 0 && accumulate) return;
   launch(
     dw.gpu,
     "moe_gemm_dw",
-    `${acc}`,
-    () => gemmSource("dw", acc),
+    `${accumulate}|${vec}`,
+    () => gemmSource({ mode: "dw", vec, accumulate }),
     [dy.binding, x.binding, opts.offsets.binding, spanBinding(dw, shape, "grouped dw")],
-    [Math.ceil(shape.Kin / TN), Math.ceil(shape.Kout / TM), shape.E],
+    // Kout tiles along x: neighbouring workgroups share the expert's panel of x.
+    [Math.ceil(shape.Kout / TM), Math.ceil(shape.Kin / colsPerTile(vec)), shape.E],
     (p) => p.u32(shape.Kin).u32(shape.Kout).u32(shape.strideElems).u32(0),
   );
 }
