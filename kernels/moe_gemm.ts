@@ -75,6 +75,8 @@ export interface GroupedShape {
 const TM = 12, L = 8;
 /** Columns per thread of the vec4 and the scalar variants. */
 const TN_VEC = 16, TN_SCALAR = 4;
+/** Output rows (Kout) per thread of the weight-gradient kernel (8 and 16 measured slower). */
+const TM_DW = 12;
 
 /** Rows of one row tile of the grouped GEMM (the tile table is built for this size). */
 export const GROUPED_ROW_TILE = TM;
@@ -198,6 +200,7 @@ interface GemmSpec {
 function gemmSource(s: GemmSpec): string {
   const { mode, vec } = s;
   const rowsMode = mode !== "dw";
+  const tm = rowsMode ? TM : TM_DW;
   const TN = vec ? TN_VEC : TN_SCALAR;
   const col = (j: number) => vec ? `n0 + ${(j & 3) + 32 * (j >> 2)}u` : `n0 + ${8 * j}u`;
   const elem = (arr: string, idx: string) =>
@@ -211,7 +214,7 @@ function gemmSource(s: GemmSpec): string {
   if (rowsMode) {
     // A = the routed rows [P, KRED], contiguous along k; every lane reads the same addresses.
     // Rows past the tile's end are clamped to its last row (in bounds, never stored).
-    for (let i = 0; i < TM; i++) {
+    for (let i = 0; i < tm; i++) {
       bases.push(`let ra${i} = min(m0 + ${i}u, mLast) * KRED;`);
       loads.push(
         vec
@@ -226,14 +229,14 @@ function gemmSource(s: GemmSpec): string {
     for (let kk = 0; kk < 4; kk++) {
       const row = `(k + ${kk}u) * p.Kout + m0`;
       if (vec) {
-        for (let g = 0; g < TM / 4; g++) {
+        for (let g = 0; g < tm / 4; g++) {
           loads.push(`let a${kk}_${g} = A[((${row}) >> 2u) + ${g}u];`);
         }
       } else {
-        for (let i = 0; i < TM; i++) loads.push(`let a${kk}_${i} = A[${row} + ${i}u];`);
+        for (let i = 0; i < tm; i++) loads.push(`let a${kk}_${i} = A[${row} + ${i}u];`);
       }
     }
-    for (let i = 0; i < TM; i++) {
+    for (let i = 0; i < tm; i++) {
       aX.push(four.map((kk) => vec ? `a${kk}_${i >> 2}[${i & 3}]` : `a${kk}_${i}`));
       tailA.push(elem("A", `k * p.Kout + m0 + ${i}u`));
     }
@@ -268,9 +271,9 @@ function gemmSource(s: GemmSpec): string {
     }
   }
   const decl: string[] = [], fmas: string[] = [], tail: string[] = [];
-  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) decl.push(`var c${i}_${j} = 0.0;`);
+  for (let i = 0; i < tm; i++) for (let j = 0; j < TN; j++) decl.push(`var c${i}_${j} = 0.0;`);
   for (let kk = 0; kk < 4; kk++) {
-    for (let i = 0; i < TM; i++) {
+    for (let i = 0; i < tm; i++) {
       for (let j = 0; j < TN; j++) {
         fmas.push(`c${i}_${j} = fma(${aX[i][kk]}, ${bX[j][kk]}, c${i}_${j});`);
       }
@@ -278,12 +281,12 @@ function gemmSource(s: GemmSpec): string {
   }
   tailA.forEach((v, i) => tail.push(`let a${i} = ${v};`));
   tailB.forEach((v, j) => tail.push(`let b${j} = ${v};`));
-  for (let i = 0; i < TM; i++) {
+  for (let i = 0; i < tm; i++) {
     for (let j = 0; j < TN; j++) tail.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
   }
   // With vec a run of 4 columns is all inside or all outside the output (NCOLS % 4 == 0).
   const stores: string[] = [];
-  for (let i = 0; i < TM; i++) {
+  for (let i = 0; i < tm; i++) {
     for (let j = 0; j < TN; j += vec ? 4 : 1) {
       let idx = `cBase + (m0 + ${i}u) * NCOLS + ${col(j)}`;
       let acc = `c${i}_${j}`;
@@ -309,7 +312,7 @@ function gemmSource(s: GemmSpec): string {
   let kEnd = KRED;`
     : /* wgsl */ `
   let e = wid.z;
-  let m0 = wid.x * ${TM}u;
+  let m0 = wid.x * ${tm}u;
   let mEnd = p.Kout;
   let bBase = 0u;
   let cBase = e * p.stride;
@@ -504,7 +507,7 @@ export function groupedGemmBackwardWeight(
     () => gemmSource({ mode: "dw", vec, accumulate }),
     [dy.binding, x.binding, opts.offsets.binding, spanBinding(dw, shape, "grouped dw")],
     // Kout tiles along x: neighbouring workgroups share the expert's panel of x.
-    [Math.ceil(shape.Kout / TM), Math.ceil(shape.Kin / colsPerTile(vec)), shape.E],
+    [Math.ceil(shape.Kout / TM_DW), Math.ceil(shape.Kin / colsPerTile(vec)), shape.E],
     (p) => p.u32(shape.Kin).u32(shape.Kout).u32(shape.strideElems).u32(0),
   );
 }
