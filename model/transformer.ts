@@ -208,10 +208,13 @@ export class DeepSeekV3 {
     const mtp: DeviceBatch["mtp"] = [];
     for (let k = 1; k <= this.cfg.mtp_depth && hasTargets; k++) {
       const tok = new Int32Array(N), tgt = new Int32Array(N).fill(-1);
+      const seg = batch.seg;
       for (let b = 0; b < B; b++) {
         for (let i = 0; i + k < T; i++) {
-          tok[b * T + i] = batch.tokens[b * T + i + k];
-          tgt[b * T + i] = batch.targets[b * T + i + k];
+          const at = b * T + i;
+          tok[at] = batch.tokens[at + k];
+          // Packed sequences: a target k tokens ahead in another segment is not this one's.
+          tgt[at] = seg && seg[at + k] !== seg[at] ? -1 : batch.targets[at + k];
         }
       }
       // The weights stay per position, as the main loss's (the all-rows forward's semantics).

@@ -112,3 +112,26 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "upload(): MTP targets never reach across a packed segment boundary",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const cfg = resolveConfig("tiny");
+    const model = new DeepSeekV3(gpu, cfg);
+    const T = 6;
+    const tokens = Int32Array.from({ length: T }, (_, i) => 1 + i);
+    const targets = Int32Array.from({ length: T }, (_, i) => 10 + i);
+    const seg = Int32Array.of(0, 0, 0, 1, 1, 1); // two sequences packed in one row
+    const scope = new Scope();
+    const dev = model.upload({ tokens, targets, seg, B: 1, T });
+    assert.equal(dev.mtp.length, cfg.mtp_depth);
+    // Depth 1: position i predicts targets[i + 1] only inside its own segment.
+    assert.deepEqual([...await dev.mtp[0].targets!.read()], [11, 12, -1, 14, 15, -1]);
+    const plain = model.upload({ tokens, targets, B: 1, T });
+    assert.deepEqual([...await plain.mtp[0].targets!.read()], [11, 12, 13, 14, 15, -1]);
+    scope.dispose();
+    model.arena.destroy();
+  },
+);
