@@ -15,30 +15,45 @@
  * Position i attends to j when `j <= i` and, with `seg`, `seg[j] == seg[i]`. Every row attends
  * at least to itself, so no row is empty and `lse` is always finite.
  *
- * Forward (FlashAttention, Dao et al. 2022, Alg. 1 with the FA-2 loop order): one workgroup of
- * L = 8 lanes per (b, h, block of 8 R queries); lane `l` owns rows `q0 + l + 8 r` (r < R) and
- * keeps their pre-scaled q, output accumulators, running max and sum in registers. The keys run
- * C at a time up to the block's last row (causality: later key tiles are never visited); per
- * trip a lane computes its R x C scores, rescales its accumulators once (online softmax), then
- * adds P V. No T x T matrix touches global memory.
+ * Row records in uniform windows. The rows a kernel loops over (keys: k, v; query rows:
+ * q * scale, dO, (lse, D, seg)) are first packed by `attention_pack_keys` / `_rows` into a
+ * scratch buffer, one record per (b, h, t), each record cut into `parts` planes of `c` vec4s.
+ * A dispatch binds one window of every plane as a uniform buffer (at most 64 KB each; `Tw`
+ * rows) and covers either several whole (b, h) slices or one slice's rows ws .. we - 1; longer
+ * sequences take several dispatches that carry their partial results through memory (below).
+ * Why: on lavapipe a uniform load at a per-lane offset is a branch-free 8-lane gather, about
+ * half the cost of a storage load (a per-lane loop with bounds checks); the kernels' loop-carried
+ * loads went from 60-75% of their time to about half of it.
+ *
+ * Forward (FlashAttention, Dao et al. 2022, Alg. 1 with the FA-2 loop order), `attention_fwd`:
+ * one workgroup of L = 8 lanes per (b, h, block of 8 R queries); lane `l` owns rows
+ * `q0 + l + 8 r` (r < R) and keeps their pre-scaled q, output accumulators, running max and sum
+ * in registers. The keys of the window run C at a time up to the block's last row (causality:
+ * later key tiles are never visited); per trip a lane computes its R x C scores, rescales its
+ * accumulators once (online softmax), then adds P V. A later window resumes from the stored
+ * (out, lse) as the state (m = lse, l = 1, acc = out). No T x T matrix touches global memory.
  *
  * Backward (FA-2, Alg. 2, split so that every gradient element has exactly one writer):
- * 1. `attention_delta`: `D_i = rowsum(dO_i * O_i)`, interleaved with `lse_i` into one
- *    [B, H, T, 2] buffer (one vec2 load per row; saves a storage binding: portable devices
- *    allow only 8).
+ * 1. `attention_pack_rows`: query-row records, with `D_i = rowsum(dO_i * O_i)` next to `lse_i`.
  * 2. `attention_dkdv`: one workgroup per (b, h, block of 8 R keys), each lane holding R keys'
- *    k, v, dK, dV in registers, looping over the query rows at or after the block, C per trip.
- * 3. `attention_dq`: one workgroup per (b, h, block of 8 R queries), each lane holding R rows'
- *    q, dO, lse, D, dQ, looping over the keys up to the block's last row.
+ *    k, v, dK, dV in registers, looping over the window's query rows at or after the block; the
+ *    window holding the block's first key stores dK, dV, later windows add to them.
+ * 3. `attention_pack_keys`, then `attention_dq`: one workgroup per (b, h, block of 8 R queries),
+ *    each lane holding R rows' q, dO, lse, D, dQ, looping over the window's keys up to the
+ *    block's last row; the first window stores dQ, later ones add.
  * Probabilities are recomputed as `exp(s - lse)` with the same pre-scaled q as the forward.
+ * The windowed kernels read their params from a storage buffer, not a uniform one: lavapipe
+ * 22.3 "inlines" uniform loop bounds by recompiling the shader for each new value, and with
+ * several uniform bindings that path crashed (segfaults, heap corruption).
  *
  * Why this shape (measured on Mesa's lavapipe 22.3, 2 cores, with `bench/attention.ts` and
  * throwaway variants; the recipe of `kernels/matmul.ts`): a workgroup is one 8-wide SIMD group of
- * the CPU driver, and every storage load is emulated lane by lane (about 30-40 ns per vec4 per
- * SIMD group), whether or not the lanes read the same address; FMAs are nearly free next to it.
+ * the CPU driver, and every storage load is emulated lane by lane (about 20-40 ns per vec4 per
+ * SIMD group; a uniform gather 10-17 ns), whether or not the lanes read the same address; FMAs
+ * are nearly free next to it.
  * Replacing 22 of the dK/dV kernel's 24 vec4 loads per trip with constants made it ~4x faster.
- * So the kernels read k/v (or q/dO) rows straight from storage as vec4s at addresses shared by
- * all lanes, and make each load feed the R rows (or keys) a lane holds in registers: R is the
+ * So the kernels read k/v (or q/dO) rows as vec4s at addresses shared by all lanes (from the
+ * uniform windows above), and make each load feed the R rows (or keys) a lane holds in registers: R is the
  * knob (the forward at mini's dims runs 2.5-5x faster at R = 8 than at R = 2; C, the keys per
  * trip, changes nothing for the loads per score and measured flat or worse above 2). What did
  * not pay: staging q/dO tiles in workgroup memory (the dK/dV kernel got 1.4-1.8x slower: those
@@ -57,12 +72,14 @@
  * row T - 1 and masked or not stored, so any T works.
  *
  * Each output element is summed by one lane in a fixed order, so the same inputs give the same
- * bits. Mesa's llvmpipe caps the iterations of all loops nested in one outermost loop at 65535
- * (gallivm's loop limiter) and silently stops past it; each kernel has a single loop of at most
- * ceil(T / C) trips and no nested loops, so T up to 65535 is safe.
+ * bits (windows are visited in a fixed order too). Mesa's llvmpipe caps the iterations of all
+ * loops nested in one outermost loop at 65535 (gallivm's loop limiter) and silently stops past
+ * it; each kernel has a single loop of at most ceil(T / C) trips and no nested loops, so T up
+ * to 65535 is safe.
  *
  * Left out: dropout, non-causal attention, f16 inputs, sliding windows, skipping key tiles that
- * segment ids mask entirely. Heads as wide as V3's (192/128) get R = 2 (forward) and 1
+ * segment ids mask entirely. The packed records cost a scratch copy of q, dO (and k, v) per
+ * call, kept per device and reused (B * H * T * (G_QK + G_V + 1) vec4s each). Heads as wide as V3's (192/128) get R = 2 (forward) and 1
  * (backward), so their loads are barely amortised; on real GPUs a tensor-core path would be the
  * next step.
  *
@@ -70,7 +87,7 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch, launch1d } from "./_launch.ts";
-import type { Params } from "./gpu.ts";
+import type { Binding, Gpu } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Attention sizes; `q`/`k` are [B, T, H, dqk] and `v`/`out` are [B, T, H, dv]. */
@@ -173,275 +190,499 @@ function dot(name: string, a: (g: number) => string, b: (g: number) => string, n
 const sum4 = (t: string) => `(${t}.x + ${t}.y + ${t}.z + ${t}.w)`;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
-/** WGSL shared by the three tiled kernels: the params struct. */
-const PARAMS = /* wgsl */
-  `struct P { T: u32, H: u32, scale: f32, acc_a: u32, acc_b: u32, _p0: u32, _p1: u32, _p2: u32 }`;
+/**
+ * How the rows a kernel loops over are laid out for uniform windows: each row's record (R*
+ * vec4s) is cut into `parts` planes of `c` vec4s, each plane its own uniform binding, so one
+ * window of `Tw` rows covers a whole record in `parts` bindings of at most 64 KB each.
+ */
+interface Records {
+  /** vec4s per row record. */
+  rec: number;
+  /** vec4s of the record in each plane. */
+  c: number;
+  /** Planes (uniform bindings): ceil(rec / c). */
+  parts: number;
+  /** Rows of one (b, h) slice in a plane: T rounded up to 16 (256-byte window offsets). */
+  Tp: number;
+  /** Rows per window: a multiple of 16 whose `c` vec4s per row fit one uniform binding. */
+  Tw: number;
+  /** vec4s per plane: B * H * Tp rows and one window of padding, a multiple of 16. */
+  PV: number;
+}
 
 /**
- * The forward kernel: lane `lane` of workgroup (x, h, b) owns query rows `x * 8R + 8r + lane`.
- * Per trip over keys j0 .. j0 + C - 1: scores s_rc (masked to -3e38, below the running max's
- * -1e30 floor, so exp gives exactly 0 and an all-masked trip leaves m, l, acc unchanged), the
- * running max, one rescale of l and acc, then acc += p V.
+ * The plane layout of `rec`-vec4 records at shape `s`: the fewest vec4s per plane `c` whose
+ * plane count leaves one uniform binding for the params.
+ * @example records(gpu, { B: 2, T: 512, H: 8, dqk: 64, dv: 32 }, 24) // c 2, parts 12, Tw 2048
  */
-function forwardSource(dqk: number, dv: number, hasSeg: boolean): string {
+function records(gpu: Gpu, s: AttentionShape, rec: number, bytes?: number): Records {
+  const maxBytes = Math.min(bytes ?? Infinity, gpu.device.limits.maxUniformBufferBindingSize);
+  const maxParts = gpu.device.limits.maxUniformBuffersPerShaderStage;
+  let c = 1;
+  while (Math.ceil(rec / c) > maxParts) c++;
+  const Tw = Math.floor(maxBytes / (16 * c) / 16) * 16;
+  if (Tw < 16) {
+    throw new Error(
+      `attention: a ${rec}-vec4 row record does not fit ${maxParts} uniform bindings of ` +
+        `${maxBytes} bytes (16 rows at least); pass a larger uniformBytes`,
+    );
+  }
+  const Tp = Math.ceil(s.T / 16) * 16;
+  const PV = Math.ceil((s.B * s.H * Tp + Tw) * c / 16) * 16;
+  return { rec, c, parts: Math.ceil(rec / c), Tp, Tw, PV };
+}
+
+/** One dispatch's window: slices s0 .. s0 + ns - 1 (slice = b * H + h), rows ws .. we - 1. */
+interface Window {
+  s0: number;
+  ns: number;
+  ws: number;
+  we: number;
+  /** First plane row of the window. */
+  W0: number;
+}
+
+/** The windows covering all rows: whole slices per window when a slice fits, else row ranges. */
+function windows(s: AttentionShape, r: Records): Window[] {
+  const Z = s.B * s.H, out: Window[] = [];
+  if (r.Tp <= r.Tw) {
+    const per = Math.floor(r.Tw / r.Tp);
+    for (let s0 = 0; s0 < Z; s0 += per) {
+      out.push({ s0, ns: Math.min(per, Z - s0), ws: 0, we: s.T, W0: s0 * r.Tp });
+    }
+  } else {
+    for (let sl = 0; sl < Z; sl++) {
+      for (let ws = 0; ws < s.T; ws += r.Tw) {
+        out.push({ s0: sl, ns: 1, ws, we: Math.min(s.T, ws + r.Tw), W0: sl * r.Tp + ws });
+      }
+    }
+  }
+  return out;
+}
+
+/** WGSL declarations of the planes `u0 ..` at bindings first .. first + parts - 1. */
+function planeDecls(r: Records, first: number): string {
+  return range(r.parts).map((p) =>
+    `@group(0) @binding(${first + p}) var<uniform> u${p}: array<vec4<f32>, ${r.Tw * r.c}>;`
+  ).join("\n");
+}
+
+/** WGSL of vec4 `x` of the record at window row `wr`. */
+const urec = (r: Records, x: number, wr: string) =>
+  `u${Math.floor(x / r.c)}[${wr} * ${r.c}u + ${x % r.c}u]`;
+
+/** The windowed kernels' params (one struct; each kernel reads what it needs). */
+const PARAM_FIELDS = ["T", "H", "Tp", "s0", "ws", "we", "blk0", "scale", "acc_a", "acc_b"];
+const PARAMS = /* wgsl */ `struct P {
+  T: u32, H: u32, Tp: u32, s0: u32, ws: u32, we: u32, blk0: u32, scale: f32, acc_a: u32, acc_b: u32
+}`;
+
+/**
+ * A windowed kernel's WGSL with its params read once into registers: `p.x` becomes `p_x`.
+ * The params live in a storage buffer, not a uniform one: lavapipe 22.3 recompiles a shader
+ * whose loop bounds come from uniform loads for every new value ("inlinable uniforms"), and
+ * that path also corrupted the heap with many uniform bindings.
+ */
+function withParams(src: string, binding: number): string {
+  const [head, body] = src.split("@compute");
+  const lets = PARAM_FIELDS.map((f) => `let p_${f} = p.${f};`).join("\n  ");
+  return `${head}@group(0) @binding(${binding}) var<storage, read> p: P;\n@compute` +
+    body.replace(/\bp\.(\w+)/g, "p_$1").replace("{\n", `{\n  ${lets}\n`);
+}
+
+/**
+ * The packing kernel: one thread per (b, h, t) writes that row's record into the planes of
+ * `rec` (a storage view of the same buffer). Keys (`rows` false): k, v and, with `seg`, a vec4
+ * holding the segment id's bits. Query rows (`rows` true): q * scale, dO, then (lse, D =
+ * rowsum(dO * O), segment bits, 0).
+ */
+function packSource(dqk: number, dv: number, hasSeg: boolean, rows: boolean, r: Records): string {
+  const kq = rowKind(dqk), kv = rowKind(dv), gq = groups(kq), gv = groups(kv);
+  const put = (x: number, val: string) =>
+    `rec[${Math.floor(x / r.c)}u * p.PV + fr * ${r.c}u + ${x % r.c}u] = ${val};`;
+  const sg = hasSeg ? "bitcast<f32>(seg[b * p.T + i])" : "0.0";
+  const body: string[] = [];
+  const ins: string[] = rows ? ["q", "o", "dout", "lse"] : ["k", "v"];
+  if (rows) {
+    for (const g of range(gq)) body.push(put(g, `${load("q", kq, "row", g)} * p.scale`));
+    body.push(`var dsum = vec4<f32>(0.0);`);
+    for (const g of range(gv)) {
+      body.push(`let o${g} = ${load("dout", kv, "row", g)};`, put(gq + g, `o${g}`));
+      body.push(`dsum = fma(o${g}, ${load("o", kv, "row", g)}, dsum);`);
+    }
+    body.push(put(gq + gv, `vec4<f32>(lse[idx], ${sum4("dsum")}, ${sg}, 0.0)`));
+  } else {
+    for (const g of range(gq)) body.push(put(g, load("k", kq, "row", g)));
+    for (const g of range(gv)) body.push(put(gq + g, load("v", kv, "row", g)));
+    if (hasSeg) body.push(put(gq + gv, `vec4<f32>(${sg}, 0.0, 0.0, 0.0)`));
+  }
+  const type = (n: string) =>
+    n === "lse" ? "array<f32>" : arrayType(n === "q" || n === "k" ? kq : kv);
+  const decl = [...ins, ...(hasSeg ? ["seg"] : [])].map((n, i) =>
+    `@group(0) @binding(${i}) var<storage, read> ${n}: ${n === "seg" ? "array<i32>" : type(n)};`
+  );
+  const nb = decl.length;
+  return /* wgsl */ `
+struct P { n: u32, T: u32, H: u32, Tp: u32, PV: u32, scale: f32 }
+${decl.join("\n")}
+@group(0) @binding(${nb}) var<storage, read_write> rec: array<vec4<f32>>;
+@group(0) @binding(${nb + 1}) var<uniform> p: P;
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) li: u32) {
+  let idx = (wid.y * nwg.x + wid.x) * 64u + li;   // over [B, H, T]
+  if (idx >= p.n) { return; }
+  let i = idx % p.T;
+  let sl = idx / p.T;
+  let b = sl / p.H;
+  let h = sl % p.H;
+  let row = (b * p.T + i) * p.H + h;
+  let fr = sl * p.Tp + i;
+  ${body.join("\n  ")}
+}`;
+}
+
+/** WGSL of the slice, batch and head of a windowed kernel's workgroup. */
+const SLICE = /* wgsl */ `let sl = p.s0 + wid.y;
+  let b = sl / p.H;
+  let h = sl % p.H;
+  let wb = wid.y * p.Tp;   // plane row of this slice's row ws, minus ws
+  let tl = p.T - 1u;`;
+
+/**
+ * The forward kernel over one window of keys: lane `lane` of workgroup (x, y) owns query rows
+ * `(blk0 + x) * 8R + 8r + lane` of slice s0 + y. Per trip over keys j0 .. j0 + C - 1: scores
+ * s_rc (masked to -3e38, below the running max's -1e30 floor, so exp gives exactly 0 and an
+ * all-masked trip leaves m, l, acc unchanged), the running max, one rescale of l and acc, then
+ * acc += p V. The first window starts from m = -1e30, l = 0, acc = 0; later ones resume from the
+ * stored (out, lse) as m = lse, l = 1, acc = out (the same softmax state), and every window
+ * stores out = acc / l and lse = m + log l.
+ */
+function forwardSource(dqk: number, dv: number, hasSeg: boolean, r: Records): string {
   const { R, C } = tileFor("fwd", dqk, dv);
   const kq = rowKind(dqk), kv = rowKind(dv), gq = groups(kq), gv = groups(kv);
   const o = hasSeg ? 1 : 0;
   const init: string[] = [];
-  for (const r of range(R)) {
-    init.push(`let i${r} = q0 + ${r * L}u + lane;`);
-    init.push(`let ir${r} = (b * p.T + min(i${r}, tl)) * p.H + h;`);
+  for (const r_ of range(R)) {
+    init.push(`let i${r_} = q0 + ${r_ * L}u + lane;`);
+    init.push(`let ir${r_} = (b * p.T + min(i${r_}, tl)) * p.H + h;`);
     for (const g of range(gq)) {
       // pre-scaling q saves a multiply per score; the backward recomputes scores the same way
-      init.push(`let q${r}_${g} = ${load("q", kq, `ir${r}`, g)} * p.scale;`);
+      init.push(`let q${r_}_${g} = ${load("q", kq, `ir${r_}`, g)} * p.scale;`);
     }
-    if (hasSeg) init.push(`let si${r} = seg[b * p.T + min(i${r}, tl)];`);
+    if (hasSeg) init.push(`let si${r_} = seg[b * p.T + min(i${r_}, tl)];`);
     // m starts at a finite floor, not -inf: exp(m - s) is then exactly 0 for the first score
-    init.push(`var m${r} = -1e30;`, `var l${r} = 0.0;`);
-    for (const g of range(gv)) init.push(`var a${r}_${g} = vec4<f32>(0.0);`);
+    // a row that saw no key yet (segments) was stored as lse -3e38: it starts afresh too
+    init.push(`let ls${r_} = lse[sl * p.T + min(i${r_}, tl)];`);
+    init.push(`let fr${r_} = fresh || ls${r_} <= -3e38;`);
+    init.push(`var m${r_} = select(ls${r_}, -1e30, fr${r_});`);
+    init.push(`var l${r_} = select(1.0, 0.0, fr${r_});`);
+    for (const g of range(gv)) {
+      init.push(
+        `var a${r_}_${g} = select(${load("out", kv, `ir${r_}`, g)}, vec4<f32>(0.0), fr${r_});`,
+      );
+    }
   }
   const trip: string[] = [];
   for (const c of range(C)) {
-    trip.push(`let jr${c} = (b * p.T + min(j0 + ${c}u, tl)) * p.H + h;`);
-    if (hasSeg) trip.push(`let sj${c} = seg[b * p.T + min(j0 + ${c}u, tl)];`);
+    // past the window's last key only when that is row T - 1: masked as j > i
+    trip.push(`let wr${c} = wb + min(j0 + ${c}u, p.we - 1u) - p.ws;`);
+    if (hasSeg) trip.push(`let sj${c} = bitcast<i32>(${urec(r, gq + gv, `wr${c}`)}.x);`);
   }
   for (const c of range(C)) {
-    for (const g of range(gq)) trip.push(`let k${c}_${g} = ${load("k", kq, `jr${c}`, g)};`);
-    for (const r of range(R)) {
-      trip.push(...dot(`t${r}_${c}`, (g) => `q${r}_${g}`, (g) => `k${c}_${g}`, gq));
-      const keep = [`j0 + ${c}u <= i${r}`, ...(hasSeg ? [`sj${c} == si${r}`] : [])].join(" && ");
-      trip.push(`let s${r}_${c} = select(-3e38, ${sum4(`t${r}_${c}`)}, ${keep});`);
+    for (const g of range(gq)) trip.push(`let k${c}_${g} = ${urec(r, g, `wr${c}`)};`);
+    for (const r_ of range(R)) {
+      trip.push(...dot(`t${r_}_${c}`, (g) => `q${r_}_${g}`, (g) => `k${c}_${g}`, gq));
+      const keep = [`j0 + ${c}u <= i${r_}`, ...(hasSeg ? [`sj${c} == si${r_}`] : [])].join(" && ");
+      trip.push(`let s${r_}_${c} = select(-3e38, ${sum4(`t${r_}_${c}`)}, ${keep});`);
     }
   }
-  for (const r of range(R)) {
-    const mx = range(C).map((c) => `s${r}_${c}`).reduce((x, y) => `max(${x}, ${y})`);
-    trip.push(`let mn${r} = max(m${r}, ${mx});`, `let cr${r} = exp(m${r} - mn${r});`);
-    trip.push(`m${r} = mn${r};`);
-    for (const c of range(C)) trip.push(`let p${r}_${c} = exp(s${r}_${c} - mn${r});`);
-    const ps = range(C).map((c) => `p${r}_${c}`).join(" + ");
-    trip.push(`l${r} = fma(l${r}, cr${r}, ${ps});`);
-    for (const g of range(gv)) trip.push(`a${r}_${g} = a${r}_${g} * cr${r};`);
+  for (const r_ of range(R)) {
+    const mx = range(C).map((c) => `s${r_}_${c}`).reduce((x, y) => `max(${x}, ${y})`);
+    trip.push(`let mn${r_} = max(m${r_}, ${mx});`, `let cr${r_} = exp(m${r_} - mn${r_});`);
+    trip.push(`m${r_} = mn${r_};`);
+    for (const c of range(C)) trip.push(`let p${r_}_${c} = exp(s${r_}_${c} - mn${r_});`);
+    const ps = range(C).map((c) => `p${r_}_${c}`).join(" + ");
+    trip.push(`l${r_} = fma(l${r_}, cr${r_}, ${ps});`);
+    for (const g of range(gv)) trip.push(`a${r_}_${g} = a${r_}_${g} * cr${r_};`);
   }
   for (const c of range(C)) {
     for (const g of range(gv)) {
-      trip.push(`let v${c}_${g} = ${load("v", kv, `jr${c}`, g)};`);
-      for (const r of range(R)) {
-        trip.push(`a${r}_${g} = fma(vec4<f32>(p${r}_${c}), v${c}_${g}, a${r}_${g});`);
+      trip.push(`let v${c}_${g} = ${urec(r, gq + g, `wr${c}`)};`);
+      for (const r_ of range(R)) {
+        trip.push(`a${r_}_${g} = fma(vec4<f32>(p${r_}_${c}), v${c}_${g}, a${r_}_${g});`);
       }
     }
   }
-  const fin = range(R).map((r) =>
-    `if (i${r} < p.T) {
-    let inv${r} = 1.0 / l${r};
-    ${store("out", kv, `ir${r}`, (g) => `a${r}_${g} * inv${r}`, false)}
-    lse[(b * p.H + h) * p.T + i${r}] = m${r} + log(l${r});
+  const fin = range(R).map((r_) =>
+    `if (i${r_} < p.T) {
+    let inv${r_} = select(1.0 / l${r_}, 0.0, l${r_} == 0.0);
+    ${store("out", kv, `ir${r_}`, (g) => `a${r_}_${g} * inv${r_}`, false)}
+    lse[sl * p.T + i${r_}] = select(m${r_} + log(l${r_}), -3e38, l${r_} == 0.0);
   }`
   );
-  return /* wgsl */ `
+  return withParams(
+    /* wgsl */ `
 ${PARAMS}
 @group(0) @binding(0) var<storage, read> q: ${arrayType(kq)};
-@group(0) @binding(1) var<storage, read> k: ${arrayType(kq)};
-@group(0) @binding(2) var<storage, read> v: ${arrayType(kv)};
-${hasSeg ? "@group(0) @binding(3) var<storage, read> seg: array<i32>;" : ""}
-@group(0) @binding(${3 + o}) var<storage, read_write> out: ${arrayType(kv)};
-@group(0) @binding(${4 + o}) var<storage, read_write> lse: array<f32>;
-@group(0) @binding(${5 + o}) var<uniform> p: P;
+${hasSeg ? "@group(0) @binding(1) var<storage, read> seg: array<i32>;" : ""}
+@group(0) @binding(${1 + o}) var<storage, read_write> out: ${arrayType(kv)};
+@group(0) @binding(${2 + o}) var<storage, read_write> lse: array<f32>;
+${planeDecls(r, 3 + o)}
 
 @compute @workgroup_size(${L})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-  let b = wid.z;
-  let h = wid.y;
-  let q0 = wid.x * ${L * R}u;
-  let tl = p.T - 1u;
+  ${SLICE}
+  let q0 = (p.blk0 + wid.x) * ${L * R}u;
+  let fresh = p.ws == 0u;
   ${init.join("\n  ")}
   // causal: keys past the block's last row are masked for all of its rows
-  let kend = min(p.T, q0 + ${L * R}u);
-  for (var j0 = 0u; j0 < kend; j0 += ${C}u) {
+  let kend = min(min(p.T, p.we), q0 + ${L * R}u);
+  for (var j0 = p.ws; j0 < kend; j0 += ${C}u) {
     ${trip.join("\n    ")}
   }
   ${fin.join("\n  ")}
-}`;
-}
-
-const DELTA_SRC = /* wgsl */ `
-@group(0) @binding(0) var<storage, read> o: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> lse: array<f32>;
-@group(0) @binding(3) var<storage, read_write> stats: array<f32>;
-struct P { n: u32, T: u32, H: u32, DV: u32 }
-@group(0) @binding(4) var<uniform> p: P;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) li: u32) {
-  let idx = (wid.y * nwg.x + wid.x) * 256u + li;   // over [B, H, T]
-  if (idx >= p.n) { return; }
-  let i = idx % p.T;
-  let h = (idx / p.T) % p.H;
-  let b = idx / (p.T * p.H);
-  let base = ((b * p.T + i) * p.H + h) * p.DV;
-  var s = 0.0;
-  for (var d = 0u; d < p.DV; d++) { s += dout[base + d] * o[base + d]; }
-  stats[2u * idx] = lse[idx];
-  stats[2u * idx + 1u] = s;
-}`;
-
-/** Bindings shared by the two backward kernels (q, k, v, dout, stats, then seg). */
-function backwardBindings(kq: RowKind, kv: RowKind, hasSeg: boolean): string {
-  return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> q: ${arrayType(kq)};
-@group(0) @binding(1) var<storage, read> k: ${arrayType(kq)};
-@group(0) @binding(2) var<storage, read> v: ${arrayType(kv)};
-@group(0) @binding(3) var<storage, read> dout: ${arrayType(kv)};
-@group(0) @binding(4) var<storage, read> stats: array<vec2<f32>>; // (lse, D) per row
-${hasSeg ? "@group(0) @binding(5) var<storage, read> seg: array<i32>;" : ""}`;
+}`,
+    3 + o + r.parts,
+  );
 }
 
 /**
- * The dK/dV kernel: lane `lane` of workgroup (x, h, b) owns keys `x * 8R + 8r + lane`. Per trip
- * over query rows i0 .. i0 + C - 1 (from the block's first key on: earlier rows see none of its
- * keys): p = exp(s - lse), dS = p (dO . v - D), dV += p dO, dK += dS q (q pre-scaled, so this
- * already carries the scale).
+ * The dK/dV kernel over one window of query rows: lane `lane` of workgroup (x, y) owns keys
+ * `x * 8R + 8r + lane` of slice s0 + y. Per trip over one query row i0 (from the block's first
+ * key on: earlier rows see none of its keys): p = exp(s - lse), dS = p (dO . v - D),
+ * dV += p dO, dK += dS q (q pre-scaled, so this already carries the scale). The window holding
+ * the block's first key stores, later windows add.
  */
-function dkdvSource(dqk: number, dv: number, hasSeg: boolean): string {
-  const { R, C } = tileFor("dkdv", dqk, dv);
+function dkdvSource(dqk: number, dv: number, hasSeg: boolean, r: Records): string {
+  const { R } = tileFor("dkdv", dqk, dv);
   const kq = rowKind(dqk), kv = rowKind(dv), gq = groups(kq), gv = groups(kv);
   const o = hasSeg ? 1 : 0;
   const init: string[] = [];
-  for (const r of range(R)) {
-    init.push(`let j${r} = k0 + ${r * L}u + lane;`);
-    init.push(`let jr${r} = (b * p.T + min(j${r}, tl)) * p.H + h;`);
-    for (const g of range(gq)) init.push(`let k${r}_${g} = ${load("k", kq, `jr${r}`, g)};`);
-    for (const g of range(gv)) init.push(`let v${r}_${g} = ${load("v", kv, `jr${r}`, g)};`);
-    if (hasSeg) init.push(`let sj${r} = seg[b * p.T + min(j${r}, tl)];`);
-    for (const g of range(gq)) init.push(`var gk${r}_${g} = vec4<f32>(0.0);`);
-    for (const g of range(gv)) init.push(`var gv${r}_${g} = vec4<f32>(0.0);`);
+  for (const r_ of range(R)) {
+    init.push(`let j${r_} = k0 + ${r_ * L}u + lane;`);
+    init.push(`let jr${r_} = (b * p.T + min(j${r_}, tl)) * p.H + h;`);
+    for (const g of range(gq)) init.push(`let k${r_}_${g} = ${load("k", kq, `jr${r_}`, g)};`);
+    for (const g of range(gv)) init.push(`let v${r_}_${g} = ${load("v", kv, `jr${r_}`, g)};`);
+    if (hasSeg) init.push(`let sj${r_} = seg[b * p.T + min(j${r_}, tl)];`);
+    for (const g of range(gq)) init.push(`var gk${r_}_${g} = vec4<f32>(0.0);`);
+    for (const g of range(gv)) init.push(`var gv${r_}_${g} = vec4<f32>(0.0);`);
   }
-  const trip: string[] = [];
-  for (const c of range(C)) {
-    trip.push(`let ic${c} = min(i0 + ${c}u, tl);`, `let ir${c} = (b * p.T + ic${c}) * p.H + h;`);
-    trip.push(`let st${c} = stats[sb + ic${c}];`);
-    if (hasSeg) trip.push(`let sg${c} = seg[b * p.T + ic${c}];`);
+  const trip = [`let wr = wb + i0 - p.ws;`, `let st = ${urec(r, gq + gv, "wr")};`];
+  for (const g of range(gq)) trip.push(`let q_${g} = ${urec(r, g, "wr")};`);
+  for (const g of range(gv)) trip.push(`let o_${g} = ${urec(r, gq + g, "wr")};`);
+  if (hasSeg) trip.push(`let sg = bitcast<i32>(st.z);`);
+  for (const r_ of range(R)) {
+    trip.push(...dot(`t${r_}`, (g) => `k${r_}_${g}`, (g) => `q_${g}`, gq));
+    trip.push(...dot(`u${r_}`, (g) => `v${r_}_${g}`, (g) => `o_${g}`, gv));
+    const keep = [`i0 >= j${r_}`, ...(hasSeg ? [`sg == sj${r_}`] : [])].join(" && ");
+    // select, not a multiply: exp of a masked score may overflow to inf
+    trip.push(`let p${r_} = select(0.0, exp(${sum4(`t${r_}`)} - st.x), ${keep});`);
+    trip.push(`let d${r_} = p${r_} * (${sum4(`u${r_}`)} - st.y);`);
+    for (const g of range(gv)) {
+      trip.push(`gv${r_}_${g} = fma(vec4<f32>(p${r_}), o_${g}, gv${r_}_${g});`);
+    }
     for (const g of range(gq)) {
-      trip.push(`let q${c}_${g} = ${load("q", kq, `ir${c}`, g)} * p.scale;`);
-    }
-    for (const g of range(gv)) trip.push(`let o${c}_${g} = ${load("dout", kv, `ir${c}`, g)};`);
-  }
-  for (const c of range(C)) {
-    for (const r of range(R)) {
-      trip.push(...dot(`t${r}_${c}`, (g) => `k${r}_${g}`, (g) => `q${c}_${g}`, gq));
-      trip.push(...dot(`u${r}_${c}`, (g) => `v${r}_${g}`, (g) => `o${c}_${g}`, gv));
-      const keep = [`i0 + ${c}u >= j${r}`, `i0 + ${c}u < p.T`];
-      if (hasSeg) keep.push(`sg${c} == sj${r}`);
-      // select, not a multiply: exp of a masked score may overflow to inf
-      const e = `exp(${sum4(`t${r}_${c}`)} - st${c}.x)`;
-      trip.push(`let p${r}_${c} = select(0.0, ${e}, ${keep.join(" && ")});`);
-      trip.push(`let d${r}_${c} = p${r}_${c} * (${sum4(`u${r}_${c}`)} - st${c}.y);`);
-      for (const g of range(gv)) {
-        trip.push(`gv${r}_${g} = fma(vec4<f32>(p${r}_${c}), o${c}_${g}, gv${r}_${g});`);
-      }
-      for (const g of range(gq)) {
-        trip.push(`gk${r}_${g} = fma(vec4<f32>(d${r}_${c}), q${c}_${g}, gk${r}_${g});`);
-      }
+      trip.push(`gk${r_}_${g} = fma(vec4<f32>(d${r_}), q_${g}, gk${r_}_${g});`);
     }
   }
-  const fin = range(R).map((r) =>
-    `if (j${r} < p.T) {
-    if (p.acc_a == 1u) { ${store("dk", kq, `jr${r}`, (g) => `gk${r}_${g}`, true)} }
-    else { ${store("dk", kq, `jr${r}`, (g) => `gk${r}_${g}`, false)} }
-    if (p.acc_b == 1u) { ${store("dv", kv, `jr${r}`, (g) => `gv${r}_${g}`, true)} }
-    else { ${store("dv", kv, `jr${r}`, (g) => `gv${r}_${g}`, false)} }
+  const fin = range(R).map((r_) =>
+    `if (j${r_} < p.T) {
+    if (first && p.acc_a == 0u) { ${store("dk", kq, `jr${r_}`, (g) => `gk${r_}_${g}`, false)} }
+    else { ${store("dk", kq, `jr${r_}`, (g) => `gk${r_}_${g}`, true)} }
+    if (first && p.acc_b == 0u) { ${store("dv", kv, `jr${r_}`, (g) => `gv${r_}_${g}`, false)} }
+    else { ${store("dv", kv, `jr${r_}`, (g) => `gv${r_}_${g}`, true)} }
   }`
   );
-  return /* wgsl */ `
+  return withParams(
+    /* wgsl */ `
 ${PARAMS}
-${backwardBindings(kq, kv, hasSeg)}
-@group(0) @binding(${5 + o}) var<storage, read_write> dk: ${arrayType(kq)};
-@group(0) @binding(${6 + o}) var<storage, read_write> dv: ${arrayType(kv)};
-@group(0) @binding(${7 + o}) var<uniform> p: P;
+@group(0) @binding(0) var<storage, read> k: ${arrayType(kq)};
+@group(0) @binding(1) var<storage, read> v: ${arrayType(kv)};
+${hasSeg ? "@group(0) @binding(2) var<storage, read> seg: array<i32>;" : ""}
+@group(0) @binding(${2 + o}) var<storage, read_write> dk: ${arrayType(kq)};
+@group(0) @binding(${3 + o}) var<storage, read_write> dv: ${arrayType(kv)};
+${planeDecls(r, 4 + o)}
 
 @compute @workgroup_size(${L})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-  let b = wid.z;
-  let h = wid.y;
+  ${SLICE}
   let k0 = wid.x * ${L * R}u;
-  let tl = p.T - 1u;
-  let sb = (b * p.H + h) * p.T;
+  let first = k0 >= p.ws;
   ${init.join("\n  ")}
-  for (var i0 = k0; i0 < p.T; i0 += ${C}u) {
+  for (var i0 = max(k0, p.ws); i0 < p.we; i0++) {
     ${trip.join("\n    ")}
   }
   ${fin.join("\n  ")}
-}`;
+}`,
+    4 + o + r.parts,
+  );
 }
 
 /**
- * The dQ kernel: lane `lane` of workgroup (x, h, b) owns query rows `x * 8R + 8r + lane`. Per
- * trip over keys j0 .. j0 + C - 1 (up to the block's last row): p = exp(s - lse),
- * dS = p (dO . v - D), dQ += dS k; dQ is scaled once when stored.
+ * The dQ kernel over one window of keys: lane `lane` of workgroup (x, y) owns query rows
+ * `(blk0 + x) * 8R + 8r + lane` of slice s0 + y (their q, dO, lse and D = dO . O in registers).
+ * Per trip over one key j0 (up to the block's last row): p = exp(s - lse), dS = p (dO . v - D),
+ * dQ += dS k; dQ is scaled when stored. The first window stores, later windows add.
  */
-function dqSource(dqk: number, dv: number, hasSeg: boolean): string {
-  const { R, C } = tileFor("dq", dqk, dv);
+function dqSource(dqk: number, dv: number, hasSeg: boolean, r: Records): string {
+  const { R } = tileFor("dq", dqk, dv);
   const kq = rowKind(dqk), kv = rowKind(dv), gq = groups(kq), gv = groups(kv);
   const o = hasSeg ? 1 : 0;
   const init: string[] = [];
-  for (const r of range(R)) {
-    init.push(`let i${r} = q0 + ${r * L}u + lane;`);
-    init.push(`let ir${r} = (b * p.T + min(i${r}, tl)) * p.H + h;`);
-    init.push(`let st${r} = stats[sb + min(i${r}, tl)];`);
+  for (const r_ of range(R)) {
+    init.push(`let i${r_} = q0 + ${r_ * L}u + lane;`);
+    init.push(`let ir${r_} = (b * p.T + min(i${r_}, tl)) * p.H + h;`);
+    init.push(`let ls${r_} = lse[sl * p.T + min(i${r_}, tl)];`);
     for (const g of range(gq)) {
-      init.push(`let q${r}_${g} = ${load("q", kq, `ir${r}`, g)} * p.scale;`);
+      init.push(`let q${r_}_${g} = ${load("q", kq, `ir${r_}`, g)} * p.scale;`);
     }
-    for (const g of range(gv)) init.push(`let o${r}_${g} = ${load("dout", kv, `ir${r}`, g)};`);
-    if (hasSeg) init.push(`let si${r} = seg[b * p.T + min(i${r}, tl)];`);
-    for (const g of range(gq)) init.push(`var gq${r}_${g} = vec4<f32>(0.0);`);
+    for (const g of range(gv)) {
+      init.push(`let o${r_}_${g} = ${load("dout", kv, `ir${r_}`, g)};`);
+    }
+    init.push(...dot(`dd${r_}`, (g) => `o${r_}_${g}`, (g) => load("o", kv, `ir${r_}`, g), gv));
+    init.push(`let D${r_} = ${sum4(`dd${r_}`)};`);
+    if (hasSeg) init.push(`let si${r_} = seg[b * p.T + min(i${r_}, tl)];`);
+    for (const g of range(gq)) init.push(`var gq${r_}_${g} = vec4<f32>(0.0);`);
   }
-  const trip: string[] = [];
-  for (const c of range(C)) {
-    trip.push(`let jr${c} = (b * p.T + min(j0 + ${c}u, tl)) * p.H + h;`);
-    if (hasSeg) trip.push(`let sg${c} = seg[b * p.T + min(j0 + ${c}u, tl)];`);
-    for (const g of range(gq)) trip.push(`let k${c}_${g} = ${load("k", kq, `jr${c}`, g)};`);
-    for (const g of range(gv)) trip.push(`let v${c}_${g} = ${load("v", kv, `jr${c}`, g)};`);
-  }
-  for (const c of range(C)) {
-    for (const r of range(R)) {
-      trip.push(...dot(`t${r}_${c}`, (g) => `q${r}_${g}`, (g) => `k${c}_${g}`, gq));
-      trip.push(...dot(`u${r}_${c}`, (g) => `o${r}_${g}`, (g) => `v${c}_${g}`, gv));
-      const keep = [`j0 + ${c}u <= i${r}`, ...(hasSeg ? [`sg${c} == si${r}`] : [])].join(" && ");
-      const e = `exp(${sum4(`t${r}_${c}`)} - st${r}.x)`;
-      trip.push(`let p${r}_${c} = select(0.0, ${e}, ${keep});`);
-      trip.push(`let d${r}_${c} = p${r}_${c} * (${sum4(`u${r}_${c}`)} - st${r}.y);`);
-      for (const g of range(gq)) {
-        trip.push(`gq${r}_${g} = fma(vec4<f32>(d${r}_${c}), k${c}_${g}, gq${r}_${g});`);
-      }
+  const trip = [`let wr = wb + j0 - p.ws;`];
+  if (hasSeg) trip.push(`let sg = bitcast<i32>(${urec(r, gq + gv, "wr")}.x);`);
+  for (const g of range(gq)) trip.push(`let k_${g} = ${urec(r, g, "wr")};`);
+  for (const g of range(gv)) trip.push(`let v_${g} = ${urec(r, gq + g, "wr")};`);
+  for (const r_ of range(R)) {
+    trip.push(...dot(`t${r_}`, (g) => `q${r_}_${g}`, (g) => `k_${g}`, gq));
+    trip.push(...dot(`u${r_}`, (g) => `o${r_}_${g}`, (g) => `v_${g}`, gv));
+    const keep = [`j0 <= i${r_}`, ...(hasSeg ? [`sg == si${r_}`] : [])].join(" && ");
+    trip.push(`let p${r_} = select(0.0, exp(${sum4(`t${r_}`)} - ls${r_}), ${keep});`);
+    trip.push(`let d${r_} = p${r_} * (${sum4(`u${r_}`)} - D${r_});`);
+    for (const g of range(gq)) {
+      trip.push(`gq${r_}_${g} = fma(vec4<f32>(d${r_}), k_${g}, gq${r_}_${g});`);
     }
   }
-  const fin = range(R).map((r) =>
-    `if (i${r} < p.T) {
-    if (p.acc_a == 1u) { ${store("dq", kq, `ir${r}`, (g) => `gq${r}_${g} * p.scale`, true)} }
-    else { ${store("dq", kq, `ir${r}`, (g) => `gq${r}_${g} * p.scale`, false)} }
+  const fin = range(R).map((r_) =>
+    `if (i${r_} < p.T) {
+    if (first && p.acc_a == 0u) { ${
+      store("dq", kq, `ir${r_}`, (g) => `gq${r_}_${g} * p.scale`, false)
+    } }
+    else { ${store("dq", kq, `ir${r_}`, (g) => `gq${r_}_${g} * p.scale`, true)} }
   }`
   );
-  return /* wgsl */ `
+  return withParams(
+    /* wgsl */ `
 ${PARAMS}
-${backwardBindings(kq, kv, hasSeg)}
-@group(0) @binding(${5 + o}) var<storage, read_write> dq: ${arrayType(kq)};
-@group(0) @binding(${6 + o}) var<uniform> p: P;
+@group(0) @binding(0) var<storage, read> q: ${arrayType(kq)};
+@group(0) @binding(1) var<storage, read> o: ${arrayType(kv)};
+@group(0) @binding(2) var<storage, read> dout: ${arrayType(kv)};
+@group(0) @binding(3) var<storage, read> lse: array<f32>;
+${hasSeg ? "@group(0) @binding(4) var<storage, read> seg: array<i32>;" : ""}
+@group(0) @binding(${4 + o}) var<storage, read_write> dq: ${arrayType(kq)};
+${planeDecls(r, 5 + o)}
 
 @compute @workgroup_size(${L})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
-  let b = wid.z;
-  let h = wid.y;
-  let q0 = wid.x * ${L * R}u;
-  let tl = p.T - 1u;
-  let sb = (b * p.H + h) * p.T;
+  ${SLICE}
+  let q0 = (p.blk0 + wid.x) * ${L * R}u;
+  let first = p.ws == 0u;
   ${init.join("\n  ")}
   // causal: keys past the block's last row are masked for all of its rows
-  let kend = min(p.T, q0 + ${L * R}u);
-  for (var j0 = 0u; j0 < kend; j0 += ${C}u) {
+  let kend = min(min(p.T, p.we), q0 + ${L * R}u);
+  for (var j0 = p.ws; j0 < kend; j0++) {
     ${trip.join("\n    ")}
   }
   ${fin.join("\n  ")}
-}`;
+}`,
+    5 + o + r.parts,
+  );
+}
+
+/** vec4s of a key record (k, v, segment bits) and of a query-row record (q, dO, stats). */
+const keyRec = (s: AttentionShape, hasSeg: boolean) =>
+  Math.ceil(s.dqk / 4) + Math.ceil(s.dv / 4) + (hasSeg ? 1 : 0);
+const rowRec = (s: AttentionShape) => Math.ceil(s.dqk / 4) + Math.ceil(s.dv / 4) + 1;
+
+const recordBuffers = new WeakMap<Gpu, GPUBuffer[]>();
+
+/**
+ * A storage + uniform scratch buffer of at least `bytes` for slot `slot` (0 keys, 1 rows), kept
+ * per device and reused by every call: the queue runs encoded work in order, so a later call's
+ * packing never overtakes an earlier call's reads.
+ */
+function recordBuffer(gpu: Gpu, slot: number, bytes: number): GPUBuffer {
+  let list = recordBuffers.get(gpu);
+  if (!list) recordBuffers.set(gpu, list = []);
+  if (!list[slot] || list[slot].size < bytes) {
+    list[slot] = gpu.device.createBuffer({
+      label: `attention records ${slot}`,
+      size: Math.ceil(bytes / 256) * 256,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.UNIFORM,
+    });
+  }
+  return list[slot];
+}
+
+/**
+ * Encodes the packing of key (`rows` false) or query-row records of `ins` into a scratch buffer
+ * and returns it with its layout.
+ */
+function pack(
+  s: AttentionShape,
+  ins: Tensor[],
+  o: { rows: boolean; hasSeg: boolean; scale: number; uniformBytes?: number },
+): { buf: GPUBuffer; r: Records } {
+  const gpu = ins[0].gpu;
+  const r = records(gpu, s, o.rows ? rowRec(s) : keyRec(s, o.hasSeg), o.uniformBytes);
+  const buf = recordBuffer(gpu, o.rows ? 1 : 0, r.parts * r.PV * 16);
+  const n = s.B * s.H * s.T;
+  launch1d(
+    gpu,
+    o.rows ? "attention_pack_rows" : "attention_pack_keys",
+    `${s.dqk}|${s.dv}|${o.hasSeg}|${r.c}`,
+    () => packSource(s.dqk, s.dv, o.hasSeg, o.rows, r),
+    [...ins.map((t) => t.binding), { buffer: buf, offset: 0, size: r.parts * r.PV * 16 }],
+    n,
+    (p) => p.u32(n).u32(s.T).u32(s.H).u32(r.Tp).u32(r.PV).f32(o.scale),
+    64,
+  );
+  return { buf, r };
+}
+
+/** The plane bindings of window `w`. */
+function planeBindings(buf: GPUBuffer, r: Records, w: Window): Binding[] {
+  return range(r.parts).map((p) => ({
+    buffer: buf,
+    offset: (p * r.PV + w.W0 * r.c) * 16,
+    size: r.Tw * r.c * 16,
+  }));
+}
+
+/**
+ * The params of every window of one launch, one 256-byte slot each, in a fresh storage buffer
+ * (written at creation, so no later call can overwrite it before the queue reads it); returns
+ * the binding of window `i`.
+ */
+function windowParams(
+  gpu: Gpu,
+  s: AttentionShape,
+  r: Records,
+  ws: Window[],
+  o: { blk0: (w: Window) => number; scale: number; acc_a: boolean; acc_b: boolean },
+): (i: number) => Binding {
+  const slot = Math.max(256, gpu.device.limits.minStorageBufferOffsetAlignment);
+  const buffer = gpu.device.createBuffer({
+    label: "attention window params",
+    size: slot * ws.length,
+    usage: GPUBufferUsage.STORAGE,
+    mappedAtCreation: true,
+  });
+  const u = new Uint32Array(buffer.getMappedRange()), f = new Float32Array(u.buffer);
+  ws.forEach((w, i) => {
+    const at = (i * slot) / 4;
+    u.set([s.T, s.H, r.Tp, w.s0, w.ws, w.we, o.blk0(w)], at);
+    f[at + 7] = o.scale;
+    u.set([o.acc_a ? 1 : 0, o.acc_b ? 1 : 0], at + 8);
+  });
+  buffer.unmap();
+  return (i) => ({ buffer, offset: i * slot, size: 40 });
 }
 
 /** Reads and checks the sizes of q [B, T, H, dqk], k (same) and v [B, T, H, dv]. */
@@ -476,11 +717,6 @@ export function attentionShape(
   return { B, T, H, dqk, dv };
 }
 
-/** Workgroups of `kernel`: one per (block of 8 R rows or keys, head, batch). */
-function grid(s: AttentionShape, kernel: Kernel): [number, number, number] {
-  return [Math.ceil(s.T / (L * tileFor(kernel, s.dqk, s.dv).R)), s.H, s.B];
-}
-
 /** Inputs of the attention forward. */
 export interface AttentionInputs {
   /** Queries [B, T, H, dqk]. */
@@ -499,26 +735,45 @@ export interface AttentionInputs {
  *
  * @param outs where to write `out` and `lse`.
  * @param ins q, k, v (and optional seg).
- * @param opts.scale the softmax scale (MLA: `1/sqrt(dn + dr)`, times `m^2` under YaRN).
+ * @param opts.scale the softmax scale (MLA: `1/sqrt(dn + dr)`, times `m^2` under YaRN);
+ *   `uniformBytes` the bytes per uniform window (default: the device limit; tests make it small).
  * @throws when the shapes disagree or the grid passes 65535 workgroups per dimension.
  * @example attentionForward({ out, lse }, { q, k, v }, { scale: 1 / Math.sqrt(48) });
  */
 export function attentionForward(
   outs: { out: Tensor; lse: Tensor },
   ins: AttentionInputs,
-  opts: { scale: number },
+  opts: { scale: number; uniformBytes?: number },
 ): void {
   const { q, k, v, seg } = ins;
   const s = attentionShape(q, k, v, seg);
   const hasSeg = Boolean(seg);
-  launch(
-    q.gpu,
-    "attention_fwd",
-    `${s.dqk}|${s.dv}|${hasSeg}`,
-    () => forwardSource(s.dqk, s.dv, hasSeg),
-    [q, k, v, ...(seg ? [seg] : []), outs.out, outs.lse].map((t) => t.binding),
-    grid(s, "fwd"),
-    (p) => p.u32(s.T).u32(s.H).f32(opts.scale).u32(0).u32(0).u32(0).u32(0).u32(0),
+  const { buf, r } = pack(s, [k, v, ...(seg ? [seg] : [])], {
+    rows: false,
+    hasSeg,
+    scale: 0,
+    uniformBytes: opts.uniformBytes,
+  });
+  const { R } = tileFor("fwd", s.dqk, s.dv);
+  const nblk = Math.ceil(s.T / (L * R));
+  const blk0 = (w: Window) => Math.floor(w.ws / (L * R));
+  const wins = windows(s, r);
+  const params = windowParams(q.gpu, s, r, wins, {
+    blk0,
+    scale: opts.scale,
+    acc_a: false,
+    acc_b: false,
+  });
+  wins.forEach((w, i) =>
+    launch(
+      q.gpu,
+      "attention_fwd",
+      `${s.dqk}|${s.dv}|${hasSeg}|${r.c}|${r.Tw}`,
+      () => forwardSource(s.dqk, s.dv, hasSeg, r),
+      [q, ...(seg ? [seg] : []), outs.out, outs.lse].map((t) => t.binding)
+        .concat(planeBindings(buf, r, w), [params(i)]),
+      [nblk - blk0(w), w.ns, 1],
+    )
   );
 }
 
@@ -548,14 +803,20 @@ export interface AttentionBackwardOptions {
   scale: number;
   /** Add into each gradient instead of overwriting it. */
   accumulate?: { dq?: boolean; dk?: boolean; dv?: boolean };
+  /**
+   * Bytes per uniform window (default: the device's largest uniform binding). Tests pass a
+   * small one so that a short sequence already spans several windows.
+   */
+  uniformBytes?: number;
 }
 
 /**
  * Encodes the attention backward: dq, dk, dv from dout, with one writer per element (no
  * atomics), so the result is bitwise reproducible.
  *
- * Kernels: `attention_delta` (D = rowsum(dO * O)), `attention_dkdv` (per key block),
- * `attention_dq` (per query block). A temporary [B, H, T, 2] buffer is allocated and released.
+ * Kernels: `attention_pack_rows` (query-row records with D = rowsum(dO * O)), `attention_dkdv`
+ * (per key block and window), `attention_pack_keys`, `attention_dq` (per query block and
+ * window). The records go to per-device scratch buffers reused by every call.
  *
  * @throws when the shapes disagree.
  * @example
@@ -572,46 +833,67 @@ export function attentionBackward(
   const hasSeg = Boolean(seg);
   const key = `${s.dqk}|${s.dv}|${hasSeg}`;
   const acc = opts.accumulate ?? {};
-  const n = s.B * s.H * s.T;
-  const stats = Tensor.empty(gpu, [s.B, s.H, s.T, 2]);
-  launch1d(
-    gpu,
-    "attention_delta",
-    "",
-    () => DELTA_SRC,
-    [out.binding, dout.binding, lse.binding, stats.binding],
-    n,
-    (p) => p.u32(n).u32(s.T).u32(s.H).u32(s.dv),
-  );
-  const ins = [q, k, v, dout, stats, ...(seg ? [seg] : [])].map((t) => t.binding);
-  const params = (a: boolean, b: boolean) => (p: Params) =>
-    p.u32(s.T).u32(s.H).f32(opts.scale).u32(a ? 1 : 0).u32(b ? 1 : 0).u32(0).u32(0).u32(0);
+  const segs = seg ? [seg] : [];
   const scratch: Tensor[] = [];
   if (grads.dk || grads.dv) {
     const dk = grads.dk ?? scratchOf(k, scratch), dv = grads.dv ?? scratchOf(v, scratch);
-    launch(
-      gpu,
-      "attention_dkdv",
-      key,
-      () => dkdvSource(s.dqk, s.dv, hasSeg),
-      [...ins, dk.binding, dv.binding],
-      grid(s, "dkdv"),
-      params(Boolean(grads.dk && acc.dk), Boolean(grads.dv && acc.dv)),
+    const { buf, r } = pack(s, [q, out, dout, lse, ...segs], {
+      rows: true,
+      hasSeg,
+      scale: opts.scale,
+      uniformBytes: opts.uniformBytes,
+    });
+    const { R } = tileFor("dkdv", s.dqk, s.dv);
+    const wins = windows(s, r);
+    const params = windowParams(gpu, s, r, wins, {
+      blk0: () => 0,
+      scale: opts.scale,
+      acc_a: Boolean(grads.dk && acc.dk),
+      acc_b: Boolean(grads.dv && acc.dv),
+    });
+    wins.forEach((w, i) =>
+      launch(
+        gpu,
+        "attention_dkdv",
+        `${key}|${r.c}|${r.Tw}`,
+        () => dkdvSource(s.dqk, s.dv, hasSeg, r),
+        [k, v, ...segs, dk, dv].map((t) => t.binding)
+          .concat(planeBindings(buf, r, w), [params(i)]),
+        [Math.ceil(w.we / (L * R)), w.ns, 1],
+      )
     );
   }
   if (grads.dq) {
-    launch(
-      gpu,
-      "attention_dq",
-      key,
-      () => dqSource(s.dqk, s.dv, hasSeg),
-      [...ins, grads.dq.binding],
-      grid(s, "dq"),
-      params(Boolean(acc.dq), false),
+    const { buf, r } = pack(s, [k, v, ...segs], {
+      rows: false,
+      hasSeg,
+      scale: 0,
+      uniformBytes: opts.uniformBytes,
+    });
+    const { R } = tileFor("dq", s.dqk, s.dv);
+    const nblk = Math.ceil(s.T / (L * R));
+    const blk0 = (w: Window) => Math.floor(w.ws / (L * R));
+    const wins = windows(s, r);
+    const params = windowParams(gpu, s, r, wins, {
+      blk0,
+      scale: opts.scale,
+      acc_a: Boolean(acc.dq),
+      acc_b: false,
+    });
+    const dq = grads.dq;
+    wins.forEach((w, i) =>
+      launch(
+        gpu,
+        "attention_dq",
+        `${key}|${r.c}|${r.Tw}`,
+        () => dqSource(s.dqk, s.dv, hasSeg, r),
+        [q, out, dout, lse, ...segs, dq].map((t) => t.binding)
+          .concat(planeBindings(buf, r, w), [params(i)]),
+        [nblk - blk0(w), w.ns, 1],
+      )
     );
   }
   // encoded work keeps running in order: the pool may hand these buffers out again safely
-  stats.dispose();
   for (const t of scratch) t.dispose();
 }
 

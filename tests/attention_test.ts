@@ -284,3 +284,62 @@ Deno.test(
     assertClose(await dv.readF32(), want.dv, { ...tol, label: "dv" });
   },
 );
+
+Deno.test(
+  "attention matches the CPU twin when rows span several uniform windows",
+  GPU_TEST,
+  async () => {
+    // small windows (uniformBytes) so that short sequences cross window boundaries: rows split
+    // across windows of one (b, h) slice (resumed softmax state, added dQ/dK/dV partials, blocks
+    // straddling a window start) and several slices sharing one window; with and without
+    // accumulation into existing gradients
+    const gpu = await testGpu();
+    const cases = [
+      { s: { B: 2, T: 200, H: 2, dqk: 64, dv: 32 }, bytes: 2560, seg: true },
+      { s: { B: 1, T: 45, H: 2, dqk: 5, dv: 3 }, bytes: 512, seg: false },
+      { s: { B: 2, T: 20, H: 3, dqk: 8, dv: 4 }, bytes: 1024, seg: true },
+    ];
+    for (const { s, bytes, seg: withSeg } of cases) {
+      for (const accumulate of [false, true]) {
+        const x = inputs(s, s.T + s.dqk);
+        const seg = withSeg ? packedSegments(s.B, s.T, s.T) : null;
+        const scale = 1 / Math.sqrt(s.dqk);
+        const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
+        const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
+        const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+        const dout = Tensor.from(gpu, x.dout, v.shape);
+        const segT = seg ? Tensor.from(gpu, seg, [s.B, s.T], "i32") : null;
+        const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+        attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale, uniformBytes: bytes });
+        const pre = accumulate
+          ? { dq: randn(q.size, 1), dk: randn(k.size, 2), dv: randn(v.size, 3) }
+          : {
+            dq: new Float32Array(q.size),
+            dk: new Float32Array(k.size),
+            dv: new Float32Array(v.size),
+          };
+        const dq = Tensor.from(gpu, pre.dq, q.shape), dk = Tensor.from(gpu, pre.dk, k.shape);
+        const dv = Tensor.from(gpu, pre.dv, v.shape);
+        attentionBackward({ dq, dk, dv }, { q, k, v, seg: segT, out, lse, dout }, {
+          scale,
+          uniformBytes: bytes,
+          accumulate: { dq: accumulate, dk: accumulate, dv: accumulate },
+        });
+        const wantOut = attentionCpu({ ...x, seg }, { shape: s, scale });
+        const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale });
+        const add = (a: Float32Array, b: Float64Array) => b.map((w, i) => w + a[i]);
+        const tol = { atol: 1e-5, rtol: 1e-3 };
+        const l = `${label(s, withSeg)} bytes ${bytes}${accumulate ? " acc" : ""}`;
+        assertClose(await out.readF32(), wantOut.out, { ...tol, label: `${l} out` });
+        assertClose(await lse.readF32(), wantOut.lse, {
+          atol: 1e-5,
+          rtol: 1e-5,
+          label: `${l} lse`,
+        });
+        assertClose(await dq.readF32(), add(pre.dq, want.dq), { ...tol, label: `${l} dq` });
+        assertClose(await dk.readF32(), add(pre.dk, want.dk), { ...tol, label: `${l} dk` });
+        assertClose(await dv.readF32(), add(pre.dv, want.dv), { ...tol, label: `${l} dv` });
+      }
+    }
+  },
+);
