@@ -657,8 +657,9 @@ function planeBindings(buf: GPUBuffer, r: Records, w: Window): Binding[] {
 
 /**
  * The params of every window of one launch, one 256-byte slot each, in a fresh storage buffer
- * (written at creation, so no later call can overwrite it before the queue reads it); returns
- * the binding of window `i`.
+ * (written at creation, so no later call can overwrite it before the queue reads it). `at(i)` is
+ * the binding of window `i`; call `release()` once every window's dispatch is encoded, and the
+ * buffer is destroyed after the submit that runs them.
  */
 function windowParams(
   gpu: Gpu,
@@ -666,7 +667,7 @@ function windowParams(
   r: Records,
   ws: Window[],
   o: { blk0: (w: Window) => number; scale: number; acc_a: boolean; acc_b: boolean },
-): (i: number) => Binding {
+): { at: (i: number) => Binding; release: () => void } {
   const slot = Math.max(256, gpu.device.limits.minStorageBufferOffsetAlignment);
   const buffer = gpu.device.createBuffer({
     label: "attention window params",
@@ -682,7 +683,10 @@ function windowParams(
     u.set([o.acc_a ? 1 : 0, o.acc_b ? 1 : 0], at + 8);
   });
   buffer.unmap();
-  return (i) => ({ buffer, offset: i * slot, size: 40 });
+  return {
+    at: (i) => ({ buffer, offset: i * slot, size: 40 }),
+    release: () => gpu.destroyAfterSubmit(buffer),
+  };
 }
 
 /** Reads and checks the sizes of q [B, T, H, dqk], k (same) and v [B, T, H, dv]. */
@@ -771,10 +775,11 @@ export function attentionForward(
       `${s.dqk}|${s.dv}|${hasSeg}|${r.c}|${r.Tw}`,
       () => forwardSource(s.dqk, s.dv, hasSeg, r),
       [q, ...(seg ? [seg] : []), outs.out, outs.lse].map((t) => t.binding)
-        .concat(planeBindings(buf, r, w), [params(i)]),
+        .concat(planeBindings(buf, r, w), [params.at(i)]),
       [nblk - blk0(w), w.ns, 1],
     )
   );
+  params.release();
 }
 
 /** What the attention backward reads: the forward's inputs and outputs and `dout`. */
@@ -858,10 +863,11 @@ export function attentionBackward(
         `${key}|${r.c}|${r.Tw}`,
         () => dkdvSource(s.dqk, s.dv, hasSeg, r),
         [k, v, ...segs, dk, dv].map((t) => t.binding)
-          .concat(planeBindings(buf, r, w), [params(i)]),
+          .concat(planeBindings(buf, r, w), [params.at(i)]),
         [Math.ceil(w.we / (L * R)), w.ns, 1],
       )
     );
+    params.release();
   }
   if (grads.dq) {
     const { buf, r } = pack(s, [k, v, ...segs], {
@@ -888,10 +894,11 @@ export function attentionBackward(
         `${key}|${r.c}|${r.Tw}`,
         () => dqSource(s.dqk, s.dv, hasSeg, r),
         [q, out, dout, lse, ...segs, dq].map((t) => t.binding)
-          .concat(planeBindings(buf, r, w), [params(i)]),
+          .concat(planeBindings(buf, r, w), [params.at(i)]),
         [nblk - blk0(w), w.ns, 1],
       )
     );
+    params.release();
   }
   // encoded work keeps running in order: the pool may hand these buffers out again safely
   for (const t of scratch) t.dispose();

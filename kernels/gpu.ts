@@ -157,6 +157,8 @@ export class Gpu {
   /** Total submits since creation. */
   totalSubmits = 0;
   private profiler: Profiler | null = null;
+  /** Per-call buffers the encoded work reads; destroyed once that work is submitted. */
+  private transient: GPUBuffer[] = [];
 
   constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: GpuInfo) {
     this.info = info;
@@ -245,6 +247,14 @@ export class Gpu {
     this.batchKernels.add(pipeline.label);
   }
 
+  /**
+   * Hands over a buffer that only the work encoded so far (and up to the next submit) uses: it is
+   * destroyed right after that submit (WebGPU keeps it alive until the submitted work is done).
+   */
+  destroyAfterSubmit(buffer: GPUBuffer): void {
+    this.transient.push(buffer);
+  }
+
   /** Encodes a zero fill of a byte range (outside any compute pass). */
   clear(b: Binding): void {
     this.currentEncoder(true).clearBuffer(b.buffer, b.offset, roundUp(b.size, 4));
@@ -292,6 +302,7 @@ export class Gpu {
     this.dispatches = 0;
     this.batchKernels = new Set();
     if (this.profiler) this.profiler.labels = [];
+    this.releaseTransient();
   }
 
   /** Copies a byte range back to the host (flushes first). */
@@ -453,6 +464,11 @@ export class Gpu {
     return this.encoder;
   }
 
+  private releaseTransient(): void {
+    for (const b of this.transient) b.destroy();
+    this.transient = [];
+  }
+
   private submitBatch(): void {
     if (!this.encoder) return;
     if (this.pass) {
@@ -472,6 +488,7 @@ export class Gpu {
     const afterSubmit = this.resolveProfile(this.encoder);
     this.device.pushErrorScope("validation");
     this.device.queue.submit([this.encoder.finish()]);
+    this.releaseTransient();
     afterSubmit?.();
     this.pendingErrors.push(
       this.device.popErrorScope().then((e) =>
