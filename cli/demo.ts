@@ -78,6 +78,11 @@ export function demoCommand(): Command {
       nonNegative,
       1,
     )
+    .option(
+      "--no-dpo-on-policy",
+      "DPO on the written pairs as they are (default: each rejected turn becomes the SFT " +
+        "model's own greedy reply where that differs from the chosen one)",
+    )
     .option("--seed <n>", "seed of everything", int, 1234)
     .option("--no-progress", "plain log lines instead of progress bars")
     .action(async (o) => {
@@ -101,6 +106,7 @@ export function demoCommand(): Command {
         dpoLr: o.dpoLr,
         dpoBeta: o.dpoBeta,
         dpoRpoAlpha: o.dpoRpoAlpha,
+        dpoOnPolicy: o.dpoOnPolicy,
       });
     });
 }

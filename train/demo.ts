@@ -24,7 +24,8 @@ import {
 import { prepareShards } from "./prepare.ts";
 import { PRETRAIN_OPTIONS, runPretrain } from "./run_pretrain.ts";
 import { resolveOptions } from "./options.ts";
-import { runSft, SFT_OPTIONS } from "./run_sft.ts";
+import { loadModel, runSft, SFT_OPTIONS } from "./run_sft.ts";
+import { onPolicyPairs } from "./policy_pairs.ts";
 import { DPO_OPTIONS, runDpo } from "./run_dpo.ts";
 import { EVAL_OPTIONS, runEval } from "./run_eval.ts";
 
@@ -66,6 +67,11 @@ export interface DemoOptions {
   dpoBeta: number;
   /** Weight of the chosen replies' NLL in the DPO loss (RPO); default 0 (plain DPO). */
   dpoRpoAlpha?: number;
+  /**
+   * Rebuild the DPO pairs (train and held-out) with the SFT model's own wrong greedy replies as
+   * the rejected turns (`onPolicyPairs`); default true. False: the written pairs as they are.
+   */
+  dpoOnPolicy?: boolean;
 }
 
 /** The context every post-training stage and the evaluation use: tool prompts are ~360 tokens. */
@@ -216,11 +222,38 @@ export async function runDemo(
   seconds.sft = (performance.now() - t) / 1000;
   stageVal.sft = sft.val.loss ?? null;
 
-  // 6. DPO on the train pairs, from (and with the reference) the SFT checkpoint.
+  // 6. DPO on the train pairs, from (and with the reference) the SFT checkpoint. By default the
+  // pairs' rejected turns are first replaced by what the SFT model itself answers, where that
+  // differs from the chosen turn: DPO then corrects the model's real mistakes.
   t = performance.now();
+  let pairFiles = { train: files.dpo, heldOut: files.dpoHeldOut };
+  if (opts.dpoOnPolicy !== false) {
+    pairFiles = {
+      train: `${out}/corpus/dpo_policy.jsonl`,
+      heldOut: `${out}/corpus/dpo_policy_heldout.jsonl`,
+    };
+    const { model } = await loadModel(`${out}/sft`);
+    try {
+      for (
+        const [name, pairs, file] of [
+          ["train", corpus.dpo.train, pairFiles.train],
+          ["held-out", corpus.dpo.heldOut, pairFiles.heldOut],
+        ] as const
+      ) {
+        const r = await onPolicyPairs(model, pairs, { tok });
+        await Deno.writeTextFile(file, toJsonl(r.pairs));
+        log(
+          `dpo: ${r.replaced} of ${pairs.length} ${name} pairs take the SFT model's own reply ` +
+            `as the rejected turn (${file})`,
+        );
+      }
+    } finally {
+      model.arena.destroy();
+    }
+  }
   const dpo = await runDpo(
     (await resolveOptions(DPO_OPTIONS, [
-      ...["--init", `${out}/sft`, "--data", files.dpo, "--val-data", files.dpoHeldOut],
+      ...["--init", `${out}/sft`, "--data", pairFiles.train, "--val-data", pairFiles.heldOut],
       ...["--out", `${out}/dpo`, "--steps", String(opts.dpoSteps)],
       ...["--batch-size", String(opts.dpoBatchSize), "--lr", String(opts.dpoLr)],
       ...["--beta", String(opts.dpoBeta), "--seq-len", String(DEMO_MAX_SEQ_LEN)],
@@ -239,7 +272,7 @@ export async function runDemo(
     (await resolveOptions(EVAL_OPTIONS, [
       ...["--model", `${out}/pretrain`, `${out}/sft`, `${out}/dpo`, "--out", `${out}/eval`],
       ...["--data", `${out}/data`, "--questions", files.eval, "--tool-calls", files.evalTools],
-      ...["--pairs", files.dpoHeldOut, "--world-seed", String(opts.seed)],
+      ...["--pairs", pairFiles.heldOut, "--world-seed", String(opts.seed)],
       ...["--world-scale", String(opts.scale), "--seq-len", String(opts.seqLen)],
     ])).values,
     { log: () => {} },
