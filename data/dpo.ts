@@ -20,9 +20,9 @@ import type { Fact, World } from "./world.ts";
 export interface DpoOptions {
   /** Seed of this stream; default derived from `world.seed`. */
   seed?: number;
-  /** Number of pairs, train and held-out together; default 550 x `world.scale`. */
+  /** Number of pairs, train and held-out together; default 600 x `world.scale`. */
   count?: number;
-  /** Share of pairs held out for measuring preference accuracy; default 1/11 (50 of 550). */
+  /** Share of pairs held out for measuring preference accuracy; default 1/6 (100 of 600). */
   heldOutFraction?: number;
 }
 
@@ -45,7 +45,7 @@ export function dpoPairs(
   options: DpoOptions = {},
 ): { train: DpoPair[]; heldOut: DpoPair[] } {
   const rng = new Rng(options.seed ?? deriveSeed(world.seed, "dpo"));
-  const count = options.count ?? Math.round(550 * world.scale);
+  const count = options.count ?? Math.round(600 * world.scale);
   const g = new SftGenerator(world, rng);
   const pairs: DpoPair[] = [];
   for (let i = 0; i < count; i++) {
@@ -55,7 +55,7 @@ export function dpoPairs(
     else if (r < 0.85) pairs.push(toolCallPair(g, lang));
     else pairs.push(toolAnswerPair(g, lang));
   }
-  const heldOut = Math.round(count * (options.heldOutFraction ?? 1 / 11));
+  const heldOut = Math.round(count * (options.heldOutFraction ?? 1 / 6));
   return { train: pairs.slice(0, count - heldOut), heldOut: pairs.slice(count - heldOut) };
 }
 
