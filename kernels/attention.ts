@@ -655,38 +655,64 @@ function planeBindings(buf: GPUBuffer, r: Records, w: Window): Binding[] {
   }));
 }
 
+/** One windowed kernel launch of {@linkcode launchWindows}. */
+interface WindowedLaunch {
+  name: string;
+  /** Pipeline key of the shape (the record layout is added). */
+  key: string;
+  source: () => string;
+  /** The tensors bound before the record planes. */
+  tensors: Tensor[];
+  /** The first row block a window's workgroups start at. */
+  blk0: (w: Window) => number;
+  /** Row blocks (workgroups along x) a window runs. */
+  blocks: (w: Window) => number;
+  scale: number;
+  /** Add into the first / second output instead of storing (the first window only). */
+  acc_a: boolean;
+  acc_b: boolean;
+}
+
 /**
- * The params of every window of one launch, one 256-byte slot each, in a fresh storage buffer
- * (written at creation, so no later call can overwrite it before the queue reads it). `at(i)` is
- * the binding of window `i`; call `release()` once every window's dispatch is encoded, and the
- * buffer is destroyed after the submit that runs them.
+ * Dispatches `o`'s kernel once per window of `buf`'s records. The params of every window, one
+ * 256-byte slot each, sit in a fresh storage buffer (written at creation, so no later call can
+ * overwrite it before the queue reads it; uniform params would make lavapipe recompile per
+ * value), destroyed after the submit that runs the last of these dispatches.
  */
-function windowParams(
-  gpu: Gpu,
-  s: AttentionShape,
-  r: Records,
-  ws: Window[],
-  o: { blk0: (w: Window) => number; scale: number; acc_a: boolean; acc_b: boolean },
-): { at: (i: number) => Binding; release: () => void } {
+function launchWindows(s: AttentionShape, buf: GPUBuffer, r: Records, o: WindowedLaunch): void {
+  const gpu = o.tensors[0].gpu;
+  const wins = windows(s, r);
   const slot = Math.max(256, gpu.device.limits.minStorageBufferOffsetAlignment);
-  const buffer = gpu.device.createBuffer({
+  const params = gpu.device.createBuffer({
     label: "attention window params",
-    size: slot * ws.length,
+    size: slot * wins.length,
     usage: GPUBufferUsage.STORAGE,
     mappedAtCreation: true,
   });
-  const u = new Uint32Array(buffer.getMappedRange()), f = new Float32Array(u.buffer);
-  ws.forEach((w, i) => {
+  const u = new Uint32Array(params.getMappedRange()), f = new Float32Array(u.buffer);
+  wins.forEach((w, i) => {
     const at = (i * slot) / 4;
     u.set([s.T, s.H, r.Tp, w.s0, w.ws, w.we, o.blk0(w)], at);
     f[at + 7] = o.scale;
     u.set([o.acc_a ? 1 : 0, o.acc_b ? 1 : 0], at + 8);
   });
-  buffer.unmap();
-  return {
-    at: (i) => ({ buffer, offset: i * slot, size: 40 }),
-    release: () => gpu.destroyAfterSubmit(buffer),
-  };
+  params.unmap();
+  wins.forEach((w, i) =>
+    launch(
+      gpu,
+      o.name,
+      `${o.key}|${r.c}|${r.Tw}`,
+      o.source,
+      [
+        ...o.tensors.map((t) => t.binding),
+        ...planeBindings(buf, r, w),
+        { buffer: params, offset: i * slot, size: 40 },
+      ],
+      [o.blocks(w), w.ns, 1],
+    )
+  );
+  // Only now: a submit in the middle of the loop must not destroy it before the last dispatch.
+  gpu.destroyAfterSubmit(params);
 }
 
 /** Reads and checks the sizes of q [B, T, H, dqk], k (same) and v [B, T, H, dv]. */
@@ -759,27 +785,18 @@ export function attentionForward(
     uniformBytes: opts.uniformBytes,
   });
   const { R } = tileFor("fwd", s.dqk, s.dv);
-  const nblk = Math.ceil(s.T / (L * R));
   const blk0 = (w: Window) => Math.floor(w.ws / (L * R));
-  const wins = windows(s, r);
-  const params = windowParams(q.gpu, s, r, wins, {
+  launchWindows(s, buf, r, {
+    name: "attention_fwd",
+    key: `${s.dqk}|${s.dv}|${hasSeg}`,
+    source: () => forwardSource(s.dqk, s.dv, hasSeg, r),
+    tensors: [q, ...(seg ? [seg] : []), outs.out, outs.lse],
     blk0,
+    blocks: (w) => Math.ceil(s.T / (L * R)) - blk0(w),
     scale: opts.scale,
     acc_a: false,
     acc_b: false,
   });
-  wins.forEach((w, i) =>
-    launch(
-      q.gpu,
-      "attention_fwd",
-      `${s.dqk}|${s.dv}|${hasSeg}|${r.c}|${r.Tw}`,
-      () => forwardSource(s.dqk, s.dv, hasSeg, r),
-      [q, ...(seg ? [seg] : []), outs.out, outs.lse].map((t) => t.binding)
-        .concat(planeBindings(buf, r, w), [params.at(i)]),
-      [nblk - blk0(w), w.ns, 1],
-    )
-  );
-  params.release();
 }
 
 /** What the attention backward reads: the forward's inputs and outputs and `dout`. */
@@ -834,7 +851,6 @@ export function attentionBackward(
 ): void {
   const { q, k, v, seg, out, lse, dout } = saved;
   const s = attentionShape(q, k, v, seg);
-  const gpu = q.gpu;
   const hasSeg = Boolean(seg);
   const key = `${s.dqk}|${s.dv}|${hasSeg}`;
   const acc = opts.accumulate ?? {};
@@ -849,25 +865,17 @@ export function attentionBackward(
       uniformBytes: opts.uniformBytes,
     });
     const { R } = tileFor("dkdv", s.dqk, s.dv);
-    const wins = windows(s, r);
-    const params = windowParams(gpu, s, r, wins, {
+    launchWindows(s, buf, r, {
+      name: "attention_dkdv",
+      key,
+      source: () => dkdvSource(s.dqk, s.dv, hasSeg, r),
+      tensors: [k, v, ...segs, dk, dv],
       blk0: () => 0,
+      blocks: (w) => Math.ceil(w.we / (L * R)),
       scale: opts.scale,
       acc_a: Boolean(grads.dk && acc.dk),
       acc_b: Boolean(grads.dv && acc.dv),
     });
-    wins.forEach((w, i) =>
-      launch(
-        gpu,
-        "attention_dkdv",
-        `${key}|${r.c}|${r.Tw}`,
-        () => dkdvSource(s.dqk, s.dv, hasSeg, r),
-        [k, v, ...segs, dk, dv].map((t) => t.binding)
-          .concat(planeBindings(buf, r, w), [params.at(i)]),
-        [Math.ceil(w.we / (L * R)), w.ns, 1],
-      )
-    );
-    params.release();
   }
   if (grads.dq) {
     const { buf, r } = pack(s, [k, v, ...segs], {
@@ -877,28 +885,18 @@ export function attentionBackward(
       uniformBytes: opts.uniformBytes,
     });
     const { R } = tileFor("dq", s.dqk, s.dv);
-    const nblk = Math.ceil(s.T / (L * R));
     const blk0 = (w: Window) => Math.floor(w.ws / (L * R));
-    const wins = windows(s, r);
-    const params = windowParams(gpu, s, r, wins, {
+    launchWindows(s, buf, r, {
+      name: "attention_dq",
+      key,
+      source: () => dqSource(s.dqk, s.dv, hasSeg, r),
+      tensors: [q, out, dout, lse, ...segs, grads.dq],
       blk0,
+      blocks: (w) => Math.ceil(s.T / (L * R)) - blk0(w),
       scale: opts.scale,
       acc_a: Boolean(acc.dq),
       acc_b: false,
     });
-    const dq = grads.dq;
-    wins.forEach((w, i) =>
-      launch(
-        gpu,
-        "attention_dq",
-        `${key}|${r.c}|${r.Tw}`,
-        () => dqSource(s.dqk, s.dv, hasSeg, r),
-        [q, out, dout, lse, ...segs, dq].map((t) => t.binding)
-          .concat(planeBindings(buf, r, w), [params.at(i)]),
-        [nblk - blk0(w), w.ns, 1],
-      )
-    );
-    params.release();
   }
   // encoded work keeps running in order: the pool may hand these buffers out again safely
   for (const t of scratch) t.dispose();
