@@ -150,7 +150,7 @@ struct P {
   M: u32, N: u32, K: u32, alpha: f32, sa: u32, sb: u32, sc: u32, R: u32,
   ra: u32, rb: u32, m_off: u32, n_off: u32, z_off: u32, _p0: u32, _p1: u32, _p2: u32,
 }
-@group(0) @binding(3) var<uniform> p: P;`;
+@group(0) @binding(3) var<storage, read> p: P;`;
 }
 
 /** Best-of-3 wall and CPU-time GFLOPS (CPU time over the 2 driver threads). */

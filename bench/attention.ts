@@ -101,7 +101,7 @@ const NEG_MAX = -3.4028234663852886e38;
 const MASK_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> s: array<f32>;
 struct P { n: u32, T: u32, scale: f32, fill: f32 }
-@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

@@ -279,9 +279,9 @@ const PARAMS = /* wgsl */ `struct P {
 
 /**
  * A windowed kernel's WGSL with its params read once into registers: `p.x` becomes `p_x`.
- * The params live in a storage buffer, not a uniform one: lavapipe 22.3 recompiles a shader
- * whose loop bounds come from uniform loads for every new value ("inlinable uniforms"), and
- * that path also corrupted the heap with many uniform bindings.
+ * The params are a storage struct like every kernel's (see kernels/gpu.ts): lavapipe 22.3
+ * recompiles a shader whose loop bounds come from uniform loads for every new value ("inlinable
+ * uniforms"), and that path also corrupted the heap with many uniform bindings.
  */
 function withParams(src: string, binding: number): string {
   const [head, body] = src.split("@compute");
@@ -326,7 +326,7 @@ function packSource(dqk: number, dv: number, hasSeg: boolean, rows: boolean, r: 
 struct P { n: u32, T: u32, H: u32, Tp: u32, PV: u32, scale: f32 }
 ${decl.join("\n")}
 @group(0) @binding(${nb}) var<storage, read_write> rec: array<vec4<f32>>;
-@group(0) @binding(${nb + 1}) var<uniform> p: P;
+@group(0) @binding(${nb + 1}) var<storage, read> p: P;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -674,45 +674,24 @@ interface WindowedLaunch {
 }
 
 /**
- * Dispatches `o`'s kernel once per window of `buf`'s records. The params of every window, one
- * 256-byte slot each, sit in a fresh storage buffer (written at creation, so no later call can
- * overwrite it before the queue reads it; uniform params would make lavapipe recompile per
- * value), destroyed after the submit that runs the last of these dispatches.
+ * Dispatches `o`'s kernel once per window of `buf`'s records, each with that window's params
+ * (the fields of {@linkcode PARAMS}, in order).
  */
 function launchWindows(s: AttentionShape, buf: GPUBuffer, r: Records, o: WindowedLaunch): void {
   const gpu = o.tensors[0].gpu;
-  const wins = windows(s, r);
-  const slot = Math.max(256, gpu.device.limits.minStorageBufferOffsetAlignment);
-  const params = gpu.device.createBuffer({
-    label: "attention window params",
-    size: slot * wins.length,
-    usage: GPUBufferUsage.STORAGE,
-    mappedAtCreation: true,
-  });
-  const u = new Uint32Array(params.getMappedRange()), f = new Float32Array(u.buffer);
-  wins.forEach((w, i) => {
-    const at = (i * slot) / 4;
-    u.set([s.T, s.H, r.Tp, w.s0, w.ws, w.we, o.blk0(w)], at);
-    f[at + 7] = o.scale;
-    u.set([o.acc_a ? 1 : 0, o.acc_b ? 1 : 0], at + 8);
-  });
-  params.unmap();
-  wins.forEach((w, i) =>
+  for (const w of windows(s, r)) {
     launch(
       gpu,
       o.name,
       `${o.key}|${r.c}|${r.Tw}`,
       o.source,
-      [
-        ...o.tensors.map((t) => t.binding),
-        ...planeBindings(buf, r, w),
-        { buffer: params, offset: i * slot, size: 40 },
-      ],
+      [...o.tensors.map((t) => t.binding), ...planeBindings(buf, r, w)],
       [o.blocks(w), w.ns, 1],
-    )
-  );
-  // Only now: a submit in the middle of the loop must not destroy it before the last dispatch.
-  gpu.destroyAfterSubmit(params);
+      (p) =>
+        p.u32(s.T).u32(s.H).u32(r.Tp).u32(w.s0).u32(w.ws).u32(w.we).u32(o.blk0(w)).f32(o.scale)
+          .u32(o.acc_a ? 1 : 0).u32(o.acc_b ? 1 : 0),
+    );
+  }
 }
 
 /** Reads and checks the sizes of q [B, T, H, dqk], k (same) and v [B, T, H, dv]. */

@@ -44,7 +44,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(1) var<storage, read_write> out: array<V>;
 // in units (vec4s or scalars): row width walked, columns copied, strides and offsets
 struct P { rows: u32, width: u32, len: u32, xs: u32, xo: u32, os: u32, oo: u32, _a: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -194,7 +194,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(2) var<storage, read_write> out: array<V>;
 // rows = B T H; h heads; da, ds in units
 struct P { rows: u32, h: u32, da: u32, ds: u32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -217,7 +217,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(1) var<storage, read_write> dsh: array<V>;
 // rows = B T; h heads; da, ds in units
 struct P { rows: u32, h: u32, da: u32, ds: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -401,7 +401,7 @@ const TRANSPOSE_SRC = (acc: boolean) => /* wgsl */ `
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 struct P { n: u32, b: u32, c: u32, d: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

@@ -55,7 +55,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(3) var<storage, read_write> lse_out: array<f32>;
 ${weighted ? "@group(0) @binding(4) var<storage, read> wts: array<f32>;" : ""}
 struct P { rows: u32, u: u32, c: u32, _b: u32 }
-@group(0) @binding(${weighted ? 5 : 4}) var<uniform> p: P;
+@group(0) @binding(${weighted ? 5 : 4}) var<storage, read> p: P;
 ${WGSL_ROW_STATS}
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -124,7 +124,7 @@ ${wgslRowHelpers(MEAN_WG)}
 @group(0) @binding(2) var<storage, read_write> loss: array<f32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<f32>;
 struct P { n: u32, v: u32, denom: f32, _a: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(${MEAN_WG})
 fn main(@builtin(local_invocation_index) li: u32) {
   var s = 0.0;
@@ -236,7 +236,7 @@ ${wgslRowPlan(plan)}
 ${extra}
 @group(0) @binding(${dxBinding}) var<storage, read_write> dx: array<V>;
 struct P { rows: u32, u: u32, c: u32, _b: u32 }
-@group(0) @binding(${b}) var<uniform> p: P;
+@group(0) @binding(${b}) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

@@ -60,7 +60,7 @@ ${wgslRowHelpers(WG)}
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(6) var<storage, read_write> coef: array<f32>;
 struct P { n: u32, pairs: u32, beta: f32, _a: u32 }
-@group(0) @binding(7) var<uniform> p: P;
+@group(0) @binding(7) var<storage, read> p: P;
 const STRIDE: u32 = ${DPO_STATS_STRIDE}u;
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) li: u32) {
@@ -117,7 +117,7 @@ const backwardSource = (acc: boolean) => /* wgsl */ `
 @group(0) @binding(2) var<storage, read> g: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlp: array<f32>;
 struct P { n: u32, beta: f32, _a: u32, _b: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

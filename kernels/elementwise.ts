@@ -74,7 +74,7 @@ alias V = ${vec ? "vec4<f32>" : "f32"};
 ${decls}
 @group(0) @binding(${arity}) var<storage, read_write> out: array<V>;
 struct P { n: u32, bcast: u32, s: f32, _pad: u32 }
-@group(0) @binding(${arity + 1}) var<uniform> p: P;
+@group(0) @binding(${arity + 1}) var<storage, read> p: P;
 fn sig(x: V) -> V { return 1.0 / (1.0 + exp(-x)); }
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -187,7 +187,7 @@ const BIAS_REDUCE_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> g: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 struct P { rows: u32, c: u32, accumulate: u32, _pad: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -356,7 +356,7 @@ export function fill(out: Tensor, value: number): void {
     () => /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 struct P { n: u32, v: f32, _a: u32, _b: u32 }
-@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

@@ -46,7 +46,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(1) var<storage, read> ids: array<i32>;
 @group(0) @binding(2) var<storage, read_write> out: array<V>;
 struct P { n: u32, u: u32, v: u32, _pad: u32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -126,7 +126,7 @@ function rankSource(vec: boolean): string {
 @group(0) @binding(2) var<storage, read_write> count: array<u32>;
 ${vec ? "@group(0) @binding(3) var<storage, read> ids_v: array<vec4<i32>>;" : ""}
 struct P { n: u32, v: u32, _a: u32, _b: u32 }
-@group(0) @binding(${vec ? 4 : 3}) var<uniform> p: P;
+@group(0) @binding(${vec ? 4 : 3}) var<storage, read> p: P;
 @compute @workgroup_size(${RANK_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -149,7 +149,7 @@ const SCAN_WG = 256;
 const SCAN_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read_write> cs: array<u32>;
 struct P { v: u32, chunk: u32, _a: u32, _b: u32 }
-@group(0) @binding(1) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> p: P;
 var<workgroup> sums: array<u32, ${SCAN_WG}>;
 @compute @workgroup_size(${SCAN_WG})
 fn main(@builtin(local_invocation_index) li: u32) {
@@ -176,7 +176,7 @@ const SCATTER_SRC = /* wgsl */ `
 @group(0) @binding(2) var<storage, read> starts: array<u32>;
 @group(0) @binding(3) var<storage, read_write> list: array<u32>;
 struct P { n: u32, v: u32, _a: u32, _b: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -195,7 +195,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(2) var<storage, read> list: array<u32>;
 @group(0) @binding(3) var<storage, read_write> dtable: array<V>;
 struct P { v: u32, u: u32, _a: u32, _b: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

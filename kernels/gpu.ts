@@ -5,8 +5,19 @@
  * Every kernel launch goes through {@linkcode Gpu.dispatch}: it encodes one compute dispatch into
  * the current command encoder and returns at once. Nothing is submitted until {@linkcode Gpu.flush}
  * (or a read, which flushes first), so a whole training step costs a few `submit` calls. Small
- * per-dispatch parameters (sizes, scalars) are packed into one uniform buffer per batch, written
+ * per-dispatch parameters (sizes, scalars) are packed into one parameter buffer per batch, written
  * with a single `writeBuffer` just before the submit.
+ *
+ * Kernels read their parameters as a read-only storage struct (`var<storage, read> p: P`), not a
+ * uniform. Mesa's lavapipe (22.3) inlines uniform values into a shader and, when that shrinks the
+ * code enough (a power-of-two size, for example), JIT-compiles a fresh variant on every dispatch
+ * and never frees it: a matmul with M = 256 took 4x longer and kept ~1.3 MB per dispatch, which
+ * grew a nano training process by ~9 MB per step. Storage loads are not inlined.
+ *
+ * Bind groups are cached by pipeline and bound ranges, so a training loop that binds the same
+ * buffers every step creates none after the first: WebGPU objects that are dropped hold native
+ * memory until V8 happens to collect their small wrappers, which a GPU-bound loop rarely makes it
+ * do. The cache is cleared when it reaches {@linkcode BIND_GROUP_CACHE} entries.
  *
  * Errors: shader compilation and pipeline errors are caught in error scopes that name the kernel;
  * they, and any validation error of a submitted batch, are thrown from the next `flush()`/`read`.
@@ -18,9 +29,11 @@
 
 /** Bytes every storage binding offset is aligned to (the largest alignment adapters ask for). */
 export const BINDING_ALIGN = 256;
-/** Bytes reserved per dispatch in the batch's uniform buffer (also its offset alignment). */
-const UNIFORM_SLOT = 256;
-/** Dispatches per batch before an automatic flush (bounded by the uniform buffer's size). */
+/** Bytes reserved per dispatch in the batch's parameter buffer (also its offset alignment). */
+const PARAMS_SLOT = 256;
+/** Bind groups kept for reuse before the cache starts over. */
+export const BIND_GROUP_CACHE = 8192;
+/** Dispatches per batch before an automatic flush (bounded by the parameter buffer's size). */
 const MAX_DISPATCHES_PER_BATCH = 4096;
 
 /** Timestamp slots per batch while profiling. */
@@ -107,9 +120,9 @@ fn flat_index(wid: vec3<u32>, nwg: vec3<u32>, lx: u32, wg: u32) -> u32 {
   return (wid.y * nwg.x + wid.x) * wg + lx;
 }`;
 
-/** Packs the uniform parameters of one dispatch: 32-bit words in declaration order. */
+/** Packs the parameters of one dispatch: 32-bit words in declaration order. */
 export class Params {
-  private readonly view = new DataView(new ArrayBuffer(UNIFORM_SLOT));
+  private readonly view = new DataView(new ArrayBuffer(PARAMS_SLOT));
   private words = 0;
   /** Appends an unsigned 32-bit integer. */
   u32(v: number): this {
@@ -126,12 +139,12 @@ export class Params {
     this.view.setFloat32(this.next(), v, true);
     return this;
   }
-  /** The packed bytes (a multiple of 16, as uniform structs need). */
+  /** The packed bytes (a multiple of 16, the size of a WGSL struct of vec4-aligned words). */
   bytes(): Uint8Array {
     return new Uint8Array(this.view.buffer, 0, Math.max(16, roundUp(this.words * 4, 16)));
   }
   private next(): number {
-    if (this.words >= UNIFORM_SLOT / 4) throw new GpuError("Params: more than 64 words");
+    if (this.words >= PARAMS_SLOT / 4) throw new GpuError("Params: more than 64 words");
     return 4 * this.words++;
   }
 }
@@ -144,9 +157,12 @@ export class Gpu {
   private readonly pool = new Map<number, GPUBuffer[]>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
-  private readonly uniformStaging = new Uint8Array(MAX_DISPATCHES_PER_BATCH * UNIFORM_SLOT);
-  private readonly uniformBuffer: GPUBuffer;
+  private readonly paramsStaging = new Uint8Array(MAX_DISPATCHES_PER_BATCH * PARAMS_SLOT);
+  private readonly paramsBuffer: GPUBuffer;
   private dispatches = 0;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
   private batchKernels = new Set<string>();
   private pendingErrors: Promise<string | null>[] = [];
   private lostReason: string | null = null;
@@ -154,17 +170,17 @@ export class Gpu {
   bytesInUse = 0;
   /** Total dispatches encoded since creation (for benchmarks and tests). */
   totalDispatches = 0;
+  /** Bind groups created since creation (the rest of the dispatches reused a cached one). */
+  totalBindGroups = 0;
   /** Total submits since creation. */
   totalSubmits = 0;
   private profiler: Profiler | null = null;
-  /** Per-call buffers the encoded work reads; destroyed once that work is submitted. */
-  private transient: GPUBuffer[] = [];
 
   constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: GpuInfo) {
     this.info = info;
-    this.uniformBuffer = device.createBuffer({
-      size: this.uniformStaging.byteLength,
-      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    this.paramsBuffer = device.createBuffer({
+      size: this.paramsStaging.byteLength,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
     });
     device.lost.then((l) => {
       this.lostReason = `${l.reason}: ${l.message}`;
@@ -217,23 +233,29 @@ export class Gpu {
     if (workgroups[0] * workgroups[1] * workgroups[2] === 0) return;
     const profileFull = this.profiler !== null && this.profiler.labels.length >= PROFILE_SLOTS;
     if (this.dispatches >= MAX_DISPATCHES_PER_BATCH || profileFull) this.submitBatch();
-    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => ({
-      binding: i,
-      resource: { buffer: b.buffer, offset: b.offset, size: roundUp(b.size, 4) },
-    }));
+    let key = pipeline.label;
+    const entries: GPUBindGroupEntry[] = buffers.map((b, i) => {
+      const size = roundUp(b.size, 4);
+      key += `|${this.bufferId(b.buffer)}:${b.offset}:${size}`;
+      return { binding: i, resource: { buffer: b.buffer, offset: b.offset, size } };
+    });
     if (params) {
       const bytes = params.bytes();
-      const offset = this.dispatches * UNIFORM_SLOT;
-      this.uniformStaging.set(bytes, offset);
+      const offset = this.dispatches * PARAMS_SLOT;
+      this.paramsStaging.set(bytes, offset);
+      key += `|p${offset}:${bytes.byteLength}`;
       entries.push({
         binding: buffers.length,
-        resource: { buffer: this.uniformBuffer, offset, size: bytes.byteLength },
+        resource: { buffer: this.paramsBuffer, offset, size: bytes.byteLength },
       });
     }
-    const bindGroup = this.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries,
-    });
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      if (this.bindGroups.size >= BIND_GROUP_CACHE) this.bindGroups.clear();
+      bindGroup = this.device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+      this.totalBindGroups++;
+      this.bindGroups.set(key, bindGroup);
+    }
     const pass = this.profiler ? this.profiledPass(pipeline.label) : this.computePass();
     pass.setPipeline(pipeline);
     pass.setBindGroup(0, bindGroup);
@@ -245,14 +267,6 @@ export class Gpu {
     this.dispatches++;
     this.totalDispatches++;
     this.batchKernels.add(pipeline.label);
-  }
-
-  /**
-   * Hands over a buffer that only the work encoded so far (and up to the next submit) uses: it is
-   * destroyed right after that submit (WebGPU keeps it alive until the submitted work is done).
-   */
-  destroyAfterSubmit(buffer: GPUBuffer): void {
-    this.transient.push(buffer);
   }
 
   /** Encodes a zero fill of a byte range (outside any compute pass). */
@@ -302,7 +316,6 @@ export class Gpu {
     this.dispatches = 0;
     this.batchKernels = new Set();
     if (this.profiler) this.profiler.labels = [];
-    this.releaseTransient();
   }
 
   /** Copies a byte range back to the host (flushes first). */
@@ -366,6 +379,7 @@ export class Gpu {
   trimPool(): void {
     for (const list of this.pool.values()) for (const b of list) b.destroy();
     this.pool.clear();
+    this.bindGroups.clear();
   }
 
   /**
@@ -450,6 +464,13 @@ export class Gpu {
     };
   }
 
+  /** A small number naming `buffer` in bind-group cache keys (buffers have no id of their own). */
+  private bufferId(buffer: GPUBuffer): number {
+    let id = this.bufferIds.get(buffer);
+    if (id === undefined) this.bufferIds.set(buffer, id = this.nextBufferId++);
+    return id;
+  }
+
   private computePass(): GPUComputePassEncoder {
     if (!this.pass) this.pass = this.currentEncoder(false).beginComputePass();
     return this.pass;
@@ -464,11 +485,6 @@ export class Gpu {
     return this.encoder;
   }
 
-  private releaseTransient(): void {
-    for (const b of this.transient) b.destroy();
-    this.transient = [];
-  }
-
   private submitBatch(): void {
     if (!this.encoder) return;
     if (this.pass) {
@@ -477,18 +493,17 @@ export class Gpu {
     }
     if (this.dispatches > 0) {
       this.device.queue.writeBuffer(
-        this.uniformBuffer,
+        this.paramsBuffer,
         0,
-        this.uniformStaging,
+        this.paramsStaging,
         0,
-        this.dispatches * UNIFORM_SLOT,
+        this.dispatches * PARAMS_SLOT,
       );
     }
     const kernels = [...this.batchKernels].join(", ");
     const afterSubmit = this.resolveProfile(this.encoder);
     this.device.pushErrorScope("validation");
     this.device.queue.submit([this.encoder.finish()]);
-    this.releaseTransient();
     afterSubmit?.();
     this.pendingErrors.push(
       this.device.popErrorScope().then((e) =>

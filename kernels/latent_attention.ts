@@ -84,7 +84,7 @@ ${hasK ? "@group(0) @binding(1) var<storage, read> kpe: array<f32>;" : ""}
 @group(0) @binding(${hasK ? 2 : 1}) var<storage, read> where_: array<i32>;
 @group(0) @binding(${hasK ? 3 : 2}) var<storage, read_write> cache: array<f32>;
 struct P { n: u32, w: u32, rc: u32, ck: u32, S: u32, L: u32, _a: u32, _b: u32 }
-@group(0) @binding(${hasK ? 4 : 3}) var<uniform> p: P;
+@group(0) @binding(${hasK ? 4 : 3}) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -198,7 +198,7 @@ const RPT: u32 = ${rpt}u;
 @group(0) @binding(3) var<storage, read> where_: array<i32>;
 @group(0) @binding(4) var<storage, read_write> z: array<f32>;
 struct P { N: u32, H: u32, S: u32, L: u32, cq: u32, scale: f32, _a: u32, _b: u32 }
-@group(0) @binding(5) var<uniform> p: P;
+@group(0) @binding(5) var<storage, read> p: P;
 var<workgroup> qs: array<f32, W>;
 var<workgroup> ps: array<f32, WG>;
 var<workgroup> len_sh: u32;

@@ -126,7 +126,7 @@ function halfSource(transpose: boolean): string {
 @group(0) @binding(0) var<storage, read> x: array<u32>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 struct P { R: u32, C: u32, W: u32, _p: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 ${WGSL_FLAT_INDEX}
 ${WGSL_HALF}
 @compute @workgroup_size(${HALF_WG})
@@ -301,12 +301,12 @@ function lowpSource(s: Spec): string {
 @group(0) @binding(2) var<storage, read> B: ${operand};
 @group(0) @binding(3) var<storage, read> SB: array<f32>;
 @group(0) @binding(4) var<storage, read_write> C: array<f32>;
-@group(0) @binding(5) var<uniform> p: P;`
+@group(0) @binding(5) var<storage, read> p: P;`
     : `
 @group(0) @binding(0) var<storage, read> A: ${operand};
 @group(0) @binding(1) var<storage, read> B: ${operand};
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
-@group(0) @binding(3) var<uniform> p: P;`;
+@group(0) @binding(3) var<storage, read> p: P;`;
   return /* wgsl */ `${fp8 ? "" : "enable f16;"}
 struct P { M: u32, N: u32, W: u32, KB: u32, m_off: u32, n_off: u32, _a: u32, _b: u32 }
 ${bindings}

@@ -283,7 +283,7 @@ struct P {
   ra: u32, rb: u32, m_off: u32, n_off: u32,
   z_off: u32, _p0: u32, _p1: u32, _p2: u32,
 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 @compute @workgroup_size(${L})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let z = wid.z + p.z_off;

@@ -46,7 +46,7 @@ const INVERT_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> perm: array<i32>;
 @group(0) @binding(1) var<storage, read_write> inv: array<i32>;
 struct P { n: u32, _a: u32, _b: u32, _c: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 ${HEADER}
   if (i >= p.n) { return; }
   inv[perm[i]] = i32(i); // perm is a permutation: one writer per entry
@@ -58,7 +58,7 @@ function bindingsAfter(weighted: boolean): string {
   const o = weighted ? 3 : 2;
   return `${w}@group(0) @binding(${o}) var<storage, read_write> out: array<f32>;
 struct P { n: u32, D: u32, K: u32, _a: u32 }
-@group(0) @binding(${o + 1}) var<uniform> p: P;`;
+@group(0) @binding(${o + 1}) var<storage, read> p: P;`;
 }
 
 /**
@@ -117,7 +117,7 @@ function weightGradSource(accumulate: boolean): string {
 @group(0) @binding(2) var<storage, read> inv: array<i32>;
 @group(0) @binding(3) var<storage, read_write> dw: array<f32>;
 struct P { n: u32, D: u32, K: u32, _a: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 var<workgroup> part: array<f32, ${DOT_WG}>;
 @compute @workgroup_size(${DOT_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

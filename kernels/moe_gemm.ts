@@ -102,7 +102,7 @@ const TILE_TABLE_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> offsets: array<i32>;
 @group(0) @binding(1) var<storage, read_write> tiles: array<vec4<u32>>;
 struct P { E: u32, tm: u32, _a: u32, _b: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 fn tiles_of(e: u32) -> u32 {
   let n = u32(offsets[e + 1u] - offsets[e]);
   return (n + p.tm - 1u) / p.tm;
@@ -332,7 +332,7 @@ function gemmSource(s: GemmSpec): string {
 @group(0) @binding(2) var<storage, read> sched: array<${rowsMode ? "vec4<u32>" : "i32"}>;
 @group(0) @binding(3) var<storage, read_write> C: ${arr};
 struct P { Kin: u32, Kout: u32, stride: u32, _a: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(${L})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lane: u32) {

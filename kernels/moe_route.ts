@@ -77,7 +77,7 @@ const PER: u32 = ${per}u;
 @group(0) @binding(2) var<storage, read_write> indices: array<i32>;
 @group(0) @binding(3) var<storage, read_write> weights: array<f32>;
 struct P { n: u32, topk_groups: u32, route_scale: f32, _a: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -222,7 +222,7 @@ const WEIGHTS_BWD_SRC = /* wgsl */ `
 @group(0) @binding(2) var<storage, read> dw: array<f32>;
 @group(0) @binding(3) var<storage, read_write> ds: array<f32>;
 struct P { n: u32, E: u32, K: u32, route_scale: f32, accumulate: u32, _a: u32, _b: u32, _c: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -353,7 +353,7 @@ fn count_chunk(e: i32, r: vec2<u32>) -> u32 {
 const COUNT_SRC = /* wgsl */ `
 ${PLAN_COMMON}
 @group(0) @binding(1) var<storage, read_write> counts: array<i32>;
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let e = wid.x;
@@ -371,7 +371,7 @@ ${PLAN_COMMON}
 @group(0) @binding(2) var<storage, read_write> offsets: array<i32>;
 @group(0) @binding(3) var<storage, read_write> perm: array<i32>;
 @group(0) @binding(4) var<storage, read_write> inv: array<i32>;
-@group(0) @binding(5) var<uniform> p: P;
+@group(0) @binding(5) var<storage, read> p: P;
 var<workgroup> wg_base: i32;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -500,7 +500,7 @@ const BIAS_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> loads: array<i32>;
 @group(0) @binding(1) var<storage, read_write> bias: array<f32>;
 struct P { E: u32, gamma: f32, _a: u32, _b: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -568,7 +568,7 @@ const BAL_F_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> indices: array<i32>;
 @group(0) @binding(1) var<storage, read_write> f: array<f32>;
 struct P { B: u32, T: u32, E: u32, K: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -586,7 +586,7 @@ const BAL_TOKEN_SRC = /* wgsl */ `
 @group(0) @binding(1) var<storage, read> f: array<f32>;
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;
 struct P { N: u32, T: u32, E: u32, _a: u32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -608,7 +608,7 @@ const BAL_SUM_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> stats: array<f32>;
 @group(0) @binding(1) var<storage, read_write> loss: array<f32>;
 struct P { N: u32, coef: f32, _a: u32, _b: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 var<workgroup> part: array<f32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) li: u32) {
@@ -628,7 +628,7 @@ const BAL_BWD_SRC = /* wgsl */ `
 @group(0) @binding(2) var<storage, read> dloss: array<f32>;
 @group(0) @binding(3) var<storage, read_write> ds: array<f32>;
 struct P { N: u32, T: u32, E: u32, coef: f32, accumulate: u32, _a: u32, _b: u32, _c: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

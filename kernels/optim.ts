@@ -85,7 +85,7 @@ function sumsqStage1Source(vec: boolean): string {
 @group(0) @binding(0) var<storage, read> x: array<${vec ? "vec4<f32>" : "f32"}>;
 @group(0) @binding(1) var<storage, read_write> partials: array<f32>;
 struct P { offset: u32, count: u32, base: u32, chunks: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 var<workgroup> ss: array<f32, ${SUMSQ_WG}>;
 var<workgroup> bad: array<u32, ${SUMSQ_WG}>;
 ${NONFINITE_WGSL}
@@ -121,7 +121,7 @@ function sumsqStage2Source(withFlag: boolean): string {
 @group(0) @binding(1) var<storage, read_write> sumsq: array<f32>;
 ${withFlag ? "@group(0) @binding(2) var<storage, read_write> flag: array<f32>;" : ""}
 struct P { n: u32, _a: u32, _b: u32, _c: u32 }
-@group(0) @binding(${withFlag ? 3 : 2}) var<uniform> p: P;
+@group(0) @binding(${withFlag ? 3 : 2}) var<storage, read> p: P;
 var<workgroup> ss: array<f32, 256>;
 var<workgroup> bad: array<f32, 256>;
 @compute @workgroup_size(256)
@@ -205,7 +205,7 @@ const CLIP_SRC = /* wgsl */ `
 @group(0) @binding(1) var<storage, read_write> scale: array<f32>;
 @group(0) @binding(2) var<storage, read_write> norm: array<f32>;
 struct P { max_norm: f32, clip: u32, _a: u32, _b: u32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 @compute @workgroup_size(1)
 fn main() {
   let n = sqrt(sumsq[0]);
@@ -325,7 +325,7 @@ struct P {
   beta1: f32, beta2: f32, eps: f32, bc1: f32,
   bc2: f32, _a: u32, _b: u32, _c: u32,
 }
-@group(0) @binding(${withScale ? 5 : 4}) var<uniform> p: P;
+@group(0) @binding(${withScale ? 5 : 4}) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

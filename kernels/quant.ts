@@ -228,7 +228,7 @@ function amaxSource(transpose: boolean, final: boolean): string {
 @group(0) @binding(0) var<storage, read> x: array<u32>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
 struct P { R: u32, C: u32, CB: u32, _p: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 ${WGSL_FLAT_INDEX}
 ${WGSL_E4M3}
 @compute @workgroup_size(${WG})
@@ -252,7 +252,7 @@ const BLOCK_SRC = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> amax: array<u32>;
 @group(0) @binding(1) var<storage, read_write> scales: array<u32>;
 struct P { R: u32, CB: u32, RB: u32, _p: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 ${WGSL_FLAT_INDEX}
 ${WGSL_E4M3}
 @compute @workgroup_size(${WG})
@@ -277,7 +277,7 @@ function encodeSource(transpose: boolean, block: boolean): string {
 @group(0) @binding(1) var<storage, read> scales: array<u32>;
 @group(0) @binding(2) var<storage, read_write> q: array<u32>;
 struct P { R: u32, C: u32, CB: u32, W: u32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 ${WGSL_FLAT_INDEX}
 ${WGSL_E4M3}
 @compute @workgroup_size(${WG})
@@ -384,7 +384,7 @@ const DEQUANT_SRC = (block: boolean) => /* wgsl */ `
 @group(0) @binding(1) var<storage, read> scales: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 struct P { R: u32, C: u32, CB: u32, W: u32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 ${WGSL_FLAT_INDEX}
 ${WGSL_E4M3}
 @compute @workgroup_size(${WG})

@@ -78,7 +78,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 ${withArg ? "@group(0) @binding(2) var<storage, read_write> arg: array<i32>;" : ""}
 struct P { rows: u32, u: u32, inv_c: f32, _pad: u32 }
-@group(0) @binding(${withArg ? 3 : 2}) var<uniform> p: P;
+@group(0) @binding(${withArg ? 3 : 2}) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -149,7 +149,7 @@ function reduceBackwardSource(op: RowReduceOp, acc: boolean): string {
 ${isMax ? "@group(0) @binding(1) var<storage, read> arg: array<i32>;" : ""}
 @group(0) @binding(${isMax ? 2 : 1}) var<storage, read_write> dx: array<f32>;
 struct P { n: u32, c: u32, inv_c: f32, _pad: u32 }
-@group(0) @binding(${isMax ? 3 : 2}) var<uniform> p: P;
+@group(0) @binding(${isMax ? 3 : 2}) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -292,7 +292,7 @@ ${wgslRowHelpers(ALL_WG)}
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dst: array<f32>;
 struct P { n: u32, groups: u32, scale: f32, _pad: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 @compute @workgroup_size(${ALL_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let g = wid.x;
@@ -372,7 +372,7 @@ const SUM_ALL_BWD_SRC = (square: boolean, acc: boolean) => /* wgsl */ `
 ${square ? "@group(0) @binding(1) var<storage, read> x: array<f32>;" : ""}
 @group(0) @binding(${square ? 2 : 1}) var<storage, read_write> dx: array<f32>;
 struct P { n: u32, scale: f32, _a: u32, _b: u32 }
-@group(0) @binding(${square ? 3 : 2}) var<uniform> p: P;
+@group(0) @binding(${square ? 3 : 2}) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

@@ -52,7 +52,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(2) var<storage, read_write> y: array<V>;
 @group(0) @binding(3) var<storage, read_write> rrms: array<f32>;
 struct P { rows: u32, u: u32, c: u32, eps: f32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -114,7 +114,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(3) var<storage, read> rrms: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dx: array<V>;
 struct P { rows: u32, u: u32, c: u32, _a: u32 }
-@group(0) @binding(5) var<uniform> p: P;
+@group(0) @binding(5) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {
@@ -141,7 +141,7 @@ alias V = ${vec ? "vec4<f32>" : "f32"};
 @group(0) @binding(2) var<storage, read> rrms: array<f32>;
 @group(0) @binding(3) var<storage, read_write> part: array<V>;
 struct P { rows: u32, u: u32, per_chunk: u32, _pad: u32 }
-@group(0) @binding(4) var<uniform> p: P;
+@group(0) @binding(4) var<storage, read> p: P;
 @compute @workgroup_size(${DW_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let j = wid.x * ${DW_WG}u + li;

@@ -62,7 +62,7 @@ struct P {
   os: u32, oo: u32, xb: u32, ob: u32,
   sgn: f32, _a: u32, _b: u32, _c: u32,
 }
-@group(0) @binding(${aliased ? 3 : 4}) var<uniform> p: P;
+@group(0) @binding(${aliased ? 3 : 4}) var<storage, read> p: P;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

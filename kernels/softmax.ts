@@ -70,7 +70,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(0) var<storage, read> x: array<V>;
 @group(0) @binding(1) var<storage, read_write> y: array<V>;
 struct P { rows: u32, u: u32, _a: u32, _b: u32 }
-@group(0) @binding(2) var<uniform> p: P;
+@group(0) @binding(2) var<storage, read> p: P;
 ${WGSL_ROW_STATS}
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -116,7 +116,7 @@ ${wgslRowPlan(plan)}
 @group(0) @binding(1) var<storage, read> y: array<V>;
 @group(0) @binding(2) var<storage, read_write> dx: array<V>;
 struct P { rows: u32, u: u32, _a: u32, _b: u32 }
-@group(0) @binding(3) var<uniform> p: P;
+@group(0) @binding(3) var<storage, read> p: P;
 @compute @workgroup_size(${PLAN_WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) li: u32) {

@@ -1,0 +1,66 @@
+import { equal, ok } from "node:assert/strict";
+import { matmulForward } from "../kernels/matmul.ts";
+import { Tensor } from "../kernels/tensor.ts";
+import { assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+
+Deno.test("every kernel reads its parameters from storage, never a uniform struct", async () => {
+  // Gpu.dispatch binds params from a storage buffer, so a uniform `p` fails validation; and
+  // lavapipe JIT-compiles (and keeps) a shader variant per dispatch for some uniform values (see
+  // kernels/gpu.ts). Uniform windows of data (attention's `u0`...) are fine: they are not `p`.
+  const offenders: string[] = [];
+  for (const folder of ["kernels", "model", "bench"]) {
+    const dir = new URL(`../${folder}/`, import.meta.url);
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.name.endsWith(".ts")) continue;
+      const text = await Deno.readTextFile(new URL(e.name, dir));
+      if (/var<uniform>\s+p\s*:/.test(text)) offenders.push(`${folder}/${e.name}`);
+    }
+  }
+  equal(offenders.join(", "), "");
+});
+
+Deno.test("dispatches that bind the same ranges reuse one bind group", GPU_TEST, async () => {
+  const gpu = await testGpu();
+  const a = Tensor.from(gpu, randn(8 * 12, 1), [8, 12]);
+  const b = Tensor.from(gpu, randn(12 * 16, 2), [12, 16]);
+  const c = Tensor.empty(gpu, [8, 16]);
+  matmulForward(c, a, b);
+  const first = await c.readF32();
+  const made = gpu.totalBindGroups;
+  for (let i = 0; i < 3; i++) {
+    matmulForward(c, a, b);
+    await gpu.flush();
+  }
+  equal(gpu.totalBindGroups, made, "a repeated step creates no bind groups");
+  assertSameBits(await c.readF32(), first);
+  // A different range of the same buffer is a different binding.
+  const c2 = Tensor.empty(gpu, [8, 16]);
+  matmulForward(c2, a, b);
+  await gpu.flush();
+  equal(gpu.totalBindGroups, made + 1);
+  assertSameBits(await c2.readF32(), first);
+  for (const t of [a, b, c, c2]) t.dispose();
+});
+
+Deno.test("repeated GEMMs with power-of-two sizes do not grow host memory", GPU_TEST, async () => {
+  // The dW GEMM of a 256-wide layer (A^T, M = 256) once made lavapipe keep ~1.3 MB of JIT code
+  // per dispatch: 40 dispatches grew the process by ~50 MB. Now it is a few KB each.
+  const gpu = await testGpu();
+  const M = 256, N = 256, K = 64;
+  const a = Tensor.from(gpu, randn(K * M, 3), [K, M]);
+  const b = Tensor.from(gpu, randn(K * N, 4), [K, N]);
+  const c = Tensor.empty(gpu, [M, N]);
+  const run = async (n: number) => {
+    for (let i = 0; i < n; i++) {
+      matmulForward(c, a, b, { transA: true, accumulate: true });
+      await gpu.flush();
+    }
+    await gpu.sync();
+  };
+  await run(5);
+  const before = Deno.memoryUsage().rss;
+  await run(40);
+  const grown = (Deno.memoryUsage().rss - before) / 2 ** 20;
+  ok(grown < 16, `40 dispatches grew the process by ${grown.toFixed(1)} MiB`);
+  for (const t of [a, b, c]) t.dispose();
+});
