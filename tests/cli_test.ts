@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { demoCommand, demoOptionsOf, FULL_RECIPE } from "../cli/demo.ts";
 import { describeModel } from "../cli/model.ts";
 import { countParameters, resolveConfig } from "../model/config.ts";
 import { parameterTable } from "../model/params.ts";
@@ -56,4 +57,27 @@ Deno.test("cli pretrain names the missing data directory", async () => {
   const r = await cli("pretrain", "--data", "/nonexistent/dir", "--no-progress");
   assert.notEqual(r.code, 0);
   assert.match(r.err + r.out, /\/nonexistent\/dir: no meta\.json there; run `cli\.ts prepare/);
+});
+
+Deno.test("demo --full raises only the step counts left at their defaults", () => {
+  const parse = (args: string[]) => {
+    const cmd = demoCommand().exitOverride().configureOutput({ writeErr: () => {} })
+      .action(() => {});
+    cmd.parse(args, { from: "user" });
+    return demoOptionsOf(cmd);
+  };
+  const quick = parse([]);
+  assert.equal(quick.pretrainSteps, 800);
+  assert.equal(quick.sftSteps, 200);
+  assert.equal(quick.dpoSteps, 120);
+  assert.equal(quick.dpoOnPolicy, true);
+  const full = parse(["--full"]);
+  assert.equal(full.pretrainSteps, FULL_RECIPE.pretrainSteps);
+  assert.equal(full.sftSteps, FULL_RECIPE.sftSteps);
+  assert.equal(full.dpoSteps, 120);
+  const mixed = parse(["--full", "--sft-steps", "300", "--no-dpo-on-policy"]);
+  assert.equal(mixed.pretrainSteps, FULL_RECIPE.pretrainSteps);
+  assert.equal(mixed.sftSteps, 300, "an explicit flag wins over --full");
+  assert.equal(mixed.dpoOnPolicy, false);
+  assert.throws(() => parse(["--pretrain-steps", "0"]), /positive integer/);
 });
