@@ -28,7 +28,7 @@ function nonNegative(v: string): number {
  * Step counts of `demo --full`. Measured on this world: after 800 pretraining steps the nano
  * model cannot copy from its context (0/40 expressions restated), after 1600 it can (40/40);
  * with 2400 pretraining and 500 SFT steps it puts the request's city or expression into 80% of
- * its tool calls, against 5% with the default 800 and 200.
+ * its tool calls, against 0-5% with the default 1150 (or 800) and 200.
  */
 export const FULL_RECIPE = Object.freeze({ pretrainSteps: 2400, sftSteps: 500 });
 
@@ -53,7 +53,7 @@ export function demoCommand(): Command {
     // replies for the on-policy pairs ~25 s, DPO ~0.6 s per step; evaluation of three checkpoints
     // ~25 s. Facts stated only in pretraining text need many passes to be recalled: every
     // pretraining step the budget allows goes to that.
-    .option("--pretrain-steps <n>", "pretraining steps", int, 800)
+    .option("--pretrain-steps <n>", "pretraining steps", int, 1150)
     .option("--batch-size <n>", "pretraining sequences per batch", int, 2)
     .option(
       "--seq-len <n>",
@@ -85,7 +85,8 @@ export function demoCommand(): Command {
     )
     .option("--dpo-batch-size <n>", "DPO preference pairs per step", int, 8)
     .option("--dpo-lr <x>", "DPO peak learning rate", positive, 2e-4)
-    .option("--dpo-beta <x>", "DPO temperature beta", positive, 0.1)
+    .option("--dpo-beta <x>", "DPO temperature beta", positive, 0.3)
+    .option("--no-dpo-replay", "DPO on the pairs alone (no replayed pretraining text)")
     .option(
       "--dpo-rpo-alpha <x>",
       "weight of the chosen replies' NLL added to the DPO loss (0: plain DPO; plain DPO lowered " +
@@ -134,6 +135,7 @@ export function demoOptionsOf(cmd: Command): DemoOptions {
     pretrainSteps: steps("pretrainSteps"),
     mtp: o.mtp,
     sftReplay: o.sftReplay,
+    dpoReplay: o.dpoReplay,
     batchSize: o.batchSize,
     seqLen: o.seqLen,
     vocabSize: o.vocabSize,

@@ -67,7 +67,8 @@ Deno.test("demo --full raises only the step counts left at their defaults", () =
     return demoOptionsOf(cmd);
   };
   const quick = parse([]);
-  assert.equal(quick.pretrainSteps, 800);
+  assert.equal(quick.pretrainSteps, 1150);
+  assert.equal(quick.dpoReplay, true);
   assert.equal(quick.sftSteps, 200);
   assert.equal(quick.dpoSteps, 120);
   assert.equal(quick.dpoOnPolicy, true);
@@ -75,9 +76,10 @@ Deno.test("demo --full raises only the step counts left at their defaults", () =
   assert.equal(full.pretrainSteps, FULL_RECIPE.pretrainSteps);
   assert.equal(full.sftSteps, FULL_RECIPE.sftSteps);
   assert.equal(full.dpoSteps, 120);
-  const mixed = parse(["--full", "--sft-steps", "300", "--no-dpo-on-policy"]);
+  const mixed = parse(["--full", "--sft-steps", "300", "--no-dpo-on-policy", "--no-dpo-replay"]);
   assert.equal(mixed.pretrainSteps, FULL_RECIPE.pretrainSteps);
   assert.equal(mixed.sftSteps, 300, "an explicit flag wins over --full");
   assert.equal(mixed.dpoOnPolicy, false);
+  assert.equal(mixed.dpoReplay, false);
   assert.throws(() => parse(["--pretrain-steps", "0"]), /positive integer/);
 });

@@ -350,3 +350,49 @@ Deno.test(
     model.arena.destroy();
   },
 );
+
+Deno.test(
+  "DpoTask with replay adds weight x the replayed text's CE and resumes both positions exactly",
+  GPU_TEST,
+  async () => {
+    const gpu = await testGpu();
+    const model = new DeepSeekV3(gpu, cfg);
+    model.load(initParameters(cfg, 7));
+    const pairs = syntheticPairs(5, 12);
+    const ref = await sequenceLogps(model, pairSequences(pairs), { B: 1, T: 20 });
+    const opts = { pairs: 2, T: 48, B: 2, beta: 0.1, seed: 4 };
+    const replay = { tokens: randint(300, 9, cfg.vocab_size), B: 2, T: 16, weight: 0.5 };
+    const none = { pairs: [], ref: new Float64Array(0) };
+    const scope = new Scope();
+    const plain = noGrad(() => new DpoTask({ pairs, ref }, none, opts).forward(model));
+    const task = new DpoTask({ pairs, ref }, none, { ...opts, replay });
+    const mixed = noGrad(() => task.forward(model));
+    assert.ok("replay_ce" in mixed.terms && !("replay_ce" in plain.terms));
+    assert.equal(mixed.tokens, plain.tokens + 2 * 16, "replayed targets count as tokens");
+    const rce = (await mixed.terms.replay_ce.readF32())[0];
+    assert.ok(rce > 1, `replayed CE of an untrained model ${rce}`);
+    assertClose(
+      await mixed.loss.readF32(),
+      [(await plain.loss.readF32())[0] + 0.5 * rce],
+      { atol: 1e-5, label: "DPO + weight x replay CE (same pairs as without replay)" },
+    );
+
+    // Resume mid-epoch: a task restored from the state continues with the same pairs and text.
+    const saved = JSON.parse(JSON.stringify(task.state()));
+    const next = (await noGrad(() => task.forward(model)).loss.readF32())[0];
+    const resumed = new DpoTask({ pairs, ref }, none, { ...opts, replay });
+    resumed.restore(saved);
+    assertClose(await noGrad(() => resumed.forward(model)).loss.readF32(), [next], { atol: 0 });
+    // upcoming() looks ahead without moving either position.
+    const before = JSON.stringify(resumed.state());
+    resumed.upcoming(3);
+    assert.equal(JSON.stringify(resumed.state()), before);
+    assert.throws(() => new DpoTask({ pairs, ref }, none, opts).restore(saved), /with replay/);
+    assert.throws(
+      () => new DpoTask({ pairs, ref }, none, { ...opts, replay }).restore({ epoch: 0, cursor: 0 }),
+      /without replay/,
+    );
+    scope.dispose();
+    model.arena.destroy();
+  },
+);

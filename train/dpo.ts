@@ -32,7 +32,9 @@ import type { ChatMessage, Tokenizer, ToolSpec } from "../tokenizer/mod.ts";
 import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
 import type { TaskOutput, TrainTask } from "./loop.ts";
+import { Replay, type ReplaySpec } from "./replay.ts";
 import { Rng } from "./rng.ts";
+import type { SamplerState } from "./sampler.ts";
 import {
   type ChatExample,
   checkMessages,
@@ -242,6 +244,11 @@ export interface DpoOptions {
    * likelihood while it widens the margin to the rejected ones, and greedy replies drift.
    */
   rpoAlpha?: number;
+  /**
+   * Pretraining text replayed next to the pairs (see {@linkcode Replay}): DPO only sees chat
+   * replies, and without it the knowledge held-out questions ask drifts away.
+   */
+  replay?: ReplaySpec;
 }
 
 /** The data position of {@linkcode DpoTask}. */
@@ -250,6 +257,8 @@ export interface DpoState {
   epoch: number;
   /** Pairs of this epoch already used. */
   cursor: number;
+  /** The replay sampler's position (runs with replay only). */
+  replay?: SamplerState;
 }
 
 /**
@@ -262,6 +271,7 @@ export class DpoTask implements TrainTask {
   private order: Int32Array;
   private epoch = 0;
   private cursor = 0;
+  private readonly replay: Replay | null;
 
   /**
    * @param train Training pairs and their reference sums [2 * pairs] (chosen, rejected); NaN
@@ -282,6 +292,8 @@ export class DpoTask implements TrainTask {
       }
     }
     this.order = this.shuffled(0);
+    // Its own seed stream: the pair order is the same with or without replay.
+    this.replay = opts.replay ? new Replay(opts.replay, opts.seed + 1) : null;
   }
 
   private shuffled(epoch: number): Int32Array {
@@ -354,12 +366,14 @@ export class DpoTask implements TrainTask {
       total = add(loss, scale(nll, alpha));
     }
     // The MTP block did not run: zero loads leave its router bias as it is.
-    return {
+    const result: TaskOutput = {
       loss: total,
       terms,
       loads: withIdleLoads(model, out.loads),
       tokens: b.targetTokens,
     };
+    this.replay?.addTo(model, result);
+    return result;
   }
 
   /**
@@ -371,14 +385,27 @@ export class DpoTask implements TrainTask {
     return await evaluatePairs(model, this.val.pairs, { ...this.opts, ref: this.val.ref });
   }
 
-  /** The data position. */
+  /** The data position (and the replay sampler's, with replay). */
   state(): DpoState {
-    return { epoch: this.epoch, cursor: this.cursor };
+    const s: DpoState = { epoch: this.epoch, cursor: this.cursor };
+    if (this.replay) s.replay = this.replay.state();
+    return s;
   }
 
-  /** Restores {@linkcode state}'s value. */
+  /**
+   * Restores {@linkcode state}'s value.
+   * @throws when the state was written with replay and this task has none, or the reverse.
+   */
   restore(state: unknown): void {
     const s = state as DpoState;
+    if (Boolean(this.replay) !== Boolean(s.replay)) {
+      throw new Error(
+        this.replay
+          ? "DPO resume: the checkpoint was written without replay; resume without it"
+          : "DPO resume: the checkpoint was written with replay; pass it again",
+      );
+    }
+    if (this.replay) this.replay.restore(s.replay!);
     this.epoch = s.epoch;
     this.cursor = s.cursor;
     this.order = this.shuffled(s.epoch);

@@ -27,7 +27,9 @@ import {
   checkVocab,
   countTruncated,
   loadModel,
+  loadReplay,
   padIdOf,
+  REPLAY_OPTIONS,
   resolveTokenizer,
   withDefaults,
 } from "./run_sft.ts";
@@ -99,6 +101,7 @@ export const DPO_OPTIONS = defineOptions(
       default: false,
       help: "skip malformed JSONL lines (reported as file:line) instead of stopping",
     },
+    ...REPLAY_OPTIONS,
     ...withDefaults(COMMON_TRAIN_OPTIONS, {
       out: { default: "runs/dpo" },
       steps: { default: 60 },
@@ -218,6 +221,7 @@ export async function runDpo(
       train: new Float64Array(2 * train.length).fill(NaN),
       val: new Float64Array(2 * val.length),
     };
+    const replay = await loadReplay(values, start.cfg, log, "dpo");
     const task = new DpoTask({ pairs: train, ref: refs.train }, { pairs: val, ref: refs.val }, {
       pairs: values.batchSize,
       T,
@@ -226,6 +230,7 @@ export async function runDpo(
       rpoAlpha: values.rpoAlpha,
       seed: values.seed,
       padId,
+      replay,
     });
     // From step 0: a resumed run visits a subset of these, and its cache is the same.
     const visited = task.upcoming(values.steps * values.gradAccum);

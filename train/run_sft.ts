@@ -15,6 +15,7 @@ import { loadCheckpoint, type LoadedCheckpoint, resolveCheckpoint } from "./chec
 import { type LoopResult, trainLoop } from "./loop.ts";
 import { defineOptions, type OptionSpec, type OptionValues } from "./options.ts";
 import { COMMON_TRAIN_OPTIONS, loopOptionsFrom, readPrepareMeta } from "./run_pretrain.ts";
+import type { ReplaySpec } from "./replay.ts";
 import { readShard } from "./shards.ts";
 import {
   type ChatExample,
@@ -39,6 +40,38 @@ export function withDefaults<const S extends readonly OptionSpec[]>(
   }
   return schema.map((o) => changes[o.name] ? { ...o, ...changes[o.name] } : o) as unknown as S;
 }
+
+/** The `--replay-*` flags of a post-training stage. */
+export const REPLAY_OPTIONS = defineOptions([
+  {
+    name: "replayData",
+    type: "string",
+    default: null,
+    help: "prepared pretraining data directory (train.bin) to replay next to the stage's data, " +
+      "so post-training does not wipe what pretraining taught (default: no replay)",
+  },
+  {
+    name: "replayBatchSize",
+    type: "integer",
+    default: 2,
+    min: 1,
+    help: "windows of pretraining text replayed per micro-batch (with --replay-data)",
+  },
+  {
+    name: "replaySeqLen",
+    type: "integer",
+    default: 128,
+    min: 2,
+    help: "tokens per replayed window (<= the model's max_seq_len)",
+  },
+  {
+    name: "replayWeight",
+    type: "number",
+    default: 1,
+    min: 0,
+    help: "weight of the replayed text's next-token CE in the loss",
+  },
+]);
 
 /** Options of the post-training stages' model and data sources. */
 const SOURCE_OPTIONS = defineOptions(
@@ -97,34 +130,7 @@ export const SFT_OPTIONS = defineOptions(
       why:
         "keeps MTP drafts (speculative decoding) in tune with chat; --no-mtp is ~40% faster on nano",
     },
-    {
-      name: "replayData",
-      type: "string",
-      default: null,
-      help: "prepared pretraining data directory (train.bin) to replay next to the " +
-        "conversations, so SFT does not wipe what pretraining taught (default: no replay)",
-    },
-    {
-      name: "replayBatchSize",
-      type: "integer",
-      default: 2,
-      min: 1,
-      help: "windows of pretraining text replayed per micro-batch (with --replay-data)",
-    },
-    {
-      name: "replaySeqLen",
-      type: "integer",
-      default: 128,
-      min: 2,
-      help: "tokens per replayed window (<= the model's max_seq_len)",
-    },
-    {
-      name: "replayWeight",
-      type: "number",
-      default: 1,
-      min: 0,
-      help: "weight of the replayed text's next-token CE in the loss",
-    },
+    ...REPLAY_OPTIONS,
     ...SOURCE_OPTIONS,
     ...withDefaults(COMMON_TRAIN_OPTIONS, {
       out: { default: "runs/sft" },
@@ -282,33 +288,7 @@ export async function runSft(
         `${countTruncated(train, T)} longer than ${T} positions are truncated; ` +
         `from ${checkpoint.dir}`,
     );
-    let replay;
-    if (values.replayData) {
-      const meta = await readPrepareMeta(values.replayData, "--replay-data");
-      if (meta.vocabSize > cfg.vocab_size) {
-        throw new Error(
-          `--replay-data ${values.replayData}: its tokenizer has ${meta.vocabSize} ids, the ` +
-            `model ${cfg.vocab_size}; prepare it with the model's tokenizer`,
-        );
-      }
-      if (values.replaySeqLen > cfg.max_seq_len) {
-        throw new Error(
-          `--replay-seq-len ${values.replaySeqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
-        );
-      }
-      const tokens = (await readShard(`${values.replayData}/train.bin`)).tokens;
-      replay = {
-        tokens,
-        B: values.replayBatchSize,
-        T: values.replaySeqLen,
-        weight: values.replayWeight,
-      };
-      log(
-        `sft: replaying ${values.replayBatchSize} x ${values.replaySeqLen} tokens of ` +
-          `${values.replayData}/train.bin (${tokens.length} tokens) per micro-batch, weight ` +
-          `${values.replayWeight}`,
-      );
-    }
+    const replay = await loadReplay(values, cfg, log, "sft");
     const task = new SftTask(train, val, {
       B: values.batchSize,
       T,
@@ -332,4 +312,44 @@ export async function runSft(
   } finally {
     model.arena.destroy();
   }
+}
+
+/**
+ * Reads `--replay-data`'s shard and checks it against the model, or returns undefined without
+ * `--replay-data`.
+ *
+ * @throws naming the flag when the shard's tokenizer is larger than the model's vocabulary or
+ *   the window is longer than the model's max_seq_len (and as `readShard` for a bad file).
+ */
+export async function loadReplay(
+  values: OptionValues<typeof REPLAY_OPTIONS>,
+  cfg: ModelConfig,
+  log: (line: string) => void,
+  stage: string,
+): Promise<ReplaySpec | undefined> {
+  if (!values.replayData) return undefined;
+  const meta = await readPrepareMeta(values.replayData, "--replay-data");
+  if (meta.vocabSize > cfg.vocab_size) {
+    throw new Error(
+      `--replay-data ${values.replayData}: its tokenizer has ${meta.vocabSize} ids, the ` +
+        `model ${cfg.vocab_size}; prepare it with the model's tokenizer`,
+    );
+  }
+  if (values.replaySeqLen > cfg.max_seq_len) {
+    throw new Error(
+      `--replay-seq-len ${values.replaySeqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
+    );
+  }
+  const tokens = (await readShard(`${values.replayData}/train.bin`)).tokens;
+  log(
+    `${stage}: replaying ${values.replayBatchSize} x ${values.replaySeqLen} tokens of ` +
+      `${values.replayData}/train.bin (${tokens.length} tokens) per micro-batch, weight ` +
+      `${values.replayWeight}`,
+  );
+  return {
+    tokens,
+    B: values.replayBatchSize,
+    T: values.replaySeqLen,
+    weight: values.replayWeight,
+  };
 }

@@ -21,7 +21,6 @@
  * @module
  */
 import { crossEntropy } from "../kernels/cross_entropy.ts";
-import { add, scale } from "../kernels/elementwise.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
 import type { DeepSeekV3, HostBatch } from "../model/transformer.ts";
 import type { ChatMessage, Tokenizer, ToolSpec } from "../tokenizer/mod.ts";
@@ -29,8 +28,8 @@ import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
 import type { TaskOutput, TrainTask } from "./loop.ts";
 import { Rng } from "./rng.ts";
-import { toHostBatch } from "./pretrain.ts";
-import { BatchSampler, type SamplerState } from "./sampler.ts";
+import { Replay, type ReplaySpec } from "./replay.ts";
+import type { SamplerState } from "./sampler.ts";
 
 /** One conversation as read from a file. */
 export interface Conversation {
@@ -366,7 +365,7 @@ export interface SftOptions {
    * `tokens` (shuffled epochs, as pretraining samples them) and `weight` times their mean
    * next-token CE to the loss. Its routing does not move the router biases.
    */
-  replay?: { tokens: ArrayLike<number>; B: number; T: number; weight: number };
+  replay?: ReplaySpec;
 }
 
 /** The data position of an {@linkcode SftTask} with replay: both samplers. */
@@ -397,7 +396,7 @@ export class SftTask implements TrainTask {
   /** Stage name. */
   readonly name = "sft";
   private readonly sampler: SftSampler;
-  private readonly replay: BatchSampler | null;
+  private readonly replay: Replay | null;
 
   /** @param train Training examples. @param val Held-out examples (may be empty). */
   constructor(
@@ -406,12 +405,8 @@ export class SftTask implements TrainTask {
     private readonly opts: SftOptions,
   ) {
     this.sampler = new SftSampler(train, opts);
-    const r = opts.replay;
-    if (r && !(r.weight >= 0 && r.B >= 1 && r.T >= 1)) {
-      throw new Error(`SFT replay: need B, T >= 1 and weight >= 0, got ${JSON.stringify(r)}`);
-    }
     // Its own seed stream: the conversation order is the same with or without replay.
-    this.replay = r ? new BatchSampler(r.tokens, { B: r.B, T: r.T, seed: opts.seed + 1 }) : null;
+    this.replay = opts.replay ? new Replay(opts.replay, opts.seed + 1) : null;
   }
 
   /** Packs the next micro-batch (and the replayed text) and encodes its forward. */
@@ -436,16 +431,7 @@ export class SftTask implements TrainTask {
       if (l.balance) terms.balance = l.balance;
       out = { loss: l.total, terms, loads: fwd.loads, tokens: b.targetTokens };
     }
-    if (this.replay) {
-      const r = this.opts.replay!;
-      const rb = this.replay.next();
-      const rdev = model.upload(toHostBatch(rb, r));
-      const ce = crossEntropy(model.forward(rdev, { logitsOnly: true }).logits, rdev.targets!)
-        .loss;
-      out.terms.replay_ce = ce;
-      out.loss = add(out.loss, scale(ce, r.weight));
-      out.tokens += rb.targetTokens;
-    }
+    this.replay?.addTo(model, out);
     return out;
   }
 
