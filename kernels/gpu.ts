@@ -161,8 +161,8 @@ export class Gpu {
   private readonly paramsBuffer: GPUBuffer;
   private dispatches = 0;
   private readonly bindGroups = new Map<string, GPUBindGroup>();
-  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
-  private nextBufferId = 1;
+  private readonly objectIds = new WeakMap<object, number>();
+  private nextObjectId = 1;
   private batchKernels = new Set<string>();
   private pendingErrors: Promise<string | null>[] = [];
   private lostReason: string | null = null;
@@ -233,10 +233,10 @@ export class Gpu {
     if (workgroups[0] * workgroups[1] * workgroups[2] === 0) return;
     const profileFull = this.profiler !== null && this.profiler.labels.length >= PROFILE_SLOTS;
     if (this.dispatches >= MAX_DISPATCHES_PER_BATCH || profileFull) this.submitBatch();
-    let key = pipeline.label;
+    let key = `${this.objectId(pipeline)}`;
     const entries: GPUBindGroupEntry[] = buffers.map((b, i) => {
       const size = roundUp(b.size, 4);
-      key += `|${this.bufferId(b.buffer)}:${b.offset}:${size}`;
+      key += `|${this.objectId(b.buffer)}:${b.offset}:${size}`;
       return { binding: i, resource: { buffer: b.buffer, offset: b.offset, size } };
     });
     if (params) {
@@ -464,10 +464,13 @@ export class Gpu {
     };
   }
 
-  /** A small number naming `buffer` in bind-group cache keys (buffers have no id of their own). */
-  private bufferId(buffer: GPUBuffer): number {
-    let id = this.bufferIds.get(buffer);
-    if (id === undefined) this.bufferIds.set(buffer, id = this.nextBufferId++);
+  /**
+   * A small number naming a pipeline or buffer in bind-group cache keys (WebGPU objects have no
+   * id of their own, and labels need not be unique).
+   */
+  private objectId(o: GPUComputePipeline | GPUBuffer): number {
+    let id = this.objectIds.get(o);
+    if (id === undefined) this.objectIds.set(o, id = this.nextObjectId++);
     return id;
   }
 

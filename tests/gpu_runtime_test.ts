@@ -64,3 +64,20 @@ Deno.test("repeated GEMMs with power-of-two sizes do not grow host memory", GPU_
   ok(grown < 16, `40 dispatches grew the process by ${grown.toFixed(1)} MiB`);
   for (const t of [a, b, c]) t.dispose();
 });
+
+Deno.test("pipelines that share a label get bind groups of their own", GPU_TEST, async () => {
+  // With layout "auto" a bind group only fits the pipeline whose layout made it.
+  const gpu = await testGpu();
+  const code = `@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@compute @workgroup_size(1) fn main() { x[0] = x[0] + 1.0; }`;
+  const make = () =>
+    gpu.device.createComputePipeline({
+      layout: "auto",
+      compute: { module: gpu.device.createShaderModule({ code }), entryPoint: "main" },
+      label: "same label",
+    });
+  const x = Tensor.zeros(gpu, [1]);
+  for (const pipeline of [make(), make()]) gpu.dispatch(pipeline, [x.binding], [1, 1, 1]);
+  assertSameBits(await x.readF32(), new Float32Array([2]));
+  x.dispose();
+});
