@@ -254,6 +254,7 @@ export async function runDemo(
       }
     } finally {
       model.arena.destroy();
+      model.gpu.trimPool();
     }
   }
   const dpo = await runDpo(

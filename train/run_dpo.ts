@@ -297,5 +297,6 @@ export async function runDpo(
     return result;
   } finally {
     model.arena.destroy();
+    model.gpu.trimPool();
   }
 }

@@ -195,6 +195,7 @@ export async function runEval(
       log(`eval ${name}: ${e.seconds.toFixed(1)} s`);
     } finally {
       model.arena.destroy();
+      model.gpu.trimPool();
     }
   }
   const report = renderEvalReport(rows);

@@ -268,6 +268,7 @@ export async function runPretrain(
     });
   } finally {
     model.arena.destroy();
+    model.gpu.trimPool();
   }
 }
 

@@ -311,6 +311,7 @@ export async function runSft(
     });
   } finally {
     model.arena.destroy();
+    model.gpu.trimPool();
   }
 }
 
