@@ -47,12 +47,12 @@ export function demoCommand(): Command {
       1,
     )
     .option("--preset <name>", "model preset", "nano")
-    // The budget (10 minutes on a 2-core lavapipe machine), measured on idle cores (536 s in
-    // all): pretraining without MTP runs ~2.9k tokens/s at vocab 2048 (~0.35 s per 2 x 512
-    // step), SFT ~0.55 s per step (4 rows of 512 + 2 x 128 replayed tokens), the SFT model's
-    // replies for the on-policy pairs ~25 s, DPO ~0.6 s per step; evaluation of three checkpoints
-    // ~25 s. Facts stated only in pretraining text need many passes to be recalled: every
-    // pretraining step the budget allows goes to that.
+    // The budget (10 minutes on a 2-core lavapipe machine), measured on idle cores (561 s in
+    // all): pretraining without MTP runs ~3.4k tokens/s at vocab 2048 (~0.3 s per 2 x 512
+    // step), SFT ~0.5 s per step (4 rows of 512 + 2 x 128 replayed tokens), the SFT model's
+    // replies for the on-policy pairs ~25 s, DPO ~0.6 s per step with replay; evaluation of three
+    // checkpoints ~25 s. Facts stated only in pretraining text need many passes to be recalled:
+    // every pretraining step the budget allows goes to that.
     .option("--pretrain-steps <n>", "pretraining steps", int, 1150)
     .option("--batch-size <n>", "pretraining sequences per batch", int, 2)
     .option(

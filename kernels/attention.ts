@@ -756,24 +756,52 @@ export function attentionForward(
 ): void {
   const { q, k, v, seg } = ins;
   const s = attentionShape(q, k, v, seg);
-  const hasSeg = Boolean(seg);
-  const { buf, r } = pack(s, [k, v, ...(seg ? [seg] : [])], {
+  launchOverKeys(s, ins, "fwd", {
+    name: "attention_fwd",
+    source: (r) => forwardSource(s.dqk, s.dv, Boolean(seg), r),
+    tensors: [q, ...(seg ? [seg] : []), outs.out, outs.lse],
+    scale: opts.scale,
+    accumulate: false,
+    uniformBytes: opts.uniformBytes,
+  });
+}
+
+/**
+ * The query-side launches (forward, dQ): packs the key records (k, v, segment bits) and runs
+ * `kernel` once per window over the query blocks of L * R rows from the window's first key on
+ * (earlier rows cannot see those keys); `accumulate` adds into the first output.
+ */
+function launchOverKeys(
+  s: AttentionShape,
+  ins: AttentionInputs,
+  kernel: "fwd" | "dq",
+  o: {
+    name: string;
+    source: (r: Records) => string;
+    tensors: Tensor[];
+    scale: number;
+    accumulate: boolean;
+    uniformBytes?: number;
+  },
+): void {
+  const hasSeg = Boolean(ins.seg);
+  const { buf, r } = pack(s, [ins.k, ins.v, ...(ins.seg ? [ins.seg] : [])], {
     rows: false,
     hasSeg,
     scale: 0,
-    uniformBytes: opts.uniformBytes,
+    uniformBytes: o.uniformBytes,
   });
-  const { R } = tileFor("fwd", s.dqk, s.dv);
+  const { R } = tileFor(kernel, s.dqk, s.dv);
   const blk0 = (w: Window) => Math.floor(w.ws / (L * R));
   launchWindows(s, buf, r, {
-    name: "attention_fwd",
+    name: o.name,
     key: `${s.dqk}|${s.dv}|${hasSeg}`,
-    source: () => forwardSource(s.dqk, s.dv, hasSeg, r),
-    tensors: [q, ...(seg ? [seg] : []), outs.out, outs.lse],
+    source: () => o.source(r),
+    tensors: o.tensors,
     blk0,
     blocks: (w) => Math.ceil(s.T / (L * R)) - blk0(w),
-    scale: opts.scale,
-    acc_a: false,
+    scale: o.scale,
+    acc_a: o.accumulate,
     acc_b: false,
   });
 }
@@ -857,24 +885,13 @@ export function attentionBackward(
     });
   }
   if (grads.dq) {
-    const { buf, r } = pack(s, [k, v, ...segs], {
-      rows: false,
-      hasSeg,
-      scale: 0,
-      uniformBytes: opts.uniformBytes,
-    });
-    const { R } = tileFor("dq", s.dqk, s.dv);
-    const blk0 = (w: Window) => Math.floor(w.ws / (L * R));
-    launchWindows(s, buf, r, {
+    launchOverKeys(s, saved, "dq", {
       name: "attention_dq",
-      key,
-      source: () => dqSource(s.dqk, s.dv, hasSeg, r),
+      source: (r) => dqSource(s.dqk, s.dv, hasSeg, r),
       tensors: [q, out, dout, lse, ...segs, grads.dq],
-      blk0,
-      blocks: (w) => Math.ceil(s.T / (L * R)) - blk0(w),
       scale: opts.scale,
-      acc_a: Boolean(acc.dq),
-      acc_b: false,
+      accumulate: Boolean(acc.dq),
+      uniformBytes: opts.uniformBytes,
     });
   }
   // encoded work keeps running in order: the pool may hand these buffers out again safely
