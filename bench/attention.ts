@@ -114,7 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 function causalMaskScale(s: Tensor, T: number, scale: number, fill: number): void {
   launch1d(
-    s.gpu,
+    s.device,
     "bench_causal_mask_scale",
     "",
     () => MASK_SRC,

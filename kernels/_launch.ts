@@ -3,7 +3,9 @@
  *
  * @module
  */
-import { type Binding, type Gpu, grid1d, Params } from "./gpu.ts";
+import type { Device } from "./backend.ts";
+import type { Binding } from "./device.ts";
+import { type Gpu, grid1d, Params } from "./gpu.ts";
 
 /**
  * Encodes a 1-D launch of `n` threads in workgroups of `wg` (default 256), folding the grid
@@ -11,7 +13,7 @@ import { type Binding, type Gpu, grid1d, Params } from "./gpu.ts";
  * `(wid.y * nwg.x + wid.x) * WG + local_index` and return when it is past `n`.
  */
 export function launch1d(
-  gpu: Gpu,
+  device: Device,
   name: string,
   key: string,
   source: () => string,
@@ -21,13 +23,14 @@ export function launch1d(
   wg = 256,
 ): void {
   if (n === 0) return;
+  const gpu = webgpu(device, name);
   const pipeline = gpu.pipeline(name, key, source);
   gpu.dispatch(pipeline, bindings, grid1d(n, wg), params ? params(new Params()) : undefined);
 }
 
 /** Encodes a launch over an explicit workgroup grid. */
 export function launch(
-  gpu: Gpu,
+  device: Device,
   name: string,
   key: string,
   source: () => string,
@@ -35,6 +38,19 @@ export function launch(
   workgroups: [number, number, number],
   params?: (p: Params) => Params,
 ): void {
+  const gpu = webgpu(device, name);
   const pipeline = gpu.pipeline(name, key, source);
   gpu.dispatch(pipeline, bindings, workgroups, params ? params(new Params()) : undefined);
+}
+
+/**
+ * The WebGPU runtime of `device`. Every launcher sends host tensors to its `kernels/host/`
+ * implementation first, so a CPU device here is a launcher that forgot to.
+ * @throws when `device` is the CPU backend, naming the kernel.
+ */
+export function webgpu(device: Device, kernel: string): Gpu {
+  if (device.kind === "cpu") {
+    throw new Error(`kernel ${kernel} has no CPU-backend implementation (a bug: please report it)`);
+  }
+  return device;
 }

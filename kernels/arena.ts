@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { BINDING_ALIGN, type Gpu, GpuError, roundUp } from "./gpu.ts";
+import type { Device } from "./backend.ts";
+import { BINDING_ALIGN, type DeviceBuffer, DeviceError, roundUp } from "./device.ts";
 import { numel, Tensor } from "./tensor.ts";
 
 /** What the arena needs to know about one parameter. */
@@ -45,10 +46,10 @@ export interface ArenaEntry {
 
 /** The four arenas' buffers for one chunk. */
 export interface ArenaChunk {
-  params: GPUBuffer;
-  grads: GPUBuffer;
-  m: GPUBuffer;
-  v: GPUBuffer;
+  params: DeviceBuffer;
+  grads: DeviceBuffer;
+  m: DeviceBuffer;
+  v: DeviceBuffer;
   /** Bytes used (a multiple of 4). */
   bytes: number;
 }
@@ -64,13 +65,17 @@ export class ParamArena {
 
   /**
    * Lays out `specs` and allocates the four arenas (zero-filled).
-   * @throws {GpuError} on a duplicate name or a tensor larger than one binding.
+   * @throws {DeviceError} on a duplicate name or a tensor larger than one binding.
    */
-  constructor(readonly gpu: Gpu, specs: readonly ParamSpec[], opts: { chunkBytes?: number } = {}) {
+  constructor(
+    readonly device: Device,
+    specs: readonly ParamSpec[],
+    opts: { chunkBytes?: number } = {},
+  ) {
     const limit = Math.min(
       opts.chunkBytes ?? Infinity,
-      gpu.maxBinding,
-      gpu.device.limits.maxBufferSize,
+      device.maxBinding,
+      device.maxBufferSize,
     );
     const sizes: number[] = [];
     let chunk = 0, offset = 0;
@@ -86,7 +91,7 @@ export class ParamArena {
       if (s.group && s.group !== openGroup) {
         const span = groupBytes.get(s.group)!;
         if (span > limit) {
-          throw new GpuError(
+          throw new DeviceError(
             `arena: parameter group ${s.group} needs ${span} bytes in one binding, more than ` +
               `this adapter allows (${limit}); use fewer or smaller experts`,
           );
@@ -98,11 +103,11 @@ export class ParamArena {
         }
       }
       openGroup = s.group;
-      if (this.byName.has(s.name)) throw new GpuError(`arena: duplicate parameter ${s.name}`);
+      if (this.byName.has(s.name)) throw new DeviceError(`arena: duplicate parameter ${s.name}`);
       const size = numel(s.shape);
       const bytes = size * 4;
       if (bytes > limit) {
-        throw new GpuError(
+        throw new DeviceError(
           `arena: parameter ${s.name} [${s.shape}] needs ${bytes} bytes, more than one ` +
             `binding allows (${limit}); shard it or use a smaller model`,
         );
@@ -126,13 +131,10 @@ export class ParamArena {
       offset = roundUp(offset + bytes, BINDING_ALIGN);
     }
     sizes.push(offset);
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     for (const bytes of sizes) {
       const size = Math.max(BINDING_ALIGN, bytes);
-      const make = () => gpu.device.createBuffer({ size, usage });
-      const c = { params: make(), grads: make(), m: make(), v: make(), bytes: size };
-      this.chunks.push(c);
-      for (const b of [c.params, c.grads, c.m, c.v]) gpu.clear({ buffer: b, offset: 0, size });
+      const make = () => device.createBuffer(size);
+      this.chunks.push({ params: make(), grads: make(), m: make(), v: make(), bytes: size });
     }
   }
 
@@ -144,7 +146,7 @@ export class ParamArena {
   /** The table entry of `name`. @throws when there is no such parameter. */
   entry(name: string): ArenaEntry {
     const e = this.byName.get(name);
-    if (!e) throw new GpuError(`arena: no parameter named ${name}`);
+    if (!e) throw new DeviceError(`arena: no parameter named ${name}`);
     return e;
   }
 
@@ -162,11 +164,11 @@ export class ParamArena {
     if (t) return t;
     const e = this.entry(name);
     const c = this.chunks[e.chunk];
-    t = new Tensor(this.gpu, c.params, e.shape, "f32", e.offset);
+    t = new Tensor(this.device, c.params, e.shape, "f32", e.offset);
     t.name = name;
     if (e.trainable) {
       t.requiresGrad = true;
-      t.grad = new Tensor(this.gpu, c.grads, e.shape, "f32", e.offset);
+      t.grad = new Tensor(this.device, c.grads, e.shape, "f32", e.offset);
     }
     this.paramTensors.set(name, t);
     return t;
@@ -175,23 +177,23 @@ export class ParamArena {
   /** One arena's slice for `name` as a tensor ("m" and "v" are the AdamW moments). */
   slot(name: string, arena: "params" | "grads" | "m" | "v"): Tensor {
     const e = this.entry(name);
-    return new Tensor(this.gpu, this.chunks[e.chunk][arena], e.shape, "f32", e.offset);
+    return new Tensor(this.device, this.chunks[e.chunk][arena], e.shape, "f32", e.offset);
   }
 
   /** Encodes a zero fill of every gradient (padding included, which keeps norms exact). */
   zeroGrads(): void {
-    for (const c of this.chunks) this.gpu.clear({ buffer: c.grads, offset: 0, size: c.bytes });
+    for (const c of this.chunks) this.device.clear({ buffer: c.grads, offset: 0, size: c.bytes });
   }
 
   /** Uploads a parameter's values. @throws on a length mismatch, naming the tensor. */
   upload(name: string, data: Float32Array, arena: "params" | "m" | "v" = "params"): void {
     const e = this.entry(name);
     if (data.length !== e.size) {
-      throw new GpuError(
+      throw new DeviceError(
         `arena: ${name} expects ${e.size} values [${e.shape}], got ${data.length}`,
       );
     }
-    this.gpu.write(
+    this.device.write(
       { buffer: this.chunks[e.chunk][arena], offset: e.offset, size: e.size * 4 },
       data,
     );
@@ -204,7 +206,7 @@ export class ParamArena {
     const out = new Map<string, Float32Array>();
     for (let ci = 0; ci < this.chunks.length; ci++) {
       const c = this.chunks[ci];
-      const raw = await this.gpu.read({ buffer: c[arena], offset: 0, size: c.bytes });
+      const raw = await this.device.read({ buffer: c[arena], offset: 0, size: c.bytes });
       for (const e of this.entries) {
         if (e.chunk !== ci) continue;
         out.set(e.name, new Float32Array(raw.slice(e.offset, e.offset + e.size * 4)));

@@ -86,8 +86,9 @@
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
-import { launch, launch1d } from "./_launch.ts";
-import type { Binding, Gpu } from "./gpu.ts";
+import { launch, launch1d, webgpu } from "./_launch.ts";
+import type { Gpu } from "./gpu.ts";
+import type { Binding } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Attention sizes; `q`/`k` are [B, T, H, dqk] and `v`/`out` are [B, T, H, dv]. */
@@ -629,7 +630,7 @@ function pack(
   ins: Tensor[],
   o: { rows: boolean; hasSeg: boolean; scale: number; uniformBytes?: number },
 ): { buf: GPUBuffer; r: Records } {
-  const gpu = ins[0].gpu;
+  const gpu = webgpu(ins[0].device, "attention");
   const r = records(gpu, s, o.rows ? rowRec(s) : keyRec(s, o.hasSeg), o.uniformBytes);
   const buf = recordBuffer(gpu, o.rows ? 1 : 0, r.parts * r.PV * 16);
   const n = s.B * s.H * s.T;
@@ -678,7 +679,7 @@ interface WindowedLaunch {
  * (the fields of {@linkcode PARAMS}, in order).
  */
 function launchWindows(s: AttentionShape, buf: GPUBuffer, r: Records, o: WindowedLaunch): void {
-  const gpu = o.tensors[0].gpu;
+  const gpu = o.tensors[0].device;
   for (const w of windows(s, r)) {
     launch(
       gpu,
@@ -899,7 +900,7 @@ export function attentionBackward(
 }
 
 function scratchOf(like: Tensor, list: Tensor[]): Tensor {
-  const t = Tensor.empty(like.gpu, like.shape);
+  const t = Tensor.empty(like.device, like.shape);
   list.push(t);
   return t;
 }
@@ -924,8 +925,8 @@ export function attention(
 ): Tensor {
   const seg = opts.seg ?? null;
   const s = attentionShape(q, k, v, seg);
-  const out = Tensor.empty(q.gpu, [s.B, s.T, s.H, s.dv]);
-  const lse = Tensor.empty(q.gpu, [s.B, s.H, s.T]);
+  const out = Tensor.empty(q.device, [s.B, s.T, s.H, s.dv]);
+  const lse = Tensor.empty(q.device, [s.B, s.H, s.T]);
   attentionForward({ out, lse }, { q, k, v, seg }, { scale: opts.scale });
   if (needsGrad(q, k, v)) {
     record("attention", [out], () => {

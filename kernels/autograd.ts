@@ -66,7 +66,7 @@ export function noGrad<T>(fn: () => T): T {
  */
 export function gradFor(t: Tensor, zeroed = false): { grad: Tensor; accumulate: boolean } {
   if (t.grad) return { grad: t.grad, accumulate: true };
-  t.grad = zeroed ? Tensor.zeros(t.gpu, t.shape, "f32") : Tensor.empty(t.gpu, t.shape, "f32");
+  t.grad = zeroed ? Tensor.zeros(t.device, t.shape, "f32") : Tensor.empty(t.device, t.shape, "f32");
   return { grad: t.grad, accumulate: zeroed };
 }
 
@@ -104,7 +104,7 @@ export class Tape {
     if (seed) {
       const { grad, accumulate } = gradFor(loss);
       if (accumulate) throw new Error("backward: the loss already has a gradient");
-      loss.gpu.copy(seed.binding, grad.binding, loss.bytes);
+      loss.device.copy(seed.binding, grad.binding, loss.bytes);
     } else {
       const { grad } = gradFor(loss);
       grad.upload(new Float32Array(loss.size).fill(1));

@@ -109,7 +109,7 @@ export function copyColumns(out: Tensor, x: Tensor, opts: CopyColumnsOptions = {
   const width = (pad ? co : len) / w;
   const plan = { ...rowPlan(width * w), vec: w === 4, units: width };
   launch(
-    x.gpu,
+    x.device,
     "copy_columns",
     `${planKey(plan)}|${acc}|${pad}`,
     () => copySource(plan, acc, pad),
@@ -144,7 +144,7 @@ export function copyColumnsCpu<A extends Floats>(
  * @example const qPe = sliceLastDim(q, dn, dr); // [B, T, H, dn + dr] -> [B, T, H, dr]
  */
 export function sliceLastDim(x: Tensor, start: number, len: number): Tensor {
-  const out = Tensor.empty(x.gpu, [...x.shape.slice(0, -1), len]);
+  const out = Tensor.empty(x.device, [...x.shape.slice(0, -1), len]);
   copyColumns(out, x, { xOffset: start, len });
   if (needsGrad(x)) {
     record("slice_last_dim", [out], () => {
@@ -170,7 +170,7 @@ export function concatLastDim(parts: Tensor[]): Tensor {
       throw new Error(`concatLastDim: part [${p.shape}] does not match [${lead}, *]`);
     }
   }
-  const out = Tensor.empty(parts[0].gpu, [...lead, widths.reduce((a, b) => a + b, 0)]);
+  const out = Tensor.empty(parts[0].device, [...lead, widths.reduce((a, b) => a + b, 0)]);
   const offsets = widths.map((_, i) => widths.slice(0, i).reduce((a, b) => a + b, 0));
   parts.forEach((p, i) => copyColumns(out, p, { outOffset: offsets[i] }));
   if (needsGrad(...parts)) {
@@ -275,7 +275,7 @@ export function concatBroadcastHeadsForward(
   if (rows === 0) return;
   const { plan, w } = bcastPlan(da, ds, da + ds);
   launch(
-    a.gpu,
+    a.device,
     "concat_bcast_heads",
     `${planKey(plan)}|${acc}`,
     () => bcastSource(plan, acc),
@@ -317,7 +317,7 @@ export function concatBroadcastHeadsBackward(
     if (B * T === 0 || ds === 0) return;
     const { plan, w } = bcastPlan(s - ds, ds, ds);
     launch(
-      dout.gpu,
+      dout.device,
       "concat_bcast_heads_bwd",
       `${planKey(plan)}|${acc}`,
       () => bcastBackwardSource(plan, acc),
@@ -381,7 +381,7 @@ export function concatBroadcastHeadsBackwardCpu<A extends Floats>(
  */
 export function concatBroadcastHeads(a: Tensor, shared: Tensor): Tensor {
   const { B, T, H, da, ds } = bcastShape(a, shared, "concatBroadcastHeads");
-  const out = Tensor.empty(a.gpu, [B, T, H, da + ds]);
+  const out = Tensor.empty(a.device, [B, T, H, da + ds]);
   concatBroadcastHeadsForward(out, a, shared);
   if (needsGrad(a, shared)) {
     record("concat_bcast_heads", [out], () => {
@@ -439,7 +439,7 @@ export function transpose12Forward(
   }
   const [, B, C, D] = x.shape, acc = Boolean(opts.accumulate);
   launch1d(
-    x.gpu,
+    x.device,
     "transpose12",
     `${acc}`,
     () => TRANSPOSE_SRC(acc),
@@ -471,7 +471,7 @@ export function transpose12Cpu<A extends Floats>(x: A, shape: readonly number[])
  */
 export function transpose12(x: Tensor): Tensor {
   const [A, B, C, D] = x.shape;
-  const out = Tensor.empty(x.gpu, [A, C, B, D]);
+  const out = Tensor.empty(x.device, [A, C, B, D]);
   transpose12Forward(out, x);
   if (needsGrad(x)) {
     record("transpose12", [out], () => {

@@ -94,7 +94,7 @@ function rowLaunch(
   const bindings = [logits.binding, targets.binding, out.binding, lse.binding];
   if (weights) bindings.push(weights.binding);
   launch(
-    logits.gpu,
+    logits.device,
     `ce_rows_${mode}`,
     `${planKey(plan)}|${weighted}`,
     () => rowSource(mode, plan, weighted),
@@ -191,7 +191,7 @@ export function crossEntropyForward(
   rowLaunch("ce", out.rowLoss, out.lse, logits, targets, opts.weights);
   const { rows, C } = rowsOf(logits);
   launch(
-    logits.gpu,
+    logits.device,
     "ce_mean",
     "",
     () => MEAN_SRC,
@@ -330,7 +330,7 @@ function backwardLaunch(
   if (rows === 0) return;
   const plan = rowPlan(C);
   launch(
-    dx.gpu,
+    dx.device,
     `ce_bwd_${mode}`,
     `${planKey(plan)}|${weighted}|${acc}`,
     () => backwardSource(mode, plan, weighted, acc),
@@ -449,7 +449,7 @@ export function crossEntropy(
   targets: Tensor,
   opts: CrossEntropyOptions = {},
 ): { loss: Tensor; rowLoss: Tensor; count: Tensor } {
-  const gpu = logits.gpu;
+  const gpu = logits.device;
   const shape = dropLastDim(logits.shape);
   const bufs: CrossEntropyBuffers = {
     rowLoss: Tensor.empty(gpu, shape),
@@ -485,7 +485,7 @@ export function crossEntropy(
  * @example const lp = tokenLogprobs(logits, targets); // [B, T]
  */
 export function tokenLogprobs(logits: Tensor, targets: Tensor): Tensor {
-  const gpu = logits.gpu;
+  const gpu = logits.device;
   const shape = dropLastDim(logits.shape);
   const logprobs = Tensor.empty(gpu, shape), lse = Tensor.empty(gpu, shape);
   tokenLogprobsForward({ logprobs, lse }, logits, targets);

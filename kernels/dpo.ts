@@ -190,7 +190,7 @@ export function dpoLossForward(
 ): void {
   check(logprobs, seqIds, refLogps, opts);
   launch(
-    logprobs.gpu,
+    logprobs.device,
     "dpo_loss",
     "",
     () => FORWARD_SRC,
@@ -225,7 +225,7 @@ export function dpoLossBackward(
 ): void {
   const n = dlogprobs.size;
   launch1d(
-    dlogprobs.gpu,
+    dlogprobs.device,
     "dpo_loss_bwd",
     String(Boolean(opts.accumulate)),
     () => backwardSource(Boolean(opts.accumulate)),
@@ -261,7 +261,7 @@ export function dpoLoss(
   logprobs: Tensor,
   opts: DpoLossOptions & { seqIds: Tensor; refLogps: Tensor },
 ): DpoLossResult {
-  const gpu = logprobs.gpu;
+  const gpu = logprobs.device;
   const flat = logprobs.reshape([logprobs.size]);
   const bufs: DpoLossBuffers = {
     sums: Tensor.empty(gpu, [2 * opts.pairs]),

@@ -104,7 +104,7 @@ export interface EwOptions {
  * @example ewForward("silu", y, [x]);
  */
 export function ewForward(op: EwOp, out: Tensor, inputs: Tensor[], opts: EwOptions = {}): void {
-  const gpu = out.gpu;
+  const gpu = out.device;
   if (inputs.length !== ARITY[op]) {
     throw new Error(`${op}: expects ${ARITY[op]} inputs, got ${inputs.length}`);
   }
@@ -202,7 +202,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export function sumToBias(out: Tensor, g: Tensor, accumulate = false): void {
   const c = out.size, rows = g.size / c;
   launch1d(
-    out.gpu,
+    out.device,
     "bias_reduce",
     "",
     () => BIAS_REDUCE_SRC,
@@ -214,7 +214,7 @@ export function sumToBias(out: Tensor, g: Tensor, accumulate = false): void {
 
 /** `a + b` with autograd (b may be a trailing-dimension bias). */
 export function add(a: Tensor, b: Tensor): Tensor {
-  const out = Tensor.empty(a.gpu, a.shape);
+  const out = Tensor.empty(a.device, a.shape);
   ewForward("add", out, [a, b]);
   if (needsGrad(a, b)) {
     record("add", [out], () => {
@@ -235,7 +235,7 @@ export function add(a: Tensor, b: Tensor): Tensor {
 
 /** `a * b` (elementwise) with autograd. */
 export function mul(a: Tensor, b: Tensor): Tensor {
-  const out = Tensor.empty(a.gpu, a.shape);
+  const out = Tensor.empty(a.device, a.shape);
   ewForward("mul", out, [a, b]);
   if (needsGrad(a, b)) {
     record("mul", [out], () => {
@@ -256,7 +256,7 @@ export function mul(a: Tensor, b: Tensor): Tensor {
 
 /** `a * s` for a constant `s`, with autograd. */
 export function scale(a: Tensor, s: number): Tensor {
-  const out = Tensor.empty(a.gpu, a.shape);
+  const out = Tensor.empty(a.device, a.shape);
   ewForward("scale", out, [a], { scalar: s });
   if (needsGrad(a)) {
     record("scale", [out], () => {
@@ -270,7 +270,7 @@ export function scale(a: Tensor, s: number): Tensor {
 
 /** SiLU `x * sigmoid(x)` with autograd. */
 export function silu(x: Tensor): Tensor {
-  const out = Tensor.empty(x.gpu, x.shape);
+  const out = Tensor.empty(x.device, x.shape);
   ewForward("silu", out, [x]);
   if (needsGrad(x)) {
     record("silu", [out], () => {
@@ -284,7 +284,7 @@ export function silu(x: Tensor): Tensor {
 
 /** Sigmoid with autograd (the backward uses the saved output). */
 export function sigmoid(x: Tensor): Tensor {
-  const out = Tensor.empty(x.gpu, x.shape);
+  const out = Tensor.empty(x.device, x.shape);
   ewForward("sigmoid", out, [x]);
   if (needsGrad(x)) {
     record("sigmoid", [out], () => {
@@ -298,7 +298,7 @@ export function sigmoid(x: Tensor): Tensor {
 
 /** SwiGLU's gate: `silu(a) * b` (a = W1 u, b = W3 u), with autograd. */
 export function swiglu(a: Tensor, b: Tensor): Tensor {
-  const out = Tensor.empty(a.gpu, a.shape);
+  const out = Tensor.empty(a.device, a.shape);
   ewForward("swiglu", out, [a, b]);
   if (needsGrad(a, b)) {
     record("swiglu", [out], () => {
@@ -320,8 +320,8 @@ export function swiglu(a: Tensor, b: Tensor): Tensor {
 /** Adds gradient `g` into `t`'s gradient (copying on first write). */
 export function accumulateInto(t: Tensor, g: Tensor): void {
   if (!t.grad) {
-    t.grad = Tensor.empty(t.gpu, t.shape);
-    t.gpu.copy(g.binding, t.grad.binding, t.bytes);
+    t.grad = Tensor.empty(t.device, t.shape);
+    t.device.copy(g.binding, t.grad.binding, t.bytes);
     return;
   }
   const { grad } = gradFor(t);
@@ -346,11 +346,11 @@ export function reshape(x: Tensor, shape: readonly number[]): Tensor {
 /** Encodes `out = value` for every element (f32). */
 export function fill(out: Tensor, value: number): void {
   if (value === 0) {
-    out.gpu.clear(out.binding);
+    out.device.clear(out.binding);
     return;
   }
   launch1d(
-    out.gpu,
+    out.device,
     "fill",
     "",
     () => /* wgsl */ `

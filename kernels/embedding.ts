@@ -76,7 +76,7 @@ export function embeddingForward(out: Tensor, table: Tensor, ids: Tensor): void 
   if (ids.size === 0) return;
   const plan = rowPlan(D);
   launch(
-    table.gpu,
+    table.device,
     "embedding",
     planKey(plan),
     () => forwardSource(plan),
@@ -229,7 +229,7 @@ export function embeddingBackward(
   opts: { accumulate?: boolean } = {},
 ): void {
   const [V, D] = checkShapes(dTable, ids, dout, "embeddingBackward");
-  const gpu = dTable.gpu, N = ids.size, acc = Boolean(opts.accumulate);
+  const gpu = dTable.device, N = ids.size, acc = Boolean(opts.accumulate);
   const rank = Tensor.empty(gpu, [Math.max(1, N)], "u32");
   const starts = Tensor.zeros(gpu, [V + 1], "u32"); // counts, then starts
   const list = Tensor.empty(gpu, [Math.max(1, N)], "u32");
@@ -314,7 +314,7 @@ export function embeddingBackwardCpu<A extends Floats>(
  * @example const h = embedding(embedTokens, tokens); // [B, T] -> [B, T, D]
  */
 export function embedding(table: Tensor, ids: Tensor): Tensor {
-  const out = Tensor.empty(table.gpu, [...ids.shape, table.shape[1]]);
+  const out = Tensor.empty(table.device, [...ids.shape, table.shape[1]]);
   embeddingForward(out, table, ids);
   if (needsGrad(table)) {
     record("embedding", [out], () => {

@@ -27,8 +27,15 @@
  * @module
  */
 
-/** Bytes every storage binding offset is aligned to (the largest alignment adapters ask for). */
-export const BINDING_ALIGN = 256;
+import {
+  type Binding,
+  type DeviceBuffer,
+  DeviceError,
+  type DeviceInfo,
+  roundUp,
+  sizeClass,
+} from "./device.ts";
+
 /** Bytes reserved per dispatch in the batch's parameter buffer (also its offset alignment). */
 const PARAMS_SLOT = 256;
 /** Bind groups kept for reuse before the cache starts over. */
@@ -46,27 +53,6 @@ interface Profiler {
   querySet: GPUQuerySet | null;
 }
 
-/** What `cli.ts info` prints about the adapter and the device we made from it. */
-export interface GpuInfo {
-  /** Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
-  description: string;
-  vendor: string;
-  architecture: string;
-  /** True for a software/fallback adapter such as Mesa's lavapipe. */
-  isFallback: boolean;
-  /** Features we asked for and got. */
-  features: string[];
-  /** The limits requested (the adapter's maxima). */
-  limits: Record<string, number>;
-}
-
-/** A storage binding: a whole tensor's byte range inside a buffer. */
-export interface Binding {
-  buffer: GPUBuffer;
-  offset: number;
-  size: number;
-}
-
 /** Thrown when no WebGPU adapter exists; the message says what to install. */
 export class NoAdapterError extends Error {
   constructor() {
@@ -77,30 +63,6 @@ export class NoAdapterError extends Error {
     );
     this.name = "NoAdapterError";
   }
-}
-
-/** Thrown for a WebGPU validation or out-of-memory error; the message names the kernel. */
-export class GpuError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "GpuError";
-  }
-}
-
-/** Rounds `n` up to a multiple of `m`. @example roundUp(5, 4) // 8 */
-export function roundUp(n: number, m: number): number {
-  return Math.ceil(n / m) * m;
-}
-
-/** Size class of a pooled buffer: 4 classes per power of two, at least 256 bytes. */
-function sizeClass(bytes: number): number {
-  if (bytes <= 256) return 256;
-  const p = 2 ** Math.floor(Math.log2(bytes));
-  for (const f of [1, 1.25, 1.5, 1.75, 2]) {
-    const c = roundUp(p * f, 256);
-    if (c >= bytes) return c;
-  }
-  return roundUp(bytes, 256);
 }
 
 /** Workgroup counts for a 1-D launch of `n` threads, folded into y past the 65535 limit. */
@@ -144,15 +106,17 @@ export class Params {
     return new Uint8Array(this.view.buffer, 0, Math.max(16, roundUp(this.words * 4, 16)));
   }
   private next(): number {
-    if (this.words >= PARAMS_SLOT / 4) throw new GpuError("Params: more than 64 words");
+    if (this.words >= PARAMS_SLOT / 4) throw new DeviceError("Params: more than 64 words");
     return 4 * this.words++;
   }
 }
 
 /** The one WebGPU device of this process and everything cached around it. */
 export class Gpu {
+  /** Which backend this is. */
+  readonly kind = "webgpu" as const;
   /** The adapter's description and what we requested. */
-  readonly info: GpuInfo;
+  readonly info: DeviceInfo;
   private readonly pipelines = new Map<string, GPUComputePipeline>();
   private readonly pool = new Map<number, GPUBuffer[]>();
   private encoder: GPUCommandEncoder | null = null;
@@ -176,7 +140,7 @@ export class Gpu {
   totalSubmits = 0;
   private profiler: Profiler | null = null;
 
-  constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: GpuInfo) {
+  constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: DeviceInfo) {
     this.info = info;
     this.paramsBuffer = device.createBuffer({
       size: this.paramsStaging.byteLength,
@@ -195,6 +159,22 @@ export class Gpu {
   /** Largest byte size one storage binding may cover. */
   get maxBinding(): number {
     return this.device.limits.maxStorageBufferBindingSize;
+  }
+
+  /** Largest buffer the adapter allows. */
+  get maxBufferSize(): number {
+    return this.device.limits.maxBufferSize;
+  }
+
+  /** A zero-filled storage buffer outside the pool (arenas). */
+  createBuffer(bytes: number): GPUBuffer {
+    const size = roundUp(Math.max(4, bytes), 4);
+    const buf = this.device.createBuffer({
+      size,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+    });
+    this.clear({ buffer: buf, offset: 0, size });
+    return buf;
   }
 
   /**
@@ -229,15 +209,16 @@ export class Gpu {
     workgroups: [number, number, number],
     params?: Params,
   ): void {
-    if (this.lostReason) throw new GpuError(`GPU device lost (${this.lostReason})`);
+    if (this.lostReason) throw new DeviceError(`GPU device lost (${this.lostReason})`);
     if (workgroups[0] * workgroups[1] * workgroups[2] === 0) return;
     const profileFull = this.profiler !== null && this.profiler.labels.length >= PROFILE_SLOTS;
     if (this.dispatches >= MAX_DISPATCHES_PER_BATCH || profileFull) this.submitBatch();
     let key = `${this.objectId(pipeline)}`;
     const entries: GPUBindGroupEntry[] = buffers.map((b, i) => {
       const size = roundUp(b.size, 4);
-      key += `|${this.objectId(b.buffer)}:${b.offset}:${size}`;
-      return { binding: i, resource: { buffer: b.buffer, offset: b.offset, size } };
+      const buffer = b.buffer as GPUBuffer;
+      key += `|${this.objectId(buffer)}:${b.offset}:${size}`;
+      return { binding: i, resource: { buffer, offset: b.offset, size } };
     });
     if (params) {
       const bytes = params.bytes();
@@ -271,15 +252,15 @@ export class Gpu {
 
   /** Encodes a zero fill of a byte range (outside any compute pass). */
   clear(b: Binding): void {
-    this.currentEncoder(true).clearBuffer(b.buffer, b.offset, roundUp(b.size, 4));
+    this.currentEncoder(true).clearBuffer(b.buffer as GPUBuffer, b.offset, roundUp(b.size, 4));
   }
 
   /** Encodes a buffer-to-buffer copy of `size` bytes. */
   copy(src: Binding, dst: Binding, size = src.size): void {
     this.currentEncoder(true).copyBufferToBuffer(
-      src.buffer,
+      src.buffer as GPUBuffer,
       src.offset,
-      dst.buffer,
+      dst.buffer as GPUBuffer,
       dst.offset,
       roundUp(size, 4),
     );
@@ -291,11 +272,11 @@ export class Gpu {
     this.submitBatch();
     const bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
     if (bytes.byteLength % 4 === 0) {
-      this.device.queue.writeBuffer(b.buffer, b.offset, bytes);
+      this.device.queue.writeBuffer(b.buffer as GPUBuffer, b.offset, bytes);
     } else {
       const padded = new Uint8Array(roundUp(bytes.byteLength, 4));
       padded.set(bytes);
-      this.device.queue.writeBuffer(b.buffer, b.offset, padded);
+      this.device.queue.writeBuffer(b.buffer as GPUBuffer, b.offset, padded);
     }
   }
 
@@ -325,7 +306,7 @@ export class Gpu {
       size,
       usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
     });
-    this.currentEncoder(true).copyBufferToBuffer(b.buffer, b.offset, staging, 0, size);
+    this.currentEncoder(true).copyBufferToBuffer(b.buffer as GPUBuffer, b.offset, staging, 0, size);
     this.submitBatch();
     await this.checkErrors();
     await staging.mapAsync(GPUMapMode.READ);
@@ -349,7 +330,7 @@ export class Gpu {
     this.bytesInUse += cls;
     if (free && free.length) return free.pop()!;
     if (cls > this.device.limits.maxBufferSize) {
-      throw new GpuError(
+      throw new DeviceError(
         `buffer of ${bytes} bytes exceeds this adapter's maxBufferSize ` +
           `(${this.device.limits.maxBufferSize}); use a smaller batch or model`,
       );
@@ -368,7 +349,8 @@ export class Gpu {
   }
 
   /** Returns a buffer from {@linkcode alloc} to the pool. Encoded work may still use it. */
-  free(buf: GPUBuffer): void {
+  free(b: DeviceBuffer): void {
+    const buf = b as GPUBuffer;
     const list = this.pool.get(buf.size) ?? [];
     list.push(buf);
     this.pool.set(buf.size, list);
@@ -389,7 +371,9 @@ export class Gpu {
    */
   startProfiling(): void {
     if (!this.device.features.has("timestamp-query")) {
-      throw new GpuError("profiling needs the timestamp-query feature, which this adapter lacks");
+      throw new DeviceError(
+        "profiling needs the timestamp-query feature, which this adapter lacks",
+      );
     }
     this.submitBatch();
     this.profiler = { totals: new Map(), pending: [], labels: [], querySet: null };
@@ -524,8 +508,8 @@ export class Gpu {
     const pending = this.pendingErrors;
     this.pendingErrors = [];
     const messages = (await Promise.all(pending)).filter((m) => m !== null);
-    if (messages.length) throw new GpuError(messages.join("\n"));
-    if (this.lostReason) throw new GpuError(`GPU device lost (${this.lostReason})`);
+    if (messages.length) throw new DeviceError(messages.join("\n"));
+    if (this.lostReason) throw new DeviceError(`GPU device lost (${this.lostReason})`);
   }
 }
 
@@ -564,6 +548,7 @@ async function createGpu(): Promise<Gpu> {
   });
   const ai = adapter.info;
   return new Gpu(adapter, device, {
+    backend: "webgpu",
     description: ai.description || ai.device || "unknown adapter",
     vendor: ai.vendor,
     architecture: ai.architecture,

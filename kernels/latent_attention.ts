@@ -147,7 +147,7 @@ export function latentCacheWrite(cache: Tensor, inputs: LatentCacheWriteInputs):
     ? [c.binding, kPe.binding, where.binding, cache.binding]
     : [c.binding, where.binding, cache.binding];
   launch1d(
-    cache.gpu,
+    cache.device,
     "latent_cache_write",
     `${Boolean(kPe)}`,
     () => writeSource(Boolean(kPe)),
@@ -317,7 +317,7 @@ export function latentAttentionForward(
   const wg = rowWorkgroup(s.rkv);
   const { qt, q, cache, where } = inputs;
   launch(
-    z.gpu,
+    z.device,
     "latent_attention",
     `${s.rkv}|${s.dr}|${wg}`,
     () => attentionSource(s.rkv, s.dr, wg),

@@ -43,8 +43,9 @@
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
-import { launch1d } from "./_launch.ts";
-import { type Gpu, Params, roundUp, WGSL_FLAT_INDEX } from "./gpu.ts";
+import { launch1d, webgpu } from "./_launch.ts";
+import { Params, WGSL_FLAT_INDEX } from "./gpu.ts";
+import { roundUp } from "./device.ts";
 import {
   codeAt,
   e4m3Decode,
@@ -154,15 +155,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
  * @example const h = toHalf(x); // x [M, 30] -> h.t f16 [M, 32]
  */
 export function toHalf(x: Tensor, opts: { transpose?: boolean } = {}): HalfMatrix {
-  assertF16(x.gpu);
+  assertF16(x.device);
   if (x.dtype !== "f32") throw new Error(`toHalf: x must be f32, got ${x.dtype}`);
   const transpose = Boolean(opts.transpose);
   const cols0 = x.shape[x.shape.length - 1], rows0 = cols0 === 0 ? 0 : x.size / cols0;
   const R = transpose ? cols0 : rows0, C = transpose ? rows0 : cols0;
   const Cp = roundUp(C, 4), W = Cp / 2;
-  const t = Tensor.empty(x.gpu, [R, Cp], "f16");
+  const t = Tensor.empty(x.device, [R, Cp], "f16");
   launch1d(
-    x.gpu,
+    x.device,
     "to_half",
     `${+transpose}`,
     () => halfSource(transpose),
@@ -339,7 +340,7 @@ function encodeGemm(
     throw new Error(`${spec.fmt} GEMM: out is [${out.shape}] ${out.dtype}, want f32 [${M}, ${N}]`);
   }
   if (M === 0 || N === 0) return;
-  const gpu: Gpu = out.gpu;
+  const gpu = webgpu(out.device, `gemm_${spec.fmt}`);
   const key = `${spec.TM}x${spec.TN}|${+spec.bBlock}${+spec.accumulate}`;
   const pipeline = gpu.pipeline(`gemm_${spec.fmt}`, key, () => lowpSource(spec));
   const gx = Math.ceil(N / (L * spec.TN)), gy = Math.ceil(M / spec.TM);
@@ -459,7 +460,7 @@ function free(...qs: (Quantized | HalfMatrix)[]): void {
 export function linearFp8(x: Tensor, w: Tensor): Tensor {
   checkF32(x, w, "linearFp8");
   const { M, fin, fout } = linearDims(x.shape, w.shape);
-  const y = Tensor.empty(x.gpu, [...x.shape.slice(0, -1), fout]);
+  const y = Tensor.empty(x.device, [...x.shape.slice(0, -1), fout]);
   const x2 = x.reshape([M, fin]);
   const qx = quantize(x2), qw = quantize(w, { block: true });
   fp8Gemm(y, qx, qw);
@@ -500,7 +501,7 @@ export function linearFp8(x: Tensor, w: Tensor): Tensor {
 export function linearF16(x: Tensor, w: Tensor): Tensor {
   checkF32(x, w, "linearF16");
   const { M, fin, fout } = linearDims(x.shape, w.shape);
-  const y = Tensor.empty(x.gpu, [...x.shape.slice(0, -1), fout]);
+  const y = Tensor.empty(x.device, [...x.shape.slice(0, -1), fout]);
   const x2 = x.reshape([M, fin]);
   const hx = toHalf(x2), hw = toHalf(w);
   f16Gemm(y, hx, hw);

@@ -33,7 +33,8 @@
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
-import { type Gpu, Params } from "./gpu.ts";
+import { Params } from "./gpu.ts";
+import { webgpu } from "./_launch.ts";
 import type { Floats } from "./_rows.ts";
 import { Tensor } from "./tensor.ts";
 
@@ -350,7 +351,7 @@ export function matmulForward(out: Tensor, a: Tensor, b: Tensor, opts: MatmulOpt
   const [TM, TN] = pickTile(M, N, { quadM: transA && vecA, quadN: quadC, vec: vecA && vecB });
   const accumulate = Boolean(opts.accumulate);
   const spec: MatmulSpec = { transA, transB, vecA, vecB, TM, TN, quadC, tailK, accumulate };
-  const gpu: Gpu = out.gpu;
+  const gpu = webgpu(out.device, "matmul");
   const flags = [transA, transB, vecA, vecB, quadC, tailK, accumulate].map(Number).join("");
   const key = `${flags}|${TM}x${TN}`;
   const pipeline = gpu.pipeline("matmul", key, () => matmulSource(spec));
@@ -448,7 +449,7 @@ export function matmul(
   opts: { transA?: boolean; transB?: boolean; alpha?: number } = {},
 ): Tensor {
   const sh = matmulShape(a.shape, b.shape, opts);
-  const c = Tensor.empty(a.gpu, [...sh.batch, sh.M, sh.N]);
+  const c = Tensor.empty(a.device, [...sh.batch, sh.M, sh.N]);
   matmulForward(c, a, b, opts);
   if (needsGrad(a, b)) {
     record("matmul", [c], () => {
@@ -477,7 +478,7 @@ export function matmul(
  */
 export function linear(x: Tensor, w: Tensor, opts: { alpha?: number } = {}): Tensor {
   const { M, fin, fout } = linearDims(x.shape, w.shape);
-  const y = Tensor.empty(x.gpu, [...x.shape.slice(0, -1), fout]);
+  const y = Tensor.empty(x.device, [...x.shape.slice(0, -1), fout]);
   const x2 = x.reshape([M, fin]), y2 = y.reshape([M, fout]);
   matmulForward(y2, x2, w, { transB: true, alpha: opts.alpha });
   if (needsGrad(x, w)) {

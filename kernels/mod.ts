@@ -1,10 +1,14 @@
 /**
- * The WebGPU runtime and kernels: device, tensors, the autograd tape, parameter arenas and every
- * op family with its CPU twin.
+ * The runtime and kernels: the two backends (WebGPU and the CPU backend), tensors, the autograd
+ * tape, parameter arenas and every op family with its CPU twin.
  *
  * @module
  */
+export * from "./device.ts";
+export * from "./backend.ts";
 export * from "./gpu.ts";
+export * from "./cpu.ts";
+export * from "./blas.ts";
 export * from "./tensor.ts";
 export * from "./autograd.ts";
 export * from "./arena.ts";

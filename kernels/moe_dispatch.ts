@@ -22,7 +22,8 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch, launch1d } from "./_launch.ts";
-import { GpuError, grid1d } from "./gpu.ts";
+import { grid1d } from "./gpu.ts";
+import { DeviceError } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Host arrays the CPU twins accept: f32 to mirror the GPU, f64 for finite differences. */
@@ -140,19 +141,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 
 function checkPerm(what: string, perm: Tensor, P: number): void {
   if (perm.dtype !== "i32" || perm.size !== P) {
-    throw new GpuError(`${what}: perm must be i32 [${P}], got ${perm.dtype} [${perm.shape}]`);
+    throw new DeviceError(`${what}: perm must be i32 [${P}], got ${perm.dtype} [${perm.shape}]`);
   }
 }
 
 /** Sizes of `x` [N, D] dispatched with `perm` [N * K]. */
 function shapeOf(what: string, x: Tensor, perm: Tensor): DispatchShape {
   if (x.shape.length !== 2 || x.dtype !== "f32") {
-    throw new GpuError(`${what}: expected f32 [N, D], got ${x.dtype} [${x.shape}]`);
+    throw new DeviceError(`${what}: expected f32 [N, D], got ${x.dtype} [${x.shape}]`);
   }
   const [N, D] = x.shape;
   const K = N > 0 ? perm.size / N : 0;
   if (!Number.isInteger(K) || K < 1) {
-    throw new GpuError(`${what}: perm has ${perm.size} entries, not a multiple of N = ${N}`);
+    throw new DeviceError(`${what}: perm has ${perm.size} entries, not a multiple of N = ${N}`);
   }
   checkPerm(what, perm, N * K);
   return { N, K, D };
@@ -166,7 +167,7 @@ export function invertPermutationInto(inv: Tensor, perm: Tensor): void {
   checkPerm("invertPermutation", inv, perm.size);
   checkPerm("invertPermutation", perm, perm.size);
   launch1d(
-    perm.gpu,
+    perm.device,
     "moe_invert_perm",
     "",
     () => INVERT_SRC,
@@ -181,7 +182,7 @@ export function invertPermutationInto(inv: Tensor, perm: Tensor): void {
  * @example invertPermutation(perm); // perm [2, 0, 1] -> [1, 2, 0]
  */
 export function invertPermutation(perm: Tensor): Tensor {
-  const inv = Tensor.empty(perm.gpu, [perm.size], "i32");
+  const inv = Tensor.empty(perm.device, [perm.size], "i32");
   invertPermutationInto(inv, perm);
   return inv;
 }
@@ -264,7 +265,7 @@ export function scatterWeightedBackward(
     if (N * K === 0) return;
     const acc = Boolean(opts.accumulateWeights);
     launch(
-      dy.gpu,
+      dy.device,
       "moe_scatter_dweights",
       `${acc}`,
       () => weightGradSource(acc),
@@ -277,7 +278,7 @@ export function scatterWeightedBackward(
 
 function checkWeights(w: Tensor, { N, K }: DispatchShape): void {
   if (w.dtype !== "f32" || w.size !== N * K) {
-    throw new GpuError(
+    throw new DeviceError(
       `scatterWeighted: weights must be f32 [${N}, ${K}], got ${w.dtype} ` +
         `[${w.shape}]`,
     );
@@ -286,7 +287,7 @@ function checkWeights(w: Tensor, { N, K }: DispatchShape): void {
 
 function checkRowsTensor(what: string, t: Tensor, { N, K, D }: DispatchShape): void {
   if (t.dtype !== "f32" || t.size !== N * K * D) {
-    throw new GpuError(`${what}: expected f32 [${N * K}, ${D}], got ${t.dtype} [${t.shape}]`);
+    throw new DeviceError(`${what}: expected f32 [${N * K}, ${D}], got ${t.dtype} [${t.shape}]`);
   }
 }
 
@@ -302,7 +303,7 @@ function rowsFromTokens(
   const n = shape.N * shape.K * shape.D;
   const weighted = w !== null;
   launch1d(
-    out.gpu,
+    out.device,
     "moe_rows_from_tokens",
     `${weighted}|${acc}`,
     () => rowsFromTokensSource(weighted, acc),
@@ -326,7 +327,7 @@ function tokensFromRows(
   const n = shape.N * shape.D;
   const weighted = w !== null;
   launch1d(
-    out.gpu,
+    out.device,
     "moe_tokens_from_rows",
     `${weighted}|${acc}`,
     () => tokensFromRowsSource(weighted, acc),
@@ -352,7 +353,7 @@ function tokensFromRows(
  */
 export function gatherRows(x: Tensor, perm: Tensor, opts: { inv?: Tensor } = {}): Tensor {
   const { N, K, D } = shapeOf("gatherRows", x, perm);
-  const xs = Tensor.empty(x.gpu, [N * K, D]);
+  const xs = Tensor.empty(x.device, [N * K, D]);
   gatherRowsForward(xs, x, perm);
   if (needsGrad(x)) {
     const inv = opts.inv ?? invertPermutation(perm);
@@ -381,12 +382,12 @@ export function scatterWeighted(
 ): Tensor {
   const { weights } = opts;
   if (weights.shape.length !== 2) {
-    throw new GpuError(`scatterWeighted: weights must be [N, K], got [${weights.shape}]`);
+    throw new DeviceError(`scatterWeighted: weights must be [N, K], got [${weights.shape}]`);
   }
   const N = weights.shape[0];
   const D = ys.shape[ys.shape.length - 1];
   const inv = opts.inv ?? invertPermutation(perm);
-  const y = Tensor.empty(ys.gpu, [N, D]);
+  const y = Tensor.empty(ys.device, [N, D]);
   scatterWeightedForward(y, ys, inv, weights);
   if (needsGrad(ys, weights)) {
     record("scatterWeighted", [y], () => {

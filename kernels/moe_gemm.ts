@@ -44,7 +44,8 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch } from "./_launch.ts";
-import { type Binding, type Gpu, GpuError } from "./gpu.ts";
+import type { Device } from "./backend.ts";
+import { type Binding, DeviceError } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Host arrays the CPU twins accept: f32 to mirror the GPU, f64 for finite differences. */
@@ -140,14 +141,14 @@ fn main(@builtin(local_invocation_index) li: u32) {
 export function groupedTiles(offsets: Tensor, rows: number): Tensor {
   const E = offsets.size - 1;
   if (offsets.dtype !== "i32" || E < 1) {
-    throw new GpuError(
+    throw new DeviceError(
       `groupedTiles: offsets must be i32 [E + 1], got ${offsets.dtype} ` +
         `[${offsets.shape}]`,
     );
   }
-  const tiles = Tensor.empty(offsets.gpu, [1 + maxRowTiles(rows, E), 4], "u32");
+  const tiles = Tensor.empty(offsets.device, [1 + maxRowTiles(rows, E), 4], "u32");
   launch(
-    offsets.gpu,
+    offsets.device,
     "moe_tile_table",
     "",
     () => TILE_TABLE_SRC,
@@ -364,23 +365,23 @@ export interface GroupedGemmOptions {
 /** The binding of an expert weight range that starts at `w` and covers all E experts. */
 function spanBinding(w: Tensor, shape: GroupedShape, what: string): Binding {
   if (shape.strideElems < shape.Kout * shape.Kin) {
-    throw new GpuError(
+    throw new DeviceError(
       `${what}: strideElems ${shape.strideElems} is smaller than one expert's ` +
         `Kout * Kin = ${shape.Kout * shape.Kin}; the experts' weights would overlap`,
     );
   }
   const size = weightSpan(shape) * 4;
   if (w.dtype !== "f32" || w.offset + size > w.buffer.size) {
-    throw new GpuError(
+    throw new DeviceError(
       `${what}: the ${shape.E} experts' weights (${size} bytes from byte ${w.offset}) do not fit ` +
         `in the ${w.dtype} buffer of ${w.buffer.size} bytes; pass expert 0's f32 weight of an ` +
         `arena whose experts all lie in one chunk`,
     );
   }
-  if (size > w.gpu.maxBinding) {
-    throw new GpuError(
+  if (size > w.device.maxBinding) {
+    throw new DeviceError(
       `${what}: the expert weights span ${size} bytes, more than one binding ` +
-        `allows (${w.gpu.maxBinding}); use fewer or smaller experts per layer`,
+        `allows (${w.device.maxBinding}); use fewer or smaller experts per layer`,
     );
   }
   return { buffer: w.buffer, offset: w.offset, size };
@@ -408,7 +409,7 @@ function rowGrid(rows: number, E: number, cols: number, vec: boolean): [number, 
 
 function checkRows(what: string, t: Tensor, rows: number, cols: number): void {
   if (t.dtype !== "f32" || t.size !== rows * cols) {
-    throw new GpuError(`${what}: expected f32 [${rows}, ${cols}], got ${t.dtype} [${t.shape}]`);
+    throw new DeviceError(`${what}: expected f32 [${rows}, ${cols}], got ${t.dtype} [${t.shape}]`);
   }
 }
 
@@ -424,11 +425,11 @@ function rowKernel(
   const [aCols, outCols] = mode === "fwd" ? [shape.Kin, shape.Kout] : [shape.Kout, shape.Kin];
   checkRows(`grouped ${mode} input`, a, rows, aCols);
   checkRows(`grouped ${mode} output`, out, rows, outCols);
-  if (!opts.tiles) throw new GpuError(`grouped ${mode}: pass the tile table (groupedTiles)`);
+  if (!opts.tiles) throw new DeviceError(`grouped ${mode}: pass the tile table (groupedTiles)`);
   if (rows === 0) return;
   const accumulate = Boolean(opts.accumulate), vec = isVec(shape);
   launch(
-    out.gpu,
+    out.device,
     `moe_gemm_${mode}`,
     `${accumulate}|${vec}`,
     () => gemmSource({ mode, vec, accumulate }),
@@ -445,7 +446,7 @@ function rowKernel(
  * @param x f32 [P, Kin], rows grouped by expert.
  * @param w expert 0's weight [Kout, Kin]; expert e's starts `e * strideElems` elements later.
  * @param opts `tiles` from {@linkcode groupedTiles} is required.
- * @throws {GpuError} on shapes that do not match, or a weight range outside `w`'s buffer.
+ * @throws {DeviceError} on shapes that do not match, or a weight range outside `w`'s buffer.
  * @example groupedGemmForward(y, x, arena.param("...experts.0.up_proj.weight"), shape, { tiles });
  */
 export function groupedGemmForward(
@@ -496,12 +497,12 @@ export function groupedGemmBackwardWeight(
   const rows = x.shape[0];
   checkRows("grouped dw input", x, rows, shape.Kin);
   checkRows("grouped dw output gradient", dy, rows, shape.Kout);
-  if (!opts.offsets) throw new GpuError("grouped dw: pass the offsets");
+  if (!opts.offsets) throw new DeviceError("grouped dw: pass the offsets");
   const accumulate = Boolean(opts.accumulate), vec = isVec(shape);
   // Cannot bind an empty range; with no rows every expert is empty, so there is nothing to add.
   if (rows === 0 && accumulate) return;
   launch(
-    dw.gpu,
+    dw.device,
     "moe_gemm_dw",
     `${accumulate}|${vec}`,
     () => gemmSource({ mode: "dw", vec, accumulate }),
@@ -542,24 +543,24 @@ export interface GroupedLinearOptions {
  *
  * @param xs f32 [P, Kin], rows grouped by expert (see `gatherRows`).
  * @returns f32 [P, Kout].
- * @throws {GpuError} on shape mismatches or a weight range that leaves its buffer.
+ * @throws {DeviceError} on shape mismatches or a weight range that leaves its buffer.
  * @example
  * const w1 = arena.param("model.layers.1.mlp.experts.0.gate_proj.weight");
  * const h = groupedLinear(xs, w1, { E, strideElems, offsets });
  */
 export function groupedLinear(xs: Tensor, w: Tensor, opts: GroupedLinearOptions): Tensor {
   if (w.shape.length !== 2) {
-    throw new GpuError(`groupedLinear: weight must be expert 0's [Kout, Kin], got [${w.shape}]`);
+    throw new DeviceError(`groupedLinear: weight must be expert 0's [Kout, Kin], got [${w.shape}]`);
   }
   const [Kout, Kin] = w.shape;
   if (opts.outFeatures !== undefined && opts.outFeatures !== Kout) {
-    throw new GpuError(
+    throw new DeviceError(
       `groupedLinear: outFeatures ${opts.outFeatures} but the weight is ` +
         `[${w.shape}]`,
     );
   }
   if (opts.offsets.size !== opts.E + 1) {
-    throw new GpuError(
+    throw new DeviceError(
       `groupedLinear: offsets must be [E + 1] = [${opts.E + 1}], got ` +
         `[${opts.offsets.shape}]`,
     );
@@ -567,7 +568,7 @@ export function groupedLinear(xs: Tensor, w: Tensor, opts: GroupedLinearOptions)
   const shape: GroupedShape = { E: opts.E, Kin, Kout, strideElems: opts.strideElems };
   const rows = xs.shape[0];
   const tiles = opts.tiles ?? groupedTiles(opts.offsets, rows);
-  const y = Tensor.empty(xs.gpu, [rows, Kout]);
+  const y = Tensor.empty(xs.device, [rows, Kout]);
   groupedGemmForward(y, xs, w, shape, { tiles });
   if (needsGrad(xs, w)) {
     record("groupedLinear", [y], () => {
@@ -579,7 +580,7 @@ export function groupedLinear(xs: Tensor, w: Tensor, opts: GroupedLinearOptions)
       }
       if (w.requiresGrad) {
         const accumulate = Boolean(w.grad);
-        w.grad ??= zeroedSpan(w.gpu, w.shape, weightSpan(shape));
+        w.grad ??= zeroedSpan(w.device, w.shape, weightSpan(shape));
         groupedGemmBackwardWeight(w.grad, dy, xs, shape, { offsets: opts.offsets, accumulate });
       }
     });
@@ -588,7 +589,7 @@ export function groupedLinear(xs: Tensor, w: Tensor, opts: GroupedLinearOptions)
 }
 
 /** A zeroed buffer range of `span` elements, returned as a view of its first `shape`. */
-function zeroedSpan(gpu: Gpu, shape: readonly number[], span: number): Tensor {
+function zeroedSpan(gpu: Device, shape: readonly number[], span: number): Tensor {
   return Tensor.zeros(gpu, [span]).view(shape, 0);
 }
 

@@ -33,7 +33,8 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch, launch1d } from "./_launch.ts";
-import { GpuError, type Params } from "./gpu.ts";
+import { type Params } from "./gpu.ts";
+import { DeviceError } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Routing hyperparameters (the model config's MoE fields). */
@@ -51,14 +52,14 @@ export interface RouteConfig {
 function checkRoute(E: number, cfg: RouteConfig): number {
   const { K, groups: G, topkGroups } = cfg;
   if (!(G >= 1) || E % G !== 0) {
-    throw new GpuError(`moeRoute: groups (${G}) must divide the expert count (${E})`);
+    throw new DeviceError(`moeRoute: groups (${G}) must divide the expert count (${E})`);
   }
   if (!(topkGroups >= 1 && topkGroups <= G)) {
-    throw new GpuError(`moeRoute: topkGroups must be in [1, ${G}], got ${topkGroups}`);
+    throw new DeviceError(`moeRoute: topkGroups must be in [1, ${G}], got ${topkGroups}`);
   }
   const per = E / G;
   if (!(K >= 1 && K <= topkGroups * per)) {
-    throw new GpuError(
+    throw new DeviceError(
       `moeRoute: K must be in [1, ${topkGroups * per}] (the experts of the kept groups), got ${K}`,
     );
   }
@@ -143,7 +144,7 @@ export function moeRouteForward(
   const [N, E] = ins.s.shape;
   checkRoute(E, cfg);
   if (ins.s.shape.length !== 2 || ins.bias.size !== E) {
-    throw new GpuError(
+    throw new DeviceError(
       `moeRoute: s must be [N, E] and bias [E]; got [${ins.s.shape}], [${ins.bias.shape}]`,
     );
   }
@@ -151,12 +152,12 @@ export function moeRouteForward(
     outs.indices.dtype !== "i32" || outs.indices.size !== N * cfg.K ||
     outs.weights.size !== N * cfg.K
   ) {
-    throw new GpuError(
+    throw new DeviceError(
       `moeRoute: indices must be i32 [${N}, ${cfg.K}] and weights f32 [${N}, ${cfg.K}]`,
     );
   }
   launch1d(
-    ins.s.gpu,
+    ins.s.device,
     "moe_route",
     `${E}|${cfg.K}|${cfg.groups}`,
     () => routeSource(E, cfg.K, cfg.groups),
@@ -265,7 +266,7 @@ export function moeRouteBackward(
   const [N, E] = ins.s.shape;
   const K = ins.indices.size / N;
   launch1d(
-    ds.gpu,
+    ds.device,
     "moe_route_bwd",
     "",
     () => WEIGHTS_BWD_SRC,
@@ -313,8 +314,8 @@ export function moeRoute(
   cfg: RouteConfig,
 ): { indices: Tensor; weights: Tensor } {
   const N = s.shape[0];
-  const indices = Tensor.empty(s.gpu, [N, cfg.K], "i32");
-  const weights = Tensor.empty(s.gpu, [N, cfg.K]);
+  const indices = Tensor.empty(s.device, [N, cfg.K], "i32");
+  const weights = Tensor.empty(s.device, [N, cfg.K]);
   moeRouteForward({ indices, weights }, { s, bias }, cfg);
   if (needsGrad(s)) {
     record("moe_route", [weights], () => {
@@ -425,17 +426,17 @@ export function dispatchPlanForward(
   opts: { E: number },
 ): void {
   const E = opts.E, nk = indices.size;
-  if (E > 65535) throw new GpuError(`dispatchPlan: ${E} experts pass 65535 workgroups`);
+  if (E > 65535) throw new DeviceError(`dispatchPlan: ${E} experts pass 65535 workgroups`);
   if (
     plan.counts.size !== E || plan.offsets.size !== E + 1 || plan.perm.size !== nk ||
     plan.inv.size !== nk
   ) {
-    throw new GpuError(
+    throw new DeviceError(
       `dispatchPlan: counts must be [${E}], offsets [${E + 1}], perm and inv [${nk}]`,
     );
   }
   const params = (p: Params) => p.u32(nk).u32(E).u32(0).u32(0);
-  const gpu = indices.gpu;
+  const gpu = indices.device;
   launch(
     gpu,
     "moe_count",
@@ -461,7 +462,7 @@ export function dispatchPlanForward(
  * @example const { counts, offsets, perm, inv } = dispatchPlan(indices, { E: 16 });
  */
 export function dispatchPlan(indices: Tensor, opts: { E: number }): DispatchPlan {
-  const gpu = indices.gpu, nk = indices.size;
+  const gpu = indices.device, nk = indices.size;
   const plan = {
     counts: Tensor.empty(gpu, [opts.E], "i32"),
     offsets: Tensor.empty(gpu, [opts.E + 1], "i32"),
@@ -530,10 +531,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export function biasUpdate(bias: Tensor, loads: Tensor, opts: { gamma: number }): void {
   const E = bias.size;
   if (loads.size !== E || loads.dtype !== "i32") {
-    throw new GpuError(`biasUpdate: loads must be i32 [${E}], got ${loads.dtype} [${loads.shape}]`);
+    throw new DeviceError(
+      `biasUpdate: loads must be i32 [${E}], got ${loads.dtype} [${loads.shape}]`,
+    );
   }
   launch1d(
-    bias.gpu,
+    bias.device,
     "moe_bias_update",
     "",
     () => BIAS_SRC,
@@ -660,10 +663,10 @@ export interface BalanceOptions {
 function balanceSizes(s: Tensor, indices: Tensor, B: number) {
   const [N, E] = s.shape;
   if (s.shape.length !== 2 || N % B !== 0) {
-    throw new GpuError(`balanceLoss: s must be [B * T, E] with B = ${B}; got [${s.shape}]`);
+    throw new DeviceError(`balanceLoss: s must be [B * T, E] with B = ${B}; got [${s.shape}]`);
   }
   if (indices.dtype !== "i32" || indices.size % N !== 0) {
-    throw new GpuError(`balanceLoss: indices must be i32 [${N}, K]; got [${indices.shape}]`);
+    throw new DeviceError(`balanceLoss: indices must be i32 [${N}, K]; got [${indices.shape}]`);
   }
   return { N, E, T: N / B, K: indices.size / N };
 }
@@ -685,7 +688,7 @@ export function balanceLossForward(
   opts: BalanceOptions,
 ): void {
   const { N, E, T, K } = balanceSizes(ins.s, ins.indices, opts.B);
-  const gpu = ins.s.gpu, { f, stats } = outs.cache;
+  const gpu = ins.s.device, { f, stats } = outs.cache;
   launch1d(
     gpu,
     "moe_balance_f",
@@ -731,7 +734,7 @@ export function balanceLossBackward(
   const [N, E] = ds.shape;
   const T = N / opts.B;
   launch1d(
-    ds.gpu,
+    ds.device,
     "moe_balance_bwd",
     "",
     () => BAL_BWD_SRC,
@@ -754,8 +757,8 @@ export function balanceLossBackward(
  */
 export function balanceLoss(s: Tensor, indices: Tensor, opts: BalanceOptions): Tensor {
   const { N, E } = balanceSizes(s, indices, opts.B);
-  const loss = Tensor.empty(s.gpu, [1]);
-  const cache = { f: Tensor.empty(s.gpu, [opts.B, E]), stats: Tensor.empty(s.gpu, [N, 2]) };
+  const loss = Tensor.empty(s.device, [1]);
+  const cache = { f: Tensor.empty(s.device, [opts.B, E]), stats: Tensor.empty(s.device, [N, 2]) };
   balanceLossForward({ loss, cache }, { s, indices }, opts);
   if (needsGrad(s)) {
     record("moe_balance_loss", [loss], () => {

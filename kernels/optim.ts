@@ -27,7 +27,7 @@
  * @module
  */
 import { launch, launch1d } from "./_launch.ts";
-import { GpuError } from "./gpu.ts";
+import { DeviceError } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Elements one stage-1 workgroup of the sum of squares reduces (256 threads x 16). */
@@ -47,7 +47,7 @@ function resolve(r: { t: { size: number }; offset?: number; count?: number }, wh
   const offset = r.offset ?? 0;
   const count = r.count ?? r.t.size - offset;
   if (offset < 0 || count < 0 || offset + count > r.t.size) {
-    throw new GpuError(
+    throw new DeviceError(
       `${what}: range [${offset}, ${offset + count}) is outside a tensor of ${r.t.size} elements`,
     );
   }
@@ -164,7 +164,7 @@ export function sumSquares(
   ranges: readonly GradRange[],
   opts: { nonfinite?: Tensor | null } = {},
 ): void {
-  const gpu = out.gpu;
+  const gpu = out.device;
   const rs = ranges.map((r) => ({ t: r.t, ...resolve(r, "sumSquares") }));
   const chunks = rs.map((r) => Math.ceil(r.count / NORM_CHUNK));
   const total = chunks.reduce((a, b) => a + b, 0);
@@ -227,9 +227,9 @@ export function clipScale(
   opts: { maxNorm: number; norm?: Tensor | null },
 ): void {
   const clip = Number.isFinite(opts.maxNorm) && opts.maxNorm > 0;
-  const norm = opts.norm ?? Tensor.empty(out.gpu, [1]);
+  const norm = opts.norm ?? Tensor.empty(out.device, [1]);
   launch(
-    out.gpu,
+    out.device,
     "clip_scale",
     "",
     () => CLIP_SRC,
@@ -261,8 +261,8 @@ export interface GradClipStats {
  * for (const r of ranges) adamw(r.p, r.state, { lr, step, wd: r.wd, gradScale: scale, ...r });
  */
 export function gradClip(ranges: readonly GradRange[], opts: { maxNorm: number }): GradClipStats {
-  if (ranges.length === 0) throw new GpuError("gradClip: no gradient ranges given");
-  const gpu = ranges[0].t.gpu;
+  if (ranges.length === 0) throw new DeviceError("gradClip: no gradient ranges given");
+  const gpu = ranges[0].t.device;
   const [sumsq, norm, scale, nonfinite] = [0, 1, 2, 3].map(() => Tensor.empty(gpu, [1]));
   sumSquares(sumsq, ranges, { nonfinite });
   clipScale(scale, sumsq, { maxNorm: opts.maxNorm, norm });
@@ -383,7 +383,7 @@ export interface AdamWState {
 function hyper(o: AdamWHyper, size: number) {
   const beta1 = o.beta1 ?? 0.9, beta2 = o.beta2 ?? 0.95;
   if (!(o.step >= 1) || !Number.isInteger(o.step)) {
-    throw new GpuError(`adamw: step must be an integer >= 1 (got ${o.step})`);
+    throw new DeviceError(`adamw: step must be an integer >= 1 (got ${o.step})`);
   }
   return {
     ...resolve({ t: { size }, offset: o.offset, count: o.count }, "adamw"),
@@ -415,13 +415,13 @@ export function adamw(param: Tensor, state: AdamWState, opts: AdamWOptions): voi
   const h = hyper(opts, param.size);
   for (const t of [state.grad, state.m, state.v]) {
     if (t.size < h.offset + h.count) {
-      throw new GpuError(`adamw: state buffer of ${t.size} elements is shorter than the range`);
+      throw new DeviceError(`adamw: state buffer of ${t.size} elements is shorter than the range`);
     }
   }
   const withScale = Boolean(opts.gradScale);
   const vec = [param, state.grad, state.m, state.v].every((t) => vec4Range(t, h.offset));
   launch1d(
-    param.gpu,
+    param.device,
     "adamw",
     `${withScale}|${vec}`,
     () => adamwSource(withScale, vec),

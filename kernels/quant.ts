@@ -32,8 +32,8 @@
  *
  * @module
  */
-import { launch1d } from "./_launch.ts";
-import { type Gpu, WGSL_FLAT_INDEX } from "./gpu.ts";
+import { launch1d, webgpu } from "./_launch.ts";
+import { WGSL_FLAT_INDEX } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Largest finite E4M3 magnitude. */
@@ -312,7 +312,7 @@ export function quantize(x: Tensor, opts: QuantizeOptions = {}): Quantized {
   const m = matrixOf(x);
   const R = transpose ? m.cols : m.rows, C = transpose ? m.rows : m.cols;
   const W = Math.ceil(C / 4), CB = Math.ceil(C / QUANT_TILE), RB = Math.ceil(R / QUANT_TILE);
-  const gpu: Gpu = x.gpu;
+  const gpu = webgpu(x.device, "quantize");
   const q = Tensor.empty(gpu, [R, W], "u32");
   const scales = Tensor.empty(gpu, [block ? RB : R, CB]);
   const fixed = opts.fixedScale !== undefined;
@@ -407,9 +407,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
  */
 export function dequantize(qt: Quantized): Tensor {
   const { rows: R, cols: C, block } = qt;
-  const out = Tensor.empty(qt.q.gpu, [R, C]);
+  const out = Tensor.empty(qt.q.device, [R, C]);
   launch1d(
-    qt.q.gpu,
+    qt.q.device,
     "quant_dequant",
     `${+block}`,
     () => DEQUANT_SRC(block),

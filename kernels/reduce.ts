@@ -117,7 +117,7 @@ export function reduceForward(out: Tensor, x: Tensor, opts: ReduceOptions): void
   const bindings = [x.binding, out.binding];
   if (opts.argmax) bindings.push(opts.argmax.binding);
   launch(
-    x.gpu,
+    x.device,
     `reduce_${opts.op}`,
     `${planKey(plan)}|${acc}|${withArg}`,
     () => reduceSource(opts.op, plan, acc, withArg),
@@ -183,7 +183,7 @@ export function reduceBackward(dx: Tensor, dout: Tensor, opts: ReduceBackwardOpt
     ? [dout.binding, opts.argmax!.binding, dx.binding]
     : [dout.binding, dx.binding];
   launch1d(
-    dx.gpu,
+    dx.device,
     `reduce_${opts.op}_bwd`,
     `${acc}`,
     () => reduceBackwardSource(opts.op, acc),
@@ -244,8 +244,8 @@ export function reduceBackwardCpu<A extends Floats>(
 }
 
 function rowReduceOp(x: Tensor, op: RowReduceOp): Tensor {
-  const out = Tensor.empty(x.gpu, dropLastDim(x.shape));
-  const argmax = op === "max" ? Tensor.empty(x.gpu, [out.size], "i32") : undefined;
+  const out = Tensor.empty(x.device, dropLastDim(x.shape));
+  const argmax = op === "max" ? Tensor.empty(x.device, [out.size], "i32") : undefined;
   reduceForward(out, x, { op, argmax });
   if (needsGrad(x)) {
     record(`reduce_${op}`, [out], () => {
@@ -327,7 +327,7 @@ export interface SumAllOptions {
  */
 export function sumAllForward(out: Tensor, x: Tensor, opts: SumAllOptions = {}): void {
   assertF32(x, "sumAllForward");
-  const gpu = x.gpu, n = x.size;
+  const gpu = x.device, n = x.size;
   const square = Boolean(opts.square), acc = Boolean(opts.accumulate);
   const scale = opts.scale ?? 1;
   const groups = sumAllGroups(n);
@@ -401,7 +401,7 @@ export function sumAllBackward(
     ? [dout.binding, opts.x!.binding, dx.binding]
     : [dout.binding, dx.binding];
   launch1d(
-    dx.gpu,
+    dx.device,
     "sum_all_bwd",
     `${square}|${acc}`,
     () => SUM_ALL_BWD_SRC(square, acc),
@@ -429,7 +429,7 @@ export function sumAllBackwardCpu<A extends Floats>(
  * @example const l = sumAll(perTokenLoss, { scale: 1 / n });
  */
 export function sumAll(x: Tensor, opts: { square?: boolean; scale?: number } = {}): Tensor {
-  const out = Tensor.empty(x.gpu, [1]);
+  const out = Tensor.empty(x.device, [1]);
   sumAllForward(out, x, opts);
   if (needsGrad(x)) {
     record("sum_all", [out], () => {

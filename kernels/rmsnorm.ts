@@ -95,7 +95,7 @@ export function rmsnormForward(
   if (rows === 0) return;
   const plan = rowPlan(C);
   launch(
-    x.gpu,
+    x.device,
     "rmsnorm",
     planKey(plan),
     () => forwardSource(plan),
@@ -193,7 +193,7 @@ export function rmsnormBackward(
         `w [${w.shape}], rrms [${rrms.shape}]`,
     );
   }
-  const gpu = x.gpu;
+  const gpu = x.device;
   if (dx && rows > 0) {
     const plan = rowPlan(C), acc = Boolean(opts.accumulateX);
     launch(
@@ -279,8 +279,8 @@ export function rmsnormBackwardCpu<A extends Floats>(
  * @example const h = rmsnorm(x, attnNormWeight); // [B, T, D]
  */
 export function rmsnorm(x: Tensor, w: Tensor, opts: { eps?: number } = {}): Tensor {
-  const y = Tensor.empty(x.gpu, x.shape);
-  const rrms = Tensor.empty(x.gpu, [rowsOf(x).rows]);
+  const y = Tensor.empty(x.device, x.shape);
+  const rrms = Tensor.empty(x.device, [rowsOf(x).rows]);
   rmsnormForward(y, rrms, x, w, opts);
   if (needsGrad(x, w)) {
     record("rmsnorm", [y], () => {

@@ -24,7 +24,7 @@
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch1d } from "./_launch.ts";
 import { assertF32, type Floats, like } from "./_rows.ts";
-import type { Binding } from "./gpu.ts";
+import type { Binding } from "./device.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Options of {@linkcode ropeForward}. */
@@ -158,7 +158,7 @@ export function ropeForward(
   const units = half + (copyRest ? Sx - dr : 0);
   const n = rows * units;
   launch1d(
-    x.gpu,
+    x.device,
     "rope",
     `${aliased}|${acc}`,
     () => ropeSource(aliased, acc),
@@ -260,7 +260,7 @@ export function rope(
   opts: RopeOpOptions = {},
 ): Tensor {
   const { cos, sin } = tables;
-  const out = Tensor.empty(x.gpu, x.shape);
+  const out = Tensor.empty(x.device, x.shape);
   const layout = { pos0: opts.pos0, xOffset: opts.offset, outOffset: opts.offset, copyRest: true };
   ropeForward(out, x, cos, sin, layout);
   if (needsGrad(x)) {

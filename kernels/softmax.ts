@@ -99,7 +99,7 @@ export function softmaxForward(y: Tensor, x: Tensor): void {
   if (rows === 0) return;
   const plan = rowPlan(C);
   launch(
-    x.gpu,
+    x.device,
     "softmax",
     planKey(plan),
     () => softmaxSource(plan),
@@ -155,7 +155,7 @@ export function softmaxBackward(
   if (rows === 0) return;
   const plan = rowPlan(C), acc = Boolean(opts.accumulate);
   launch(
-    dx.gpu,
+    dx.device,
     "softmax_bwd",
     `${planKey(plan)}|${acc}`,
     () => softmaxBackwardSource(plan, acc),
@@ -194,7 +194,7 @@ export function softmaxBackwardCpu<A extends Floats>(dy: A, y: Floats, C: number
  * @example const p = softmax(scores); // [B, H, T, T]
  */
 export function softmax(x: Tensor): Tensor {
-  const y = Tensor.empty(x.gpu, x.shape);
+  const y = Tensor.empty(x.device, x.shape);
   softmaxForward(y, x);
   if (needsGrad(x)) {
     record("softmax", [y], () => {

@@ -1,5 +1,5 @@
 /**
- * GPU tensors: a byte range of a GPU buffer with a shape and a dtype.
+ * Tensors: a byte range of a backend buffer (WebGPU or host memory) with a shape and a dtype.
  *
  * Tensors are row-major and contiguous. A view shares its parent's buffer; its byte offset must
  * be a multiple of {@linkcode BINDING_ALIGN} so that it can be bound directly (WebGPU requires
@@ -11,7 +11,8 @@
  *
  * @module
  */
-import { type Binding, BINDING_ALIGN, getGpu, type Gpu, GpuError } from "./gpu.ts";
+import type { Device } from "./backend.ts";
+import { type Binding, BINDING_ALIGN, type DeviceBuffer, DeviceError } from "./device.ts";
 
 /** Element types a tensor can hold. */
 export type DType = "f32" | "f16" | "i32" | "u32";
@@ -81,7 +82,7 @@ export async function scoped<T>(fn: () => T | Promise<T>): Promise<T> {
   }
 }
 
-/** A contiguous GPU tensor. */
+/** A contiguous tensor on a {@linkcode Device}. */
 export class Tensor {
   /** Gradient accumulated by the tape (same shape), if any. */
   grad: Tensor | null = null;
@@ -96,18 +97,18 @@ export class Tensor {
    * @param owned whether dispose() returns `buffer` to the pool.
    */
   constructor(
-    readonly gpu: Gpu,
-    readonly buffer: GPUBuffer,
+    readonly device: Device,
+    readonly buffer: DeviceBuffer,
     readonly shape: readonly number[],
     readonly dtype: DType = "f32",
     readonly offset = 0,
     private readonly owned = false,
   ) {
     if (offset % BINDING_ALIGN !== 0) {
-      throw new GpuError(`tensor offset ${offset} is not a multiple of ${BINDING_ALIGN} bytes`);
+      throw new DeviceError(`tensor offset ${offset} is not a multiple of ${BINDING_ALIGN} bytes`);
     }
     if (offset + this.bytes > buffer.size) {
-      throw new GpuError(
+      throw new DeviceError(
         `tensor [${shape}] ${dtype} at ${offset} overruns its ${buffer.size}-byte buffer`,
       );
     }
@@ -129,34 +130,34 @@ export class Tensor {
   }
 
   /** An uninitialised tensor from the pool, tracked by the current scope. */
-  static empty(gpu: Gpu, shape: readonly number[], dtype: DType = "f32"): Tensor {
+  static empty(device: Device, shape: readonly number[], dtype: DType = "f32"): Tensor {
     const bytes = numel(shape) * DTYPE_BYTES[dtype];
-    const t = new Tensor(gpu, gpu.alloc(bytes), [...shape], dtype, 0, true);
+    const t = new Tensor(device, device.alloc(bytes), [...shape], dtype, 0, true);
     currentScope?.track(t);
     return t;
   }
 
   /** A zero-filled tensor (the fill is encoded, not run yet). */
-  static zeros(gpu: Gpu, shape: readonly number[], dtype: DType = "f32"): Tensor {
-    const t = Tensor.empty(gpu, shape, dtype);
-    gpu.clear(t.binding);
+  static zeros(device: Device, shape: readonly number[], dtype: DType = "f32"): Tensor {
+    const t = Tensor.empty(device, shape, dtype);
+    device.clear(t.binding);
     return t;
   }
 
   /**
    * Uploads host data.
-   * @example const t = Tensor.from(gpu, new Float32Array([1, 2, 3, 4]), [2, 2]);
+   * @example const t = Tensor.from(device, new Float32Array([1, 2, 3, 4]), [2, 2]);
    */
   static from(
-    gpu: Gpu,
+    device: Device,
     data: ArrayLike<number> | HostArray,
     shape: readonly number[],
     dtype: DType = "f32",
   ): Tensor {
     if (data.length !== numel(shape)) {
-      throw new GpuError(`Tensor.from: ${data.length} values for shape [${shape}]`);
+      throw new DeviceError(`Tensor.from: ${data.length} values for shape [${shape}]`);
     }
-    const t = Tensor.empty(gpu, shape, dtype);
+    const t = Tensor.empty(device, shape, dtype);
     t.upload(data);
     return t;
   }
@@ -164,24 +165,24 @@ export class Tensor {
   /** Writes host data into this tensor (ordered after work encoded so far). */
   upload(data: ArrayLike<number> | HostArray): void {
     if (data.length !== this.size) {
-      throw new GpuError(`upload: ${data.length} values for tensor [${this.shape}]`);
+      throw new DeviceError(`upload: ${data.length} values for tensor [${this.shape}]`);
     }
-    this.gpu.write(this.binding, toHost(data, this.dtype));
+    this.device.write(this.binding, toHost(data, this.dtype));
   }
 
   /** A view of the same bytes with another shape of equal size. */
   reshape(shape: readonly number[]): Tensor {
     if (numel(shape) !== this.size) {
-      throw new GpuError(`reshape: [${this.shape}] has ${this.size} elements, not [${shape}]`);
+      throw new DeviceError(`reshape: [${this.shape}] has ${this.size} elements, not [${shape}]`);
     }
-    const v = new Tensor(this.gpu, this.buffer, [...shape], this.dtype, this.offset);
+    const v = new Tensor(this.device, this.buffer, [...shape], this.dtype, this.offset);
     return v;
   }
 
   /** A view of `shape` starting `elementOffset` elements in (byte offset must be aligned). */
   view(shape: readonly number[], elementOffset = 0): Tensor {
     return new Tensor(
-      this.gpu,
+      this.device,
       this.buffer,
       [...shape],
       this.dtype,
@@ -191,7 +192,7 @@ export class Tensor {
 
   /** Reads the tensor back (f16 widened to f32). */
   async read(): Promise<HostArray> {
-    const raw = await this.gpu.read(this.binding);
+    const raw = await this.device.read(this.binding);
     switch (this.dtype) {
       case "f32":
         return new Float32Array(raw);
@@ -207,7 +208,7 @@ export class Tensor {
   /** Reads an f32/f16 tensor back as Float32Array. */
   async readF32(): Promise<Float32Array> {
     const r = await this.read();
-    if (!(r instanceof Float32Array)) throw new GpuError(`readF32 on a ${this.dtype} tensor`);
+    if (!(r instanceof Float32Array)) throw new DeviceError(`readF32 on a ${this.dtype} tensor`);
     return r;
   }
 
@@ -215,7 +216,7 @@ export class Tensor {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    if (this.owned) this.gpu.free(this.buffer);
+    if (this.owned) this.device.free(this.buffer);
   }
 }
 
@@ -283,6 +284,3 @@ export function f16ToF32(src: Uint16Array): Float32Array {
   }
   return out;
 }
-
-/** Convenience: the process GPU, for callers that have no handle yet. */
-export { getGpu };

@@ -49,7 +49,8 @@ import { noGrad } from "../kernels/autograd.ts";
 import { concatLastDim, copyColumns, sliceLastDim, transpose12 } from "../kernels/copy.ts";
 import { add } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
-import { type Gpu, roundUp } from "../kernels/gpu.ts";
+import type { Device } from "../kernels/backend.ts";
+import { roundUp } from "../kernels/device.ts";
 import { latentAttentionForward, latentCacheWrite } from "../kernels/latent_attention.ts";
 import { linear, matmul } from "../kernels/matmul.ts";
 import { reduceForward } from "../kernels/reduce.ts";
@@ -162,7 +163,7 @@ export class Decoder {
   readonly cacheBytesPerToken: number;
   readonly #model: DeepSeekV3;
   readonly #cfg: ModelConfig;
-  readonly #gpu: Gpu;
+  readonly #device: Device;
   /** Per main layer: [S, L, W]. */
   readonly #caches: Tensor[];
   /** The MTP block's [S, L, W], or null. */
@@ -204,7 +205,7 @@ export class Decoder {
     }
     this.#model = model;
     this.#cfg = cfg;
-    this.#gpu = model.gpu;
+    this.#device = model.device;
     this.id = opts.id ?? "minideepseek";
     this.vocabSize = cfg.vocab_size;
     this.maxSeqLen = L;
@@ -213,20 +214,20 @@ export class Decoder {
     const W = cfg.kv_lora_rank + cfg.qk_rope_head_dim;
     const H = cfg.n_heads, dn = cfg.qk_nope_head_dim, dv = cfg.v_head_dim;
     const rkv = cfg.kv_lora_rank;
-    const gpu = this.#gpu;
+    const device = this.#device;
     // Everything here lives as long as the decoder, outside any caller's scope.
     const made = unscoped(() => {
-      const caches = Array.from({ length: cfg.n_layers }, () => Tensor.zeros(gpu, [S, L, W]));
+      const caches = Array.from({ length: cfg.n_layers }, () => Tensor.zeros(device, [S, L, W]));
       const layers = cfg.n_layers + (this.hasMtp ? 1 : 0);
       const absorbed = Array.from({ length: layers }, () => ({
-        uk: Tensor.empty(gpu, [H, dn, rkv]),
-        uv: Tensor.empty(gpu, [H, dv, rkv]),
+        uk: Tensor.empty(device, [H, dn, rkv]),
+        uv: Tensor.empty(device, [H, dv, rkv]),
       }));
       return {
         caches,
         absorbed,
-        mtpCache: this.hasMtp ? Tensor.zeros(gpu, [S, L, W]) : null,
-        hidden: this.hasMtp ? Tensor.zeros(gpu, [S, L, cfg.dim]) : null,
+        mtpCache: this.hasMtp ? Tensor.zeros(device, [S, L, W]) : null,
+        hidden: this.hasMtp ? Tensor.zeros(device, [S, L, cfg.dim]) : null,
       };
     });
     this.#caches = made.caches;
@@ -415,13 +416,13 @@ export class Decoder {
     }
     if (plan.items.length === 0) return [];
     const N = plan.ids.length, Np = roundUp(N, 64); // two i32 halves 256-byte aligned
-    const cfg = this.#cfg, gpu = this.#gpu;
+    const cfg = this.#cfg, device = this.#device;
     const picks = await this.#run(plan, (t) => {
       const x = this.#mainBody(t); // [N, D]
-      const picked = Tensor.empty(gpu, [2 * Np], "i32");
+      const picked = Tensor.empty(device, [2 * Np], "i32");
       const greedy = picked.view([N], 0), drafts = picked.view([N], Np);
       const rowMax = (logits: Tensor, arg: Tensor) =>
-        reduceForward(Tensor.empty(gpu, [N]), logits, { op: "max", argmax: arg });
+        reduceForward(Tensor.empty(device, [N]), logits, { op: "max", argmax: arg });
       rowMax(this.#head(x, "model.norm.weight"), greedy);
       if (draft) {
         // MTP position j takes token j + 1: the main model's greedy pick at j, which is right
@@ -490,13 +491,13 @@ export class Decoder {
   async #run(plan: Plan, body: (t: StepTensors) => Tensor): Promise<Float32Array | Int32Array> {
     const scope = new Scope();
     try {
-      const gpu = this.#gpu, N = plan.ids.length;
-      const pos = Tensor.from(gpu, plan.pos, [N], "i32");
+      const device = this.#device, N = plan.ids.length;
+      const pos = Tensor.from(device, plan.pos, [N], "i32");
       const t: StepTensors = {
-        ids: Tensor.from(gpu, plan.ids, [N], "i32"),
-        where: Tensor.from(gpu, plan.where, [N, 2], "i32"),
-        flat: Tensor.from(gpu, plan.flat, [N], "i32"),
-        last: Tensor.from(gpu, plan.last, [plan.last.length], "i32"),
+        ids: Tensor.from(device, plan.ids, [N], "i32"),
+        where: Tensor.from(device, plan.where, [N, 2], "i32"),
+        flat: Tensor.from(device, plan.flat, [N], "i32"),
+        last: Tensor.from(device, plan.last, [plan.last.length], "i32"),
         cos: embedding(this.#model.rope.cos, pos),
         sin: embedding(this.#model.rope.sin, pos),
       };
@@ -558,7 +559,7 @@ export class Decoder {
     const c = rmsnorm(sliceLastDim(kva, 0, rkv), w("kv_a_layernorm"), { eps }); // [N, rkv]
     latentCacheWrite(cache, { c, kPe: kva, where: t.where });
 
-    const z = Tensor.empty(this.#gpu, [H, N, rkv]);
+    const z = Tensor.empty(this.#device, [H, N, rkv]);
     latentAttentionForward(z, { qt, q: qh, cache, where: t.where }, { scale: this.#model.scale });
     const o = matmul(z, uv, { transB: true }); // [H, N, dv]
     const on = transpose12(o.reshape([1, H, N, dv])).reshape([N, H * dv]);

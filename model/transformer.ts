@@ -21,7 +21,7 @@ import { concatLastDim } from "../kernels/copy.ts";
 import { crossEntropy } from "../kernels/cross_entropy.ts";
 import { add, scale } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
-import type { Gpu } from "../kernels/gpu.ts";
+import type { Device } from "../kernels/backend.ts";
 import { linear } from "../kernels/matmul.ts";
 import { biasUpdate } from "../kernels/moe_route.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
@@ -105,9 +105,9 @@ export class DeepSeekV3 {
   precision: Precision = "f32";
 
   /** Allocates the arena (zeros); see {@linkcode DeepSeekV3.create} for an initialized model. */
-  constructor(readonly gpu: Gpu, readonly cfg: ModelConfig) {
+  constructor(readonly device: Device, readonly cfg: ModelConfig) {
     this.arena = new ParamArena(
-      gpu,
+      device,
       parameterTable(cfg).map((p) => ({
         name: p.name,
         shape: p.shape,
@@ -123,18 +123,18 @@ export class DeepSeekV3 {
     const half = cfg.qk_rope_head_dim / 2;
     // The tables live as long as the model, outside any step's scope.
     this.rope = unscoped(() => ({
-      cos: Tensor.from(gpu, cos, [cfg.max_seq_len, half]),
-      sin: Tensor.from(gpu, sin, [cfg.max_seq_len, half]),
+      cos: Tensor.from(device, cos, [cfg.max_seq_len, half]),
+      sin: Tensor.from(device, sin, [cfg.max_seq_len, half]),
     }));
     this.scale = deriveSizes(cfg).softmax_scale;
   }
 
   /**
    * A model with freshly initialized parameters (deterministic in `seed`).
-   * @example const model = DeepSeekV3.create(gpu, resolveConfig("tiny"), { seed: 1 });
+   * @example const model = DeepSeekV3.create(device, resolveConfig("tiny"), { seed: 1 });
    */
-  static create(gpu: Gpu, cfg: ModelConfig, opts: { seed: number }): DeepSeekV3 {
-    const m = new DeepSeekV3(gpu, cfg);
+  static create(device: Device, cfg: ModelConfig, opts: { seed: number }): DeepSeekV3 {
+    const m = new DeepSeekV3(device, cfg);
     m.load(initParameters(cfg, opts.seed));
     return m;
   }
@@ -182,7 +182,7 @@ export class DeepSeekV3 {
       const t = batch.tokens[i];
       if (t < 0 || t >= V) throw new Error(`batch: token ${t} at ${i} outside the vocab [0, ${V})`);
     }
-    const gpu = this.gpu;
+    const device = this.device;
     const hasTargets = batch.targets.length === N;
     if (opts.logitRows === "targets" && !hasTargets) {
       throw new Error(`batch: logitRows "targets" needs targets for all B*T = ${N} positions`);
@@ -192,16 +192,16 @@ export class DeepSeekV3 {
       if (opts.logitRows !== "targets") {
         return {
           rows: null,
-          targets: Tensor.from(gpu, targets, [N], "i32"),
-          weights: weights ? Tensor.from(gpu, weights, [N]) : null,
+          targets: Tensor.from(device, targets, [N], "i32"),
+          weights: weights ? Tensor.from(device, weights, [N]) : null,
         };
       }
       const rows = targetRows(targets);
       return {
-        rows: Tensor.from(gpu, rows, [rows.length], "i32"),
-        targets: Tensor.from(gpu, rows.map((r) => targets[r]), [rows.length], "i32"),
+        rows: Tensor.from(device, rows, [rows.length], "i32"),
+        targets: Tensor.from(device, rows.map((r) => targets[r]), [rows.length], "i32"),
         weights: weights
-          ? Tensor.from(gpu, Float32Array.from(rows, (r) => weights[r]), [rows.length])
+          ? Tensor.from(device, Float32Array.from(rows, (r) => weights[r]), [rows.length])
           : null,
       };
     };
@@ -219,17 +219,19 @@ export class DeepSeekV3 {
       }
       // The weights stay per position, as the main loss's (the all-rows forward's semantics).
       const { rows, targets, weights } = rowsOf(tgt, batch.weights);
-      mtp.push({ tokens: Tensor.from(gpu, tok, [N], "i32"), targets, rows, weights });
+      mtp.push({ tokens: Tensor.from(device, tok, [N], "i32"), targets, rows, weights });
     }
     const main = hasTargets ? rowsOf(batch.targets, batch.weights) : null;
     return {
       B,
       T,
-      tokens: Tensor.from(gpu, batch.tokens, [N], "i32"),
+      tokens: Tensor.from(device, batch.tokens, [N], "i32"),
       targets: main?.targets ?? null,
       rows: main?.rows ?? null,
-      seg: batch.seg ? Tensor.from(gpu, batch.seg, [B, T], "i32") : null,
-      weights: main ? main.weights : (batch.weights ? Tensor.from(gpu, batch.weights, [N]) : null),
+      seg: batch.seg ? Tensor.from(device, batch.seg, [B, T], "i32") : null,
+      weights: main
+        ? main.weights
+        : (batch.weights ? Tensor.from(device, batch.weights, [N]) : null),
       mtp,
     };
   }

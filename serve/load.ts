@@ -12,7 +12,7 @@
  * @module
  */
 
-import { getGpu } from "../kernels/gpu.ts";
+import { getDevice } from "../kernels/backend.ts";
 import { Decoder } from "../model/decode.ts";
 import { decodeSafetensors, fromHfConfig } from "../model/safetensors.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
@@ -77,7 +77,7 @@ export async function loadModel(
     }
     params.set(name, t.data);
   }
-  const model = new DeepSeekV3(await getGpu(), cfg);
+  const model = new DeepSeekV3(await getDevice(), cfg);
   model.load(params);
   const id = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
   return new Decoder(model, { maxBatch: options.maxSequences ?? 8, id });

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { getGpu, type Gpu } from "../kernels/gpu.ts";
+import { type Device, getDevice } from "../kernels/backend.ts";
 
 /** A seeded PRNG (mulberry32) returning floats in [0, 1). */
 export function rng(seed: number): () => number {
@@ -112,9 +112,12 @@ export function finiteDiff(
   return out;
 }
 
-/** The test GPU (lavapipe in CI). */
-export function testGpu(): Promise<Gpu> {
-  return getGpu();
+/**
+ * The backend the suite runs on: `MINIDEEPSEEK_DEVICE` (gpu or cpu; CI runs the suite once with
+ * each), else WebGPU, whose WGSL kernels most tests were written to check (lavapipe in CI).
+ */
+export function testDevice(): Promise<Device> {
+  return getDevice(Deno.env.get("MINIDEEPSEEK_DEVICE") ? "auto" : "gpu");
 }
 
 /** Deno.test options shared by GPU tests: WebGPU keeps resources alive across tests. */

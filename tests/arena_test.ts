@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { ParamArena } from "../kernels/arena.ts";
-import { assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 
 Deno.test(
   "arena lays tensors out aligned and splits chunks at the binding limit",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
-    const arena = new ParamArena(gpu, [
+    const device = await testDevice();
+    const arena = new ParamArena(device, [
       { name: "a", shape: [3, 5] },
       { name: "b", shape: [7] },
       { name: "c", shape: [20, 10] },
@@ -27,8 +27,8 @@ Deno.test(
 );
 
 Deno.test("arena uploads, reads back and zeroes gradients exactly", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const arena = new ParamArena(gpu, [{ name: "w", shape: [33, 9] }, { name: "n", shape: [9] }]);
+  const device = await testDevice();
+  const arena = new ParamArena(device, [{ name: "w", shape: [33, 9] }, { name: "n", shape: [9] }]);
   const w = randn(33 * 9, 1), n = randn(9, 2);
   arena.upload("w", w);
   arena.upload("n", n);
@@ -42,8 +42,8 @@ Deno.test("arena uploads, reads back and zeroes gradients exactly", GPU_TEST, as
 });
 
 Deno.test("arena keeps a group of tensors in one chunk", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const arena = new ParamArena(gpu, [
+  const device = await testDevice();
+  const arena = new ParamArena(device, [
     { name: "x", shape: [100] },
     { name: "e0", shape: [50], group: "experts" },
     { name: "e1", shape: [50], group: "experts" },
@@ -51,14 +51,14 @@ Deno.test("arena keeps a group of tensors in one chunk", GPU_TEST, async () => {
   ], { chunkBytes: 1024 });
   // x takes 512 bytes; the group (256 + 200 = 456) still fits after it.
   assert.equal(arena.entry("e0").chunk, arena.entry("e1").chunk);
-  const small = new ParamArena(gpu, [
+  const small = new ParamArena(device, [
     { name: "x", shape: [200] },
     { name: "e0", shape: [50], group: "g" },
     { name: "e1", shape: [50], group: "g" },
   ], { chunkBytes: 1024 });
   // x ends at 1024 bytes: e0 alone would fit nowhere after it, so the group starts chunk 1.
   assert.deepEqual([small.entry("e0").chunk, small.entry("e1").chunk], [1, 1]);
-  const split = new ParamArena(gpu, [
+  const split = new ParamArena(device, [
     { name: "x", shape: [150] },
     { name: "e0", shape: [50], group: "g" },
     { name: "e1", shape: [50], group: "g" },
@@ -67,7 +67,7 @@ Deno.test("arena keeps a group of tensors in one chunk", GPU_TEST, async () => {
   assert.deepEqual([split.entry("e0").chunk, split.entry("e1").chunk], [1, 1]);
   assert.throws(
     () =>
-      new ParamArena(gpu, [{ name: "a", shape: [200], group: "g" }, {
+      new ParamArena(device, [{ name: "a", shape: [200], group: "g" }, {
         name: "b",
         shape: [200],
         group: "g",

@@ -8,7 +8,15 @@ import {
 } from "../kernels/attention.ts";
 import { Tape } from "../kernels/autograd.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, finiteDiff, GPU_TEST, randn, rng, testGpu } from "./_util.ts";
+import {
+  assertClose,
+  assertSameBits,
+  finiteDiff,
+  GPU_TEST,
+  randn,
+  rng,
+  testDevice,
+} from "./_util.ts";
 
 /**
  * Shapes: a single token, ragged small dims (read as scalars), dqk != dv (MLA), and T past one
@@ -53,18 +61,18 @@ Deno.test(
   "attention forward matches the CPU twin, with and without segments",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (const s of SHAPES) {
       for (const withSeg of [false, true]) {
         const x = inputs(s, s.T * 7 + s.dqk);
         const seg = withSeg ? packedSegments(s.B, s.T, s.T) : null;
         const scale = 1 / Math.sqrt(s.dqk);
-        const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-        const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-        const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-        const segT = seg ? Tensor.from(gpu, seg, [s.B, s.T], "i32") : null;
-        const out = Tensor.empty(gpu, [s.B, s.T, s.H, s.dv]);
-        const lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+        const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+        const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+        const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+        const segT = seg ? Tensor.from(device, seg, [s.B, s.T], "i32") : null;
+        const out = Tensor.empty(device, [s.B, s.T, s.H, s.dv]);
+        const lse = Tensor.empty(device, [s.B, s.H, s.T]);
         attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale });
         const want = attentionCpu({ ...x, seg }, { shape: s, scale });
         assertClose(await out.readF32(), want.out, {
@@ -79,17 +87,17 @@ Deno.test(
 );
 
 Deno.test("attention segments with arbitrary ids keep unequal ids apart", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const s = { B: 2, T: 40, H: 2, dqk: 6, dv: 5 };
   const x = inputs(s, 99);
   const r = rng(5);
   const seg = Int32Array.from({ length: s.B * s.T }, () => Math.floor(r() * 3));
-  const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-  const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-  const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-  const out = Tensor.empty(gpu, [s.B, s.T, s.H, s.dv]);
-  const lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
-  attentionForward({ out, lse }, { q, k, v, seg: Tensor.from(gpu, seg, [s.B, s.T], "i32") }, {
+  const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+  const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+  const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+  const out = Tensor.empty(device, [s.B, s.T, s.H, s.dv]);
+  const lse = Tensor.empty(device, [s.B, s.H, s.T]);
+  attentionForward({ out, lse }, { q, k, v, seg: Tensor.from(device, seg, [s.B, s.T], "i32") }, {
     scale: 0.4,
   });
   const want = attentionCpu({ ...x, seg }, { shape: s, scale: 0.4 });
@@ -125,21 +133,21 @@ Deno.test("attention CPU backward matches central finite differences", () => {
 });
 
 Deno.test("attention GPU backward matches the CPU backward", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const s of SHAPES) {
     for (const withSeg of [false, true]) {
       const x = inputs(s, s.T * 3 + s.dv);
       const seg = withSeg ? packedSegments(s.B, s.T, s.T + 1) : null;
       const scale = 1 / Math.sqrt(s.dqk);
-      const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-      const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-      const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-      const dout = Tensor.from(gpu, x.dout, [s.B, s.T, s.H, s.dv]);
-      const segT = seg ? Tensor.from(gpu, seg, [s.B, s.T], "i32") : null;
-      const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+      const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+      const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+      const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+      const dout = Tensor.from(device, x.dout, [s.B, s.T, s.H, s.dv]);
+      const segT = seg ? Tensor.from(device, seg, [s.B, s.T], "i32") : null;
+      const out = Tensor.empty(device, v.shape), lse = Tensor.empty(device, [s.B, s.H, s.T]);
       attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale });
-      const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
-      const dv = Tensor.empty(gpu, v.shape);
+      const dq = Tensor.empty(device, q.shape), dk = Tensor.empty(device, k.shape);
+      const dv = Tensor.empty(device, v.shape);
       attentionBackward({ dq, dk, dv }, { q, k, v, seg: segT, out, lse, dout }, { scale });
       const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale });
       const tol = { atol: 1e-5, rtol: 1e-3 };
@@ -152,18 +160,18 @@ Deno.test("attention GPU backward matches the CPU backward", GPU_TEST, async () 
 });
 
 Deno.test("attention backward accumulates into existing gradients", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const s = { B: 1, T: 9, H: 2, dqk: 4, dv: 6 };
   const x = inputs(s, 77);
-  const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-  const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-  const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-  const dout = Tensor.from(gpu, x.dout, v.shape);
-  const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+  const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+  const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+  const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+  const dout = Tensor.from(device, x.dout, v.shape);
+  const out = Tensor.empty(device, v.shape), lse = Tensor.empty(device, [s.B, s.H, s.T]);
   attentionForward({ out, lse }, { q, k, v }, { scale: 0.5 });
   const pre = { dq: randn(q.size, 1), dk: randn(k.size, 2), dv: randn(v.size, 3) };
-  const dq = Tensor.from(gpu, pre.dq, q.shape), dk = Tensor.from(gpu, pre.dk, k.shape);
-  const dv = Tensor.from(gpu, pre.dv, v.shape);
+  const dq = Tensor.from(device, pre.dq, q.shape), dk = Tensor.from(device, pre.dk, k.shape);
+  const dv = Tensor.from(device, pre.dv, v.shape);
   attentionBackward({ dq, dk, dv }, { q, k, v, out, lse, dout }, {
     scale: 0.5,
     accumulate: { dq: true, dk: true, dv: true },
@@ -179,17 +187,20 @@ Deno.test(
   "attention() records a backward on the tape that matches the CPU twin",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const s = { B: 2, T: 37, H: 2, dqk: 10, dv: 7 };
     const x = inputs(s, 5);
     const seg = packedSegments(s.B, s.T, 3);
-    const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-    const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-    const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
+    const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+    const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+    const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
     q.requiresGrad = k.requiresGrad = v.requiresGrad = true;
     const tape = new Tape().start();
-    const out = attention(q, k, v, { scale: 0.3, seg: Tensor.from(gpu, seg, [s.B, s.T], "i32") });
-    tape.backward(out, Tensor.from(gpu, x.dout, out.shape));
+    const out = attention(q, k, v, {
+      scale: 0.3,
+      seg: Tensor.from(device, seg, [s.B, s.T], "i32"),
+    });
+    tape.backward(out, Tensor.from(device, x.dout, out.shape));
     const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale: 0.3 });
     const cpuOut = attentionCpu({ ...x, seg }, { shape: s, scale: 0.3 }).out;
     assertClose(await out.readF32(), cpuOut, { atol: 1e-5, rtol: 1e-4 });
@@ -200,19 +211,19 @@ Deno.test(
 );
 
 Deno.test("attention forward and backward give identical bits on rerun", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const s = { B: 2, T: 65, H: 2, dqk: 64, dv: 32 };
   const x = inputs(s, 8);
-  const seg = Tensor.from(gpu, packedSegments(s.B, s.T, 4), [s.B, s.T], "i32");
-  const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-  const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-  const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-  const dout = Tensor.from(gpu, x.dout, v.shape);
+  const seg = Tensor.from(device, packedSegments(s.B, s.T, 4), [s.B, s.T], "i32");
+  const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+  const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+  const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+  const dout = Tensor.from(device, x.dout, v.shape);
   const run = () => {
-    const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+    const out = Tensor.empty(device, v.shape), lse = Tensor.empty(device, [s.B, s.H, s.T]);
     attentionForward({ out, lse }, { q, k, v, seg }, { scale: 0.2 });
-    const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
-    const dv = Tensor.empty(gpu, v.shape);
+    const dq = Tensor.empty(device, q.shape), dk = Tensor.empty(device, k.shape);
+    const dv = Tensor.empty(device, v.shape);
     attentionBackward({ dq, dk, dv }, { q, k, v, seg, out, lse, dout }, { scale: 0.2 });
     return Promise.all([out, lse, dq, dk, dv].map((t) => t.readF32()));
   };
@@ -226,18 +237,18 @@ Deno.test(
   async () => {
     // T * dqk = 40960: with per-dim loops this broke on lavapipe (its loop limiter stops nested
     // loops after 65535 iterations); the kernels now write those loops out.
-    const gpu = await testGpu();
+    const device = await testDevice();
     const s = { B: 1, T: 640, H: 1, dqk: 64, dv: 32 };
     const x = inputs(s, 77);
     const scale = 1 / Math.sqrt(s.dqk);
-    const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-    const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-    const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-    const dout = Tensor.from(gpu, x.dout, [s.B, s.T, s.H, s.dv]);
-    const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+    const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+    const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+    const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+    const dout = Tensor.from(device, x.dout, [s.B, s.T, s.H, s.dv]);
+    const out = Tensor.empty(device, v.shape), lse = Tensor.empty(device, [s.B, s.H, s.T]);
     attentionForward({ out, lse }, { q, k, v }, { scale });
-    const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
-    const dv = Tensor.empty(gpu, v.shape);
+    const dq = Tensor.empty(device, q.shape), dk = Tensor.empty(device, k.shape);
+    const dv = Tensor.empty(device, v.shape);
     attentionBackward({ dq, dk, dv }, { q, k, v, out, lse, dout }, { scale });
     const wantOut = attentionCpu(x, { shape: s, scale });
     const want = attentionBackwardCpu(x, { shape: s, scale });
@@ -255,7 +266,7 @@ Deno.test(
   async () => {
     // bench/attention.ts --check at the bench's longest T, as a test: a ragged last block, every
     // row block of the forward and dq kernels and every key block of dkdv, packed segments
-    const gpu = await testGpu();
+    const device = await testDevice();
     const s = { B: 1, T: 509, H: 1, dqk: 64, dv: 32 };
     const x = inputs(s, 31);
     // long and short packed conversations: rows attend to up to 240 keys, some to a few
@@ -264,15 +275,15 @@ Deno.test(
       (_, t) => t < 150 ? 0 : t < 180 ? 1 : t < 420 ? 2 : 3,
     );
     const scale = 1 / Math.sqrt(s.dqk);
-    const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-    const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-    const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-    const dout = Tensor.from(gpu, x.dout, [s.B, s.T, s.H, s.dv]);
-    const segT = Tensor.from(gpu, seg, [s.B, s.T], "i32");
-    const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+    const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+    const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+    const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+    const dout = Tensor.from(device, x.dout, [s.B, s.T, s.H, s.dv]);
+    const segT = Tensor.from(device, seg, [s.B, s.T], "i32");
+    const out = Tensor.empty(device, v.shape), lse = Tensor.empty(device, [s.B, s.H, s.T]);
     attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale });
-    const dq = Tensor.empty(gpu, q.shape), dk = Tensor.empty(gpu, k.shape);
-    const dv = Tensor.empty(gpu, v.shape);
+    const dq = Tensor.empty(device, q.shape), dk = Tensor.empty(device, k.shape);
+    const dv = Tensor.empty(device, v.shape);
     attentionBackward({ dq, dk, dv }, { q, k, v, seg: segT, out, lse, dout }, { scale });
     const wantOut = attentionCpu({ ...x, seg }, { shape: s, scale });
     const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale });
@@ -293,7 +304,7 @@ Deno.test(
     // across windows of one (b, h) slice (resumed softmax state, added dQ/dK/dV partials, blocks
     // straddling a window start) and several slices sharing one window; with and without
     // accumulation into existing gradients
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cases = [
       { s: { B: 2, T: 200, H: 2, dqk: 64, dv: 32 }, bytes: 2560, seg: true },
       { s: { B: 1, T: 45, H: 2, dqk: 5, dv: 3 }, bytes: 512, seg: false },
@@ -304,12 +315,12 @@ Deno.test(
         const x = inputs(s, s.T + s.dqk);
         const seg = withSeg ? packedSegments(s.B, s.T, s.T) : null;
         const scale = 1 / Math.sqrt(s.dqk);
-        const q = Tensor.from(gpu, x.q, [s.B, s.T, s.H, s.dqk]);
-        const k = Tensor.from(gpu, x.k, [s.B, s.T, s.H, s.dqk]);
-        const v = Tensor.from(gpu, x.v, [s.B, s.T, s.H, s.dv]);
-        const dout = Tensor.from(gpu, x.dout, v.shape);
-        const segT = seg ? Tensor.from(gpu, seg, [s.B, s.T], "i32") : null;
-        const out = Tensor.empty(gpu, v.shape), lse = Tensor.empty(gpu, [s.B, s.H, s.T]);
+        const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+        const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+        const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+        const dout = Tensor.from(device, x.dout, v.shape);
+        const segT = seg ? Tensor.from(device, seg, [s.B, s.T], "i32") : null;
+        const out = Tensor.empty(device, v.shape), lse = Tensor.empty(device, [s.B, s.H, s.T]);
         attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale, uniformBytes: bytes });
         const pre = accumulate
           ? { dq: randn(q.size, 1), dk: randn(k.size, 2), dv: randn(v.size, 3) }
@@ -318,8 +329,8 @@ Deno.test(
             dk: new Float32Array(k.size),
             dv: new Float32Array(v.size),
           };
-        const dq = Tensor.from(gpu, pre.dq, q.shape), dk = Tensor.from(gpu, pre.dk, k.shape);
-        const dv = Tensor.from(gpu, pre.dv, v.shape);
+        const dq = Tensor.from(device, pre.dq, q.shape), dk = Tensor.from(device, pre.dk, k.shape);
+        const dv = Tensor.from(device, pre.dv, v.shape);
         attentionBackward({ dq, dk, dv }, { q, k, v, seg: segT, out, lse, dout }, {
           scale,
           uniformBytes: bytes,

@@ -15,12 +15,12 @@ import {
 import { add } from "../kernels/elementwise.ts";
 import { Tape } from "../kernels/autograd.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 import { deepStrictEqual } from "node:assert/strict";
 
 Deno.test("copyColumns matches the CPU twin: offsets, accumulate, zeroRest", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   // [rows, cx, co, xOffset, outOffset, len]
   const cases: [number, number, number, number, number, number][] = [
     [1, 1, 1, 0, 0, 1],
@@ -36,9 +36,9 @@ Deno.test("copyColumns matches the CPU twin: offsets, accumulate, zeroRest", GPU
   ];
   for (const [R, cx, co, xo, oo, len] of cases) {
     const x = randn(R * cx, R + cx), prior = randn(R * co, co);
-    const xt = Tensor.from(gpu, x, [R, cx]);
+    const xt = Tensor.from(device, x, [R, cx]);
     for (const mode of [{}, { accumulate: true }, { zeroRest: true }]) {
-      const out = Tensor.from(gpu, prior, [R, co]);
+      const out = Tensor.from(device, prior, [R, co]);
       const opts = { xOffset: xo, outOffset: oo, len, ...mode };
       copyColumns(out, xt, opts);
       const want = copyColumnsCpu(prior, x, { cx, co, ...opts });
@@ -77,7 +77,7 @@ Deno.test("slice and concat CPU backwards match finite differences", () => {
 });
 
 Deno.test("concatBroadcastHeads and its backward match the CPU twin", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   // scalar and vec4 units, several workgroups of rows (4 x 20 x 4), rows past 256 units
   const shapes: [number, number, number, number, number][] = [
     [1, 1, 1, 1, 1],
@@ -89,19 +89,19 @@ Deno.test("concatBroadcastHeads and its backward match the CPU twin", GPU_TEST, 
   for (const [B, T, H, da, ds] of shapes) {
     const shape = { B, T, H, da, ds };
     const a = randn(B * T * H * da, 1), sh = randn(B * T * ds, 2);
-    const at = Tensor.from(gpu, a, [B, T, H, da]), st = Tensor.from(gpu, sh, [B, T, 1, ds]);
-    const out = Tensor.empty(gpu, [B, T, H, da + ds]);
+    const at = Tensor.from(device, a, [B, T, H, da]), st = Tensor.from(device, sh, [B, T, 1, ds]);
+    const out = Tensor.empty(device, [B, T, H, da + ds]);
     concatBroadcastHeadsForward(out, at, st);
     assertClose(await out.readF32(), concatBroadcastHeadsCpu(a, sh, shape), { atol: 0 });
     const g = randn(out.size, 3);
     const want = concatBroadcastHeadsBackwardCpu(g, shape);
-    const gt = Tensor.from(gpu, g, out.shape);
-    const ga = Tensor.empty(gpu, at.shape), gs = Tensor.empty(gpu, st.shape);
+    const gt = Tensor.from(device, g, out.shape);
+    const ga = Tensor.empty(device, at.shape), gs = Tensor.empty(device, st.shape);
     concatBroadcastHeadsBackward(ga, gs, gt);
     assertClose(await ga.readF32(), want.da, { atol: 0, label: "da" });
     assertClose(await gs.readF32(), want.dshared, { atol: 1e-6, label: "dshared" });
     const pa = randn(ga.size, 4), ps = randn(gs.size, 5);
-    const gaa = Tensor.from(gpu, pa, at.shape), gsa = Tensor.from(gpu, ps, st.shape);
+    const gaa = Tensor.from(device, pa, at.shape), gsa = Tensor.from(device, ps, st.shape);
     concatBroadcastHeadsBackward(gaa, gsa, gt, { accumulateA: true, accumulateShared: true });
     assertClose(await gaa.readF32(), want.da.map((v, i) => v + pa[i]), { label: "da acc" });
     assertClose(await gsa.readF32(), want.dshared.map((v, i) => v + ps[i]), { label: "ds acc" });
@@ -109,12 +109,12 @@ Deno.test("concatBroadcastHeads and its backward match the CPU twin", GPU_TEST, 
 });
 
 Deno.test("transpose12 matches the CPU twin and accumulates", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const shape of [[1, 1, 1, 1], [2, 5, 3, 7], [3, 17, 4, 33]]) {
     const x = randn(shape.reduce((a, b) => a * b), 9);
     const [A, B, C, D] = shape;
-    const out = Tensor.empty(gpu, [A, C, B, D]);
-    const xt = Tensor.from(gpu, x, shape);
+    const out = Tensor.empty(device, [A, C, B, D]);
+    const xt = Tensor.from(device, x, shape);
     transpose12Forward(out, xt);
     const want = transpose12Cpu(x, shape);
     assertClose(await out.readF32(), want, { atol: 0 });
@@ -124,10 +124,10 @@ Deno.test("transpose12 matches the CPU twin and accumulates", GPU_TEST, async ()
 });
 
 Deno.test("copy kernels run twice give identical bits", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const [B, T, H, da, ds] = [2, 30, 8, 16, 8];
-  const g = Tensor.from(gpu, randn(B * T * H * (da + ds), 1), [B, T, H, da + ds]);
-  const a = Tensor.empty(gpu, [B, T, 1, ds]), b = Tensor.empty(gpu, [B, T, 1, ds]);
+  const g = Tensor.from(device, randn(B * T * H * (da + ds), 1), [B, T, H, da + ds]);
+  const a = Tensor.empty(device, [B, T, 1, ds]), b = Tensor.empty(device, [B, T, 1, ds]);
   concatBroadcastHeadsBackward(null, a, g);
   concatBroadcastHeadsBackward(null, b, g);
   assertSameBits(await a.readF32(), await b.readF32());
@@ -137,14 +137,15 @@ Deno.test(
   "slice, concat, broadcast and transpose ops accumulate under the tape",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const [B, T, H, dn, dr] = [2, 3, 4, 5, 3];
     // q [B, T, H, dn + dr] split and re-joined; k built from k_nope and a shared k_pe
     const qh = randn(B * T * H * (dn + dr), 1),
       kn = randn(B * T * H * dn, 2),
       kp = randn(B * T * dr, 3);
-    const q = Tensor.from(gpu, qh, [B, T, H, dn + dr]);
-    const kNope = Tensor.from(gpu, kn, [B, T, H, dn]), kPe = Tensor.from(gpu, kp, [B, T, 1, dr]);
+    const q = Tensor.from(device, qh, [B, T, H, dn + dr]);
+    const kNope = Tensor.from(device, kn, [B, T, H, dn]),
+      kPe = Tensor.from(device, kp, [B, T, 1, dr]);
     for (const t of [q, kNope, kPe]) t.requiresGrad = true;
     const tape = new Tape().start();
     const qNope = sliceLastDim(q, 0, dn), qPe = sliceLastDim(q, dn, dr);
@@ -153,7 +154,7 @@ Deno.test(
     const y = transpose12(add(add(q2, k), q)); // [B, H, T, dn + dr]
     deepStrictEqual(y.shape, [B, H, T, dn + dr]);
     const g = randn(y.size, 4);
-    tape.backward(y, Tensor.from(gpu, g, y.shape));
+    tape.backward(y, Tensor.from(device, g, y.shape));
     const gBthd = transpose12Cpu(g, [B, H, T, dn + dr]); // back to [B, T, H, dn + dr]
     assertClose(await q.grad!.readF32(), gBthd.map((v) => 2 * v), { label: "dq" });
     const wk = concatBroadcastHeadsBackwardCpu(gBthd, { B, T, H, da: dn, ds: dr });
@@ -174,14 +175,14 @@ Deno.test(
   "a slice's backward zero-fills the unsliced columns when it writes first",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const [R, C] = [4, 9];
-    const x = Tensor.from(gpu, randn(R * C, 1), [R, C]);
+    const x = Tensor.from(device, randn(R * C, 1), [R, C]);
     x.requiresGrad = true;
     const tape = new Tape().start();
     const y = concatLastDim([sliceLastDim(x, 2, 3), sliceLastDim(x, 0, 2)]); // columns 5.. unused
     const g = randn(R * 5, 2);
-    tape.backward(y, Tensor.from(gpu, g, [R, 5]));
+    tape.backward(y, Tensor.from(device, g, [R, 5]));
     const want = new Float32Array(R * C);
     for (let r = 0; r < R; r++) {
       for (let j = 0; j < 3; j++) want[r * C + 2 + j] = g[r * 5 + j];

@@ -13,9 +13,17 @@ import {
 import { add, mul } from "../kernels/elementwise.ts";
 import { sumAll } from "../kernels/reduce.ts";
 import { Tape } from "../kernels/autograd.ts";
-import type { Gpu } from "../kernels/gpu.ts";
+import type { Device } from "../kernels/backend.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, GPU_TEST, randint, randn, randu, testGpu } from "./_util.ts";
+import {
+  assertClose,
+  assertSameBits,
+  GPU_TEST,
+  randint,
+  randn,
+  randu,
+  testDevice,
+} from "./_util.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 
 // [N, V]: one-element rows, ragged, one thread per row over several workgroups (130 x 64),
@@ -38,12 +46,12 @@ function makeTargets(N: number, V: number, seed: number): Int32Array {
   return t;
 }
 
-function buffers(gpu: Gpu, N: number) {
+function buffers(device: Device, N: number) {
   return {
-    rowLoss: Tensor.empty(gpu, [N]),
-    lse: Tensor.empty(gpu, [N]),
-    loss: Tensor.empty(gpu, [1]),
-    stats: Tensor.empty(gpu, [2]),
+    rowLoss: Tensor.empty(device, [N]),
+    lse: Tensor.empty(device, [N]),
+    loss: Tensor.empty(device, [1]),
+    stats: Tensor.empty(device, [2]),
   };
 }
 
@@ -51,15 +59,15 @@ Deno.test(
   "cross-entropy forward matches the CPU twin, with and without weights",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (const [N, V] of SHAPES) {
       const x = randn(N * V, N + V, 3), t = makeTargets(N, V, N * V);
       const w = randu(N, 5, 0, 2);
-      const xt = Tensor.from(gpu, x, [N, V]), tt = Tensor.from(gpu, t, [N], "i32");
+      const xt = Tensor.from(device, x, [N, V]), tt = Tensor.from(device, t, [N], "i32");
       for (const weighted of [false, true]) {
-        const b = buffers(gpu, N);
+        const b = buffers(device, N);
         const opts = weighted ? { weights: w } : {};
-        crossEntropyForward(b, xt, tt, weighted ? { weights: Tensor.from(gpu, w, [N]) } : {});
+        crossEntropyForward(b, xt, tt, weighted ? { weights: Tensor.from(device, w, [N]) } : {});
         const want = crossEntropyCpu(x, t, V, opts);
         const label = `${N}x${V} weighted=${weighted}`;
         assertClose(await b.rowLoss.readF32(), want.rowLoss, {
@@ -78,18 +86,18 @@ Deno.test(
   "cross-entropy uses an explicit denominator and survives all-ignored rows",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const [N, V] = [6, 10];
     const x = randn(N * V, 1), t = makeTargets(N, V, 2);
-    const b = buffers(gpu, N);
-    const xt = Tensor.from(gpu, x, [N, V]);
-    crossEntropyForward(b, xt, Tensor.from(gpu, t, [N], "i32"), { denominator: 40 });
+    const b = buffers(device, N);
+    const xt = Tensor.from(device, x, [N, V]);
+    crossEntropyForward(b, xt, Tensor.from(device, t, [N], "i32"), { denominator: 40 });
     assertClose(await b.loss.readF32(), [crossEntropyCpu(x, t, V, { denominator: 40 }).loss]);
-    const none = Tensor.from(gpu, new Int32Array(N).fill(-1), [N], "i32");
+    const none = Tensor.from(device, new Int32Array(N).fill(-1), [N], "i32");
     crossEntropyForward(b, xt, none);
     assertClose(await b.loss.readF32(), [0]);
-    const dx = Tensor.from(gpu, randn(N * V, 3), [N, V]);
-    crossEntropyBackward(dx, Tensor.from(gpu, [1], [1]), { logits: xt, targets: none, ...b });
+    const dx = Tensor.from(device, randn(N * V, 3), [N, V]);
+    crossEntropyBackward(dx, Tensor.from(device, [1], [1]), { logits: xt, targets: none, ...b });
     assertClose(await dx.readF32(), new Float32Array(N * V), { label: "ignored rows: zero grad" });
   },
 );
@@ -117,34 +125,34 @@ Deno.test(
   "cross-entropy and log-prob GPU backwards match the CPU and accumulate",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (const [N, V] of SHAPES) {
       const x = randn(N * V, N * 3 + V, 2), t = makeTargets(N, V, V), w = randu(N, 6, 0, 2);
       const prior = randn(N * V, 8);
-      const xt = Tensor.from(gpu, x, [N, V]), tt = Tensor.from(gpu, t, [N], "i32");
-      const wt = Tensor.from(gpu, w, [N]);
-      const b = buffers(gpu, N);
+      const xt = Tensor.from(device, x, [N, V]), tt = Tensor.from(device, t, [N], "i32");
+      const wt = Tensor.from(device, w, [N]);
+      const b = buffers(device, N);
       crossEntropyForward(b, xt, tt, { weights: wt });
       const saved = { logits: xt, targets: tt, lse: b.lse, stats: b.stats, weights: wt };
       const want = crossEntropyBackwardCpu(x, t, V, { weights: w, dloss: 0.7 });
-      const dloss = Tensor.from(gpu, [0.7], [1]);
-      const dx = Tensor.empty(gpu, [N, V]);
+      const dloss = Tensor.from(device, [0.7], [1]);
+      const dx = Tensor.empty(device, [N, V]);
       crossEntropyBackward(dx, dloss, saved);
       const tol = { atol: 1e-6, rtol: 1e-4 };
       assertClose(await dx.readF32(), want, { ...tol, label: `ce ${N}x${V}` });
-      const dxa = Tensor.from(gpu, prior, [N, V]);
+      const dxa = Tensor.from(device, prior, [N, V]);
       crossEntropyBackward(dxa, dloss, saved, { accumulate: true });
       assertClose(await dxa.readF32(), want.map((v, i) => v + prior[i]), {
         ...tol,
         label: "ce acc",
       });
 
-      const lp = Tensor.empty(gpu, [N]), lse = Tensor.empty(gpu, [N]);
+      const lp = Tensor.empty(device, [N]), lse = Tensor.empty(device, [N]);
       tokenLogprobsForward({ logprobs: lp, lse }, xt, tt);
       assertClose(await lp.readF32(), tokenLogprobsCpu(x, t, V), { atol: 1e-5, label: "logprobs" });
       const g = randn(N, 12);
-      const dl = Tensor.from(gpu, prior, [N, V]);
-      tokenLogprobsBackward(dl, Tensor.from(gpu, g, [N]), { logits: xt, targets: tt, lse }, {
+      const dl = Tensor.from(device, prior, [N, V]);
+      tokenLogprobsBackward(dl, Tensor.from(device, g, [N]), { logits: xt, targets: tt, lse }, {
         accumulate: true,
       });
       const wantL = tokenLogprobsBackwardCpu(x, t, V, g);
@@ -157,15 +165,15 @@ Deno.test(
 );
 
 Deno.test("cross-entropy run twice gives identical bits", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const [N, V] = [300, 1000];
-  const xt = Tensor.from(gpu, randn(N * V, 3, 4), [N, V]);
-  const tt = Tensor.from(gpu, makeTargets(N, V, 4), [N], "i32");
+  const xt = Tensor.from(device, randn(N * V, 3, 4), [N, V]);
+  const tt = Tensor.from(device, makeTargets(N, V, 4), [N], "i32");
   const run = async () => {
-    const b = buffers(gpu, N);
+    const b = buffers(device, N);
     crossEntropyForward(b, xt, tt);
-    const dx = Tensor.empty(gpu, [N, V]);
-    crossEntropyBackward(dx, Tensor.from(gpu, [1], [1]), { logits: xt, targets: tt, ...b });
+    const dx = Tensor.empty(device, [N, V]);
+    crossEntropyBackward(dx, Tensor.from(device, [1], [1]), { logits: xt, targets: tt, ...b });
     return [await b.loss.readF32(), await b.rowLoss.readF32(), await dx.readF32()];
   };
   const a = await run(), c = await run();
@@ -176,17 +184,17 @@ Deno.test(
   "crossEntropy and tokenLogprobs ops accumulate into logits under the tape",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const [B, T, V] = [2, 3, 17], N = B * T;
     const xh = randn(N * V, 1), th = makeTargets(N, V, 3), g = randn(N, 4);
-    const logits = Tensor.from(gpu, xh, [B, T, V]);
+    const logits = Tensor.from(device, xh, [B, T, V]);
     logits.requiresGrad = true;
-    const targets = Tensor.from(gpu, th, [B, T], "i32");
+    const targets = Tensor.from(device, th, [B, T], "i32");
     const tape = new Tape().start();
     const { loss, rowLoss, count } = crossEntropy(logits, targets);
     const lp = tokenLogprobs(logits, targets);
     // total = loss + sum(g * lp): two writers into logits.grad
-    const gl = Tensor.from(gpu, g, [B, T]);
+    const gl = Tensor.from(device, g, [B, T]);
     const total = add(loss, sumAll(mul(lp, gl)));
     tape.backward(total);
     const want = crossEntropyBackwardCpu(xh, th, V);

@@ -13,7 +13,7 @@ import { mlaForward } from "../model/mla.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import type { LanguageModel } from "../serve/model_api.ts";
 import { AdamW } from "../train/optimizer.ts";
-import { assertClose, GPU_TEST, randint, testGpu } from "./_util.ts";
+import { assertClose, GPU_TEST, randint, testDevice } from "./_util.ts";
 
 /**
  * Decoder logits vs the full forward: |diff| <= ATOL + RTOL |full| (observed: ~1e-6 at
@@ -29,7 +29,7 @@ const T = 64;
 const SHARP = { init_std: 0.1 };
 
 async function tinyModel(seed = 5, overrides: Partial<ModelConfig> = SHARP): Promise<DeepSeekV3> {
-  return DeepSeekV3.create(await testGpu(), resolveConfig("tiny", overrides), { seed });
+  return DeepSeekV3.create(await testDevice(), resolveConfig("tiny", overrides), { seed });
 }
 
 /** The full forward's logits [T, V] of one sequence. */
@@ -197,7 +197,7 @@ async function fullMtpLogits(model: DeepSeekV3, tokens: Int32Array): Promise<Flo
   next.set(tokens.subarray(1));
   const pre = `model.layers.${cfg.n_layers}`;
   const e = rmsnorm(
-    embedding(p("model.embed_tokens.weight"), Tensor.from(model.gpu, next, [n], "i32")),
+    embedding(p("model.embed_tokens.weight"), Tensor.from(model.device, next, [n], "i32")),
     p(`${pre}.enorm.weight`),
     { eps },
   );

@@ -31,13 +31,13 @@ import {
 } from "../train/dpo.ts";
 import { JsonlError } from "../train/jsonl.ts";
 import { type ChatExample, packSequences } from "../train/sft.ts";
-import { assertClose, finiteDiff, GPU_TEST, randint, randn, testGpu } from "./_util.ts";
+import { assertClose, finiteDiff, GPU_TEST, randint, randn, testDevice } from "./_util.ts";
 
 Deno.test(
   "dpoLoss() matches its CPU twin: loss, sums, metrics and the gradient",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (const [N, P] of [[7, 1], [300, 5], [1000, 70]]) {
       const lp = randn(N, N, 1).map((v) => -Math.abs(v));
       // every sequence gets some tokens; some tokens belong to none
@@ -45,12 +45,12 @@ Deno.test(
       const ref = randn(2 * P, P + 3, 2);
       const beta = 0.3;
       const scope = new Scope();
-      const x = Tensor.from(gpu, lp, [N]);
+      const x = Tensor.from(device, lp, [N]);
       x.requiresGrad = true;
       const tape = new Tape().start();
       const out = dpoLoss(x, {
-        seqIds: Tensor.from(gpu, seq, [N], "i32"),
-        refLogps: Tensor.from(gpu, ref, [2 * P]),
+        seqIds: Tensor.from(device, seq, [N], "i32"),
+        refLogps: Tensor.from(device, ref, [2 * P]),
         pairs: P,
         beta,
       });
@@ -157,9 +157,9 @@ Deno.test(
   "the GPU DPO loss and gradients on the tiny model (packed rows) match the CPU reference",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const params = initParameters(cfg, 3);
-    const model = new DeepSeekV3(gpu, cfg);
+    const model = new DeepSeekV3(device, cfg);
     model.load(params);
     const pairs = syntheticPairs(3, 5);
     // Reference sums away from the policy's, so the loss is not at its ln 2 point.
@@ -219,8 +219,8 @@ Deno.test(
   "a policy equal to its reference gives loss ln 2 and zero rewards; packing does not change logps",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
-    const model = new DeepSeekV3(gpu, cfg);
+    const device = await testDevice();
+    const model = new DeepSeekV3(device, cfg);
     model.load(initParameters(cfg, 4));
     const pairs = syntheticPairs(4, 8);
     const seqs = pairSequences(pairs);
@@ -319,8 +319,8 @@ Deno.test(
   "rpoAlpha adds alpha x the chosen responses' mean token NLL to the DPO loss",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
-    const model = new DeepSeekV3(gpu, cfg);
+    const device = await testDevice();
+    const model = new DeepSeekV3(device, cfg);
     model.load(initParameters(cfg, 6));
     const pairs = syntheticPairs(3, 11);
     const seqs = pairSequences(pairs);
@@ -355,8 +355,8 @@ Deno.test(
   "DpoTask with replay adds weight x the replayed text's CE and resumes both positions exactly",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
-    const model = new DeepSeekV3(gpu, cfg);
+    const device = await testDevice();
+    const model = new DeepSeekV3(device, cfg);
     model.load(initParameters(cfg, 7));
     const pairs = syntheticPairs(5, 12);
     const ref = await sequenceLogps(model, pairSequences(pairs), { B: 1, T: 20 });

@@ -1,6 +1,6 @@
 import { ewCpu, ewForward, type EwOp, sumToBias, sumToBiasCpu } from "../kernels/elementwise.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 
 const OPS: EwOp[] = [
   "add",
@@ -16,7 +16,7 @@ const OPS: EwOp[] = [
 ];
 
 Deno.test("elementwise kernels match their CPU twins for ragged sizes", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   // scalar threads for sizes that are not multiples of 4, vec4 threads for 4, 1028, 4100
   for (const n of [1, 4, 255, 257, 1028, 4099, 4100]) {
     for (const op of OPS) {
@@ -26,8 +26,8 @@ Deno.test("elementwise kernels match their CPU twins for ragged sizes", GPU_TEST
         ? 3
         : 2;
       const host = Array.from({ length: arity }, (_, k) => randn(n, 10 * n + k, 2));
-      const ins = host.map((h) => Tensor.from(gpu, h, [n]));
-      const out = Tensor.empty(gpu, [n]);
+      const ins = host.map((h) => Tensor.from(device, h, [n]));
+      const out = Tensor.empty(device, [n]);
       ewForward(op, out, ins, { scalar: 0.37 });
       assertClose(await out.readF32(), ewCpu(op, host, 0.37), { label: `${op} n=${n}` });
     }
@@ -35,10 +35,10 @@ Deno.test("elementwise kernels match their CPU twins for ragged sizes", GPU_TEST
 });
 
 Deno.test("elementwise accumulate adds into the output", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const a = randn(1000, 1), b = randn(1000, 2), o = randn(1000, 3);
-  const out = Tensor.from(gpu, o, [1000]);
-  ewForward("mul", out, [Tensor.from(gpu, a, [1000]), Tensor.from(gpu, b, [1000])], {
+  const out = Tensor.from(device, o, [1000]);
+  ewForward("mul", out, [Tensor.from(device, a, [1000]), Tensor.from(device, b, [1000])], {
     accumulate: true,
   });
   const want = ewCpu("mul", [a, b]).map((v, i) => v + o[i]);
@@ -46,25 +46,25 @@ Deno.test("elementwise accumulate adds into the output", GPU_TEST, async () => {
 });
 
 Deno.test("broadcast add and its bias reduction match the CPU twin", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const x = randn(37 * 19, 4), b = randn(19, 5);
-  const out = Tensor.empty(gpu, [37, 19]);
-  ewForward("add", out, [Tensor.from(gpu, x, [37, 19]), Tensor.from(gpu, b, [19])]);
+  const out = Tensor.empty(device, [37, 19]);
+  ewForward("add", out, [Tensor.from(device, x, [37, 19]), Tensor.from(device, b, [19])]);
   assertClose(await out.readF32(), ewCpu("add", [x, b]));
-  const db = Tensor.empty(gpu, [19]);
-  sumToBias(db, Tensor.from(gpu, x, [37, 19]));
+  const db = Tensor.empty(device, [19]);
+  sumToBias(db, Tensor.from(device, x, [37, 19]));
   assertClose(await db.readF32(), sumToBiasCpu(x, 19), { atol: 1e-4 });
   // a bias of whole vec4s: the vec4 kernel wraps around it
   const y = randn(37 * 20, 6), c = randn(20, 7);
-  const out2 = Tensor.empty(gpu, [37, 20]);
-  ewForward("add", out2, [Tensor.from(gpu, y, [37, 20]), Tensor.from(gpu, c, [20])]);
+  const out2 = Tensor.empty(device, [37, 20]);
+  ewForward("add", out2, [Tensor.from(device, y, [37, 20]), Tensor.from(device, c, [20])]);
   assertClose(await out2.readF32(), ewCpu("add", [y, c]));
 });
 
 Deno.test("the same elementwise op run twice gives identical bits", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const a = Tensor.from(gpu, randn(5000, 9), [5000]);
-  const o1 = Tensor.empty(gpu, [5000]), o2 = Tensor.empty(gpu, [5000]);
+  const device = await testDevice();
+  const a = Tensor.from(device, randn(5000, 9), [5000]);
+  const o1 = Tensor.empty(device, [5000]), o2 = Tensor.empty(device, [5000]);
   ewForward("silu", o1, [a]);
   ewForward("silu", o2, [a]);
   assertSameBits(await o1.readF32(), await o2.readF32());

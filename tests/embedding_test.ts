@@ -8,7 +8,7 @@ import {
 import { add } from "../kernels/elementwise.ts";
 import { Tape } from "../kernels/autograd.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, GPU_TEST, randint, randn, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randint, randn, testDevice } from "./_util.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 
 // [N tokens, V, D]: includes N past one rank tile (256), V past one scan chunk, odd D
@@ -31,11 +31,11 @@ function makeIds(N: number, V: number, seed: number): Int32Array {
 }
 
 Deno.test("embedding lookup matches the CPU twin, zero rows for bad ids", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [N, V, D] of SHAPES) {
     const table = randn(V * D, V + D), ids = makeIds(N, V, N);
-    const out = Tensor.empty(gpu, [N, D]);
-    embeddingForward(out, Tensor.from(gpu, table, [V, D]), Tensor.from(gpu, ids, [N], "i32"));
+    const out = Tensor.empty(device, [N, D]);
+    embeddingForward(out, Tensor.from(device, table, [V, D]), Tensor.from(device, ids, [N], "i32"));
     assertClose(await out.readF32(), embeddingCpu(table, ids, D), { label: `${N}x${V}x${D}` });
   }
 });
@@ -48,15 +48,15 @@ Deno.test("embedding CPU backward matches finite differences", () => {
 });
 
 Deno.test("embedding GPU backward matches the CPU and accumulates", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [N, V, D] of SHAPES) {
     const ids = makeIds(N, V, N + 1), dout = randn(N * D, N * D), prior = randn(V * D, 4);
-    const idt = Tensor.from(gpu, ids, [N], "i32"), dt = Tensor.from(gpu, dout, [N, D]);
+    const idt = Tensor.from(device, ids, [N], "i32"), dt = Tensor.from(device, dout, [N, D]);
     const want = embeddingBackwardCpu(dout, ids, { V, D });
-    const g = Tensor.from(gpu, randn(V * D, 9), [V, D]); // garbage: must be overwritten
+    const g = Tensor.from(device, randn(V * D, 9), [V, D]); // garbage: must be overwritten
     embeddingBackward(g, dt, idt);
     assertClose(await g.readF32(), want, { atol: 1e-5, label: `${N}x${V}x${D}` });
-    const ga = Tensor.from(gpu, prior, [V, D]);
+    const ga = Tensor.from(device, prior, [V, D]);
     embeddingBackward(ga, dt, idt, { accumulate: true });
     assertClose(await ga.readF32(), want.map((v, i) => v + prior[i]), { atol: 1e-5, label: "acc" });
   }
@@ -66,11 +66,11 @@ Deno.test(
   "embedding backward sums repeated ids in token order: identical bits",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const [N, V, D] = [1500, 11, 64]; // ~136 tokens per id
-    const ids = Tensor.from(gpu, randint(N, 5, V), [N], "i32");
-    const dout = Tensor.from(gpu, randn(N * D, 6, 3), [N, D]);
-    const a = Tensor.empty(gpu, [V, D]), b = Tensor.empty(gpu, [V, D]);
+    const ids = Tensor.from(device, randint(N, 5, V), [N], "i32");
+    const dout = Tensor.from(device, randn(N * D, 6, 3), [N, D]);
+    const a = Tensor.empty(device, [V, D]), b = Tensor.empty(device, [V, D]);
     embeddingBackward(a, dout, ids);
     embeddingBackward(b, dout, ids);
     const ga = await a.readF32();
@@ -82,16 +82,16 @@ Deno.test(
 );
 
 Deno.test("embedding op records a backward that accumulates under the tape", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const [V, D] = [13, 6];
   const idsh = makeIds(20, V, 7);
   const th = randn(V * D, 1), g = randn(20 * D, 2);
-  const table = Tensor.from(gpu, th, [V, D]);
+  const table = Tensor.from(device, th, [V, D]);
   table.requiresGrad = true;
-  const ids = Tensor.from(gpu, idsh, [4, 5], "i32");
+  const ids = Tensor.from(device, idsh, [4, 5], "i32");
   const tape = new Tape().start();
   const y = add(embedding(table, ids), embedding(table, ids));
-  tape.backward(y, Tensor.from(gpu, g, [4, 5, D]));
+  tape.backward(y, Tensor.from(device, g, [4, 5, D]));
   const one = embeddingBackwardCpu(g, idsh, { V, D });
   assertClose(await table.grad!.readF32(), one.map((v) => 2 * v));
 });

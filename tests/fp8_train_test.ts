@@ -5,7 +5,7 @@
  * `bench/fp8_nano.ts`; this CI-sized check runs the tiny preset for 200 steps.
  */
 import assert from "node:assert/strict";
-import { getGpu } from "../kernels/gpu.ts";
+import { testDevice } from "./_util.ts";
 import { resolveConfig } from "../model/config.ts";
 import type { Precision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
@@ -25,9 +25,9 @@ function stream(n: number, seed: number): Int32Array {
 }
 
 async function valLoss(precision: Precision): Promise<number> {
-  const gpu = await getGpu();
+  const device = await testDevice();
   const cfg = resolveConfig("tiny", { dim: 64, inter_dim: 128 });
-  const model = DeepSeekV3.create(gpu, cfg, { seed: 7 });
+  const model = DeepSeekV3.create(device, cfg, { seed: 7 });
   model.precision = precision;
   const dir = await Deno.makeTempDir();
   const task = new PretrainTask(stream(20000, 1), stream(2000, 2), { B: 4, T: 32, seed: 3 });

@@ -1,7 +1,8 @@
 import { equal, ok } from "node:assert/strict";
 import { matmulForward } from "../kernels/matmul.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { getGpu } from "../kernels/gpu.ts";
+import { assertSameBits, GPU_TEST, randn } from "./_util.ts";
 
 Deno.test("every kernel reads its parameters from storage, never a uniform struct", async () => {
   // Gpu.dispatch binds params from a storage buffer, so a uniform `p` fails validation; and
@@ -20,7 +21,7 @@ Deno.test("every kernel reads its parameters from storage, never a uniform struc
 });
 
 Deno.test("dispatches that bind the same ranges reuse one bind group", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const gpu = await getGpu();
   const a = Tensor.from(gpu, randn(8 * 12, 1), [8, 12]);
   const b = Tensor.from(gpu, randn(12 * 16, 2), [12, 16]);
   const c = Tensor.empty(gpu, [8, 16]);
@@ -45,7 +46,7 @@ Deno.test("dispatches that bind the same ranges reuse one bind group", GPU_TEST,
 Deno.test("repeated GEMMs with power-of-two sizes do not grow host memory", GPU_TEST, async () => {
   // The dW GEMM of a 256-wide layer (A^T, M = 256) once made lavapipe keep ~1.3 MB of JIT code
   // per dispatch: 40 dispatches grew the process by ~50 MB. Now it is a few KB each.
-  const gpu = await testGpu();
+  const gpu = await getGpu();
   const M = 256, N = 256, K = 64;
   const a = Tensor.from(gpu, randn(K * M, 3), [K, M]);
   const b = Tensor.from(gpu, randn(K * N, 4), [K, N]);
@@ -67,7 +68,7 @@ Deno.test("repeated GEMMs with power-of-two sizes do not grow host memory", GPU_
 
 Deno.test("pipelines that share a label get bind groups of their own", GPU_TEST, async () => {
   // With layout "auto" a bind group only fits the pipeline whose layout made it.
-  const gpu = await testGpu();
+  const gpu = await getGpu();
   const code = `@group(0) @binding(0) var<storage, read_write> x: array<f32>;
 @compute @workgroup_size(1) fn main() { x[0] = x[0] + 1.0; }`;
   const make = () =>

@@ -8,7 +8,7 @@ import {
   type LatentShape,
 } from "../kernels/latent_attention.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 
 /** (slot, position) pairs: a prefill chunk in slot 0, decode tokens of other slots. */
 function whereOf(S: number, L: number, n: number, seed: number): Int32Array {
@@ -32,18 +32,18 @@ const SHAPES: (LatentShape & { cq: number })[] = [
 ];
 
 Deno.test("latentAttentionForward() matches the CPU twin for ragged shapes", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [k, s] of SHAPES.entries()) {
     const W = s.rkv + s.dr;
     const qt = randn(s.H * s.N * s.rkv, 10 + k), q = randn(s.H * s.N * s.cq, 20 + k);
     const cache = randn(s.S * s.L * W, 30 + k);
     const where = whereOf(s.S, s.L, s.N, 40 + k);
-    const z = Tensor.empty(gpu, [s.H, s.N, s.rkv]);
+    const z = Tensor.empty(device, [s.H, s.N, s.rkv]);
     const inputs = {
-      qt: Tensor.from(gpu, qt, [s.H, s.N, s.rkv]),
-      q: Tensor.from(gpu, q, [s.H, s.N, s.cq]),
-      cache: Tensor.from(gpu, cache, [s.S, s.L, W]),
-      where: Tensor.from(gpu, where, [s.N, 2], "i32"),
+      qt: Tensor.from(device, qt, [s.H, s.N, s.rkv]),
+      q: Tensor.from(device, q, [s.H, s.N, s.cq]),
+      cache: Tensor.from(device, cache, [s.S, s.L, W]),
+      where: Tensor.from(device, where, [s.N, 2], "i32"),
     };
     const scale = 1 / Math.sqrt(W);
     latentAttentionForward(z, inputs, { scale });
@@ -51,7 +51,7 @@ Deno.test("latentAttentionForward() matches the CPU twin for ragged shapes", GPU
     const want = latentAttentionCpu({ qt, q, cache, where }, { shape: s, cq: s.cq, scale });
     assertClose(got, want, { atol: 2e-5, rtol: 1e-4, label: `shape ${JSON.stringify(s)}` });
     // Same inputs, same bits.
-    const z2 = Tensor.empty(gpu, [s.H, s.N, s.rkv]);
+    const z2 = Tensor.empty(device, [s.H, s.N, s.rkv]);
     latentAttentionForward(z2, inputs, { scale });
     assertSameBits(got, await z2.readF32(), `rerun ${k}`);
   }
@@ -61,15 +61,15 @@ Deno.test(
   "latentAttentionForward() gives zeros for a token outside the cache",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const H = 2, N = 2, rkv = 8, dr = 2, S = 1, L = 4;
     const where = new Int32Array([0, 4, 1, 0]); // position L and slot S are both out of range
-    const z = Tensor.from(gpu, new Float32Array(H * N * rkv).fill(7), [H, N, rkv]);
+    const z = Tensor.from(device, new Float32Array(H * N * rkv).fill(7), [H, N, rkv]);
     latentAttentionForward(z, {
-      qt: Tensor.from(gpu, randn(H * N * rkv, 1), [H, N, rkv]),
-      q: Tensor.from(gpu, randn(H * N * dr, 2), [H, N, dr]),
-      cache: Tensor.from(gpu, randn(S * L * (rkv + dr), 3), [S, L, rkv + dr]),
-      where: Tensor.from(gpu, where, [N, 2], "i32"),
+      qt: Tensor.from(device, randn(H * N * rkv, 1), [H, N, rkv]),
+      q: Tensor.from(device, randn(H * N * dr, 2), [H, N, dr]),
+      cache: Tensor.from(device, randn(S * L * (rkv + dr), 3), [S, L, rkv + dr]),
+      where: Tensor.from(device, where, [N, 2], "i32"),
     }, { scale: 1 });
     assert.deepEqual([...await z.readF32()], new Array(H * N * rkv).fill(0));
   },
@@ -79,31 +79,31 @@ Deno.test(
   "latentCacheWrite() matches the CPU twin, with and without a k_pe source",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const S = 3, L = 9, rkv = 13, dr = 6, N = 5, ck = rkv + dr + 3;
     const W = rkv + dr;
     const where = new Int32Array([0, 0, 2, 8, 1, 3, 2, 0, 5, 1]); // the last row is dropped (slot 5)
     const c = randn(N * rkv, 1), kPe = randn(N * ck, 2), cache = randn(S * L * W, 3);
-    const t = Tensor.from(gpu, cache, [S, L, W]);
-    const whereT = Tensor.from(gpu, where, [N, 2], "i32");
+    const t = Tensor.from(device, cache, [S, L, W]);
+    const whereT = Tensor.from(device, where, [N, 2], "i32");
     latentCacheWrite(t, {
-      c: Tensor.from(gpu, c, [N, rkv]),
-      kPe: Tensor.from(gpu, kPe, [N, ck]),
+      c: Tensor.from(device, c, [N, rkv]),
+      kPe: Tensor.from(device, kPe, [N, ck]),
       where: whereT,
     });
     const want = latentCacheWriteCpu(cache, { c, kPe, where }, { S, L, W, ck });
     assertSameBits(await t.readF32(), want, "with kPe");
 
     const rows = randn(N * W, 4);
-    const t2 = Tensor.from(gpu, cache, [S, L, W]);
-    latentCacheWrite(t2, { c: Tensor.from(gpu, rows, [N, W]), where: whereT });
+    const t2 = Tensor.from(device, cache, [S, L, W]);
+    latentCacheWrite(t2, { c: Tensor.from(device, rows, [N, W]), where: whereT });
     assertSameBits(
       await t2.readF32(),
       latentCacheWriteCpu(cache, { c: rows, where }, { S, L, W }),
       "rows only",
     );
     assert.throws(
-      () => latentCacheWrite(t2, { c: Tensor.from(gpu, c, [N, rkv]), where: whereT }),
+      () => latentCacheWrite(t2, { c: Tensor.from(device, c, [N, rkv]), where: whereT }),
       /do not fill/,
     );
   },
@@ -115,7 +115,7 @@ Deno.test(
   async () => {
     // One sequence of T tokens, every token a query: the full-sequence causal attention with
     // k_h = [W_UK_h c ; k_pe], v_h = W_UV_h c must equal W_UV_h z_h of the absorbed form.
-    const gpu = await testGpu();
+    const device = await testDevice();
     const T = 11, H = 3, dn = 5, dv = 4, dr = 4, rkv = 7, W = rkv + dr;
     const c = randn(T * rkv, 1), kpe = randn(T * dr, 2);
     const qNope = randn(T * H * dn, 3), qPe = randn(T * H * dr, 4);
@@ -160,12 +160,12 @@ Deno.test(
         qpeH.set(qPe.subarray((t * H + h) * dr, (t * H + h + 1) * dr), (h * T + t) * dr);
       }
     }
-    const z = Tensor.empty(gpu, [H, T, rkv]);
+    const z = Tensor.empty(device, [H, T, rkv]);
     latentAttentionForward(z, {
-      qt: Tensor.from(gpu, qt, [H, T, rkv]),
-      q: Tensor.from(gpu, qpeH, [H, T, dr]),
-      cache: Tensor.from(gpu, cache, [1, T, W]),
-      where: Tensor.from(gpu, where, [T, 2], "i32"),
+      qt: Tensor.from(device, qt, [H, T, rkv]),
+      q: Tensor.from(device, qpeH, [H, T, dr]),
+      cache: Tensor.from(device, cache, [1, T, W]),
+      where: Tensor.from(device, where, [T, 2], "i32"),
     }, { scale });
     const zh = await z.readF32();
     const got = new Float64Array(T * H * dv);

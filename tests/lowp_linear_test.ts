@@ -25,12 +25,12 @@ import {
   parsePrecision,
   PRECISIONS,
 } from "../model/precision.ts";
-import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 
-const gpu = await testGpu();
+const device = await testDevice();
 const F16_SKIP = "skipped: this adapter lacks shader-f16";
-if (!gpu.hasF16) console.warn(`lowp_linear_test: f16 tests ${F16_SKIP}`);
-const F16_TEST = { ...GPU_TEST, ignore: !gpu.hasF16 };
+if (!device.hasF16) console.warn(`lowp_linear_test: f16 tests ${F16_SKIP}`);
+const F16_TEST = { ...GPU_TEST, ignore: !device.hasF16 };
 
 /** (M, K, N): ragged, K below, above and not a multiple of 128, and leading dims for x. */
 const SHAPES: { x: number[]; K: number; N: number }[] = [
@@ -58,13 +58,13 @@ async function runOp(
   host: { x: Float32Array; w: Float32Array; dy: Float32Array },
   shape: { x: number[]; K: number; N: number },
 ) {
-  const x = Tensor.from(gpu, host.x, [...shape.x, shape.K]);
-  const w = Tensor.from(gpu, host.w, [shape.N, shape.K]);
+  const x = Tensor.from(device, host.x, [...shape.x, shape.K]);
+  const w = Tensor.from(device, host.w, [shape.N, shape.K]);
   x.requiresGrad = w.requiresGrad = true;
   const tape = new Tape().start();
   const y = op(x, w);
   // seed dL/dy = dy through a sum of y * dy
-  tape.backward(y, Tensor.from(gpu, host.dy, y.shape));
+  tape.backward(y, Tensor.from(device, host.dy, y.shape));
   return { y: await y.readF32(), dx: await x.grad!.readF32(), dw: await w.grad!.readF32() };
 }
 
@@ -86,11 +86,11 @@ const TWIN_TOL = { atol: 1e-6, rtol: 1e-6 };
 Deno.test("fp8Gemm() matches its CPU twin with block and with tile scales", GPU_TEST, async () => {
   for (const [M, K, N] of [[9, 131, 70], [33, 400, 130], [1, 5, 1]]) {
     const a = randn(M * K, M), b = randn(N * K, N, 3);
-    const qa = quantize(Tensor.from(gpu, a, [M, K]));
+    const qa = quantize(Tensor.from(device, a, [M, K]));
     const qaCpu = quantizeCpu(a, { rows: M, cols: K });
     for (const block of [true, false]) {
-      const qb = quantize(Tensor.from(gpu, b, [N, K]), { block });
-      const out = Tensor.from(gpu, randn(M * N, 4), [M, N]);
+      const qb = quantize(Tensor.from(device, b, [N, K]), { block });
+      const out = Tensor.from(device, randn(M * N, 4), [M, N]);
       fp8Gemm(out, qa, qb, { accumulate: true });
       const want = fp8GemmCpu(qaCpu, quantizeCpu(b, { rows: N, cols: K, block }));
       const init = randn(M * N, 4);
@@ -142,14 +142,14 @@ Deno.test(
     const shape = { x: [40], K: 200, N: 24 };
     const h = hostData(shape, 5);
     const run = async (preGrad: boolean) => {
-      const x = Tensor.from(gpu, h.x, [40, 200]);
-      const w = Tensor.from(gpu, h.w, [24, 200]);
+      const x = Tensor.from(device, h.x, [40, 200]);
+      const w = Tensor.from(device, h.w, [24, 200]);
       x.requiresGrad = w.requiresGrad = true;
       // a parameter's gradient lives in the arena and is added into, like here
-      if (preGrad) w.grad = Tensor.from(gpu, new Float32Array(24 * 200).fill(0.5), [24, 200]);
+      if (preGrad) w.grad = Tensor.from(device, new Float32Array(24 * 200).fill(0.5), [24, 200]);
       const tape = new Tape().start();
       const y = linearFp8(x, w);
-      tape.backward(y, Tensor.from(gpu, h.dy, y.shape));
+      tape.backward(y, Tensor.from(device, h.dy, y.shape));
       return { y: await y.readF32(), dw: await w.grad!.readF32() };
     };
     const a = await run(false), b = await run(false), c = await run(true);
@@ -185,9 +185,9 @@ Deno.test("toHalf() rounds like f32ToF16, transposes and zero-pads rows", F16_TE
   specials.forEach((v, i) => x[i * 4] = v);
   for (const transpose of [false, true]) {
     const [R, C] = transpose ? [13, 7] : [7, 13];
-    const h = toHalf(Tensor.from(gpu, x, [7, 13]), { transpose });
+    const h = toHalf(Tensor.from(device, x, [7, 13]), { transpose });
     assert.deepEqual(h.t.shape, [R, Math.ceil(C / 4) * 4]);
-    const raw = new Uint16Array(await gpu.read(h.t.binding));
+    const raw = new Uint16Array(await device.read(h.t.binding));
     const want = toHalfCpu(x, { rows: R, cols: C, transpose });
     assert.deepEqual([...raw], [...want], `transpose ${transpose}`);
   }
@@ -199,8 +199,8 @@ Deno.test("toHalf() rounds like f32ToF16, transposes and zero-pads rows", F16_TE
 Deno.test("f16Gemm() matches its CPU twin", F16_TEST, async () => {
   const M = 19, K = 135, N = 70;
   const a = randn(M * K, 1), b = randn(N * K, 2);
-  const out = Tensor.empty(gpu, [M, N]);
-  f16Gemm(out, toHalf(Tensor.from(gpu, a, [M, K])), toHalf(Tensor.from(gpu, b, [N, K])));
+  const out = Tensor.empty(device, [M, N]);
+  f16Gemm(out, toHalf(Tensor.from(device, a, [M, K])), toHalf(Tensor.from(device, b, [N, K])));
   const want = f16GemmCpu(toHalfCpu(a, { rows: M, cols: K }), toHalfCpu(b, { rows: N, cols: K }), {
     M,
     N,
@@ -251,7 +251,7 @@ Deno.test("linearFor() maps each precision to its op; parsePrecision() names the
 });
 
 Deno.test("linearF32 is the f32 linear", GPU_TEST, async () => {
-  const x = Tensor.from(gpu, randn(6 * 10, 1), [6, 10]);
-  const w = Tensor.from(gpu, randn(4 * 10, 2), [4, 10]);
+  const x = Tensor.from(device, randn(6 * 10, 1), [6, 10]);
+  const w = Tensor.from(device, randn(4 * 10, 2), [4, 10]);
   assertSameBits(await linearF32(x, w).readF32(), await linear(x, w).readF32(), "linearF32");
 });

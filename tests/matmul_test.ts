@@ -11,7 +11,7 @@ import {
 } from "../kernels/matmul.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
-import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 
 /** Stored shapes of A and B for op(A) [M, K] @ op(B) [K, N] under the transposes. */
 function stored(M: number, N: number, K: number, transA: boolean, transB: boolean) {
@@ -26,7 +26,7 @@ Deno.test(
   "matmulForward matches the CPU twin for ragged shapes and every transpose",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const shapes: [number, number, number][] = [
       [1, 1, 1],
       [3, 5, 7],
@@ -40,8 +40,8 @@ Deno.test(
       for (const [transA, transB] of TRANS) {
         const { aShape, bShape } = stored(M, N, K, transA, transB);
         const a = randn(M * K, M * 31 + K), b = randn(K * N, N * 17 + K + 1);
-        const out = Tensor.empty(gpu, [M, N]);
-        matmulForward(out, Tensor.from(gpu, a, aShape), Tensor.from(gpu, b, bShape), {
+        const out = Tensor.empty(device, [M, N]);
+        matmulForward(out, Tensor.from(device, a, aShape), Tensor.from(device, b, bShape), {
           transA,
           transB,
         });
@@ -56,14 +56,14 @@ Deno.test(
 );
 
 Deno.test("matmulForward scales by alpha and accumulates into the output", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [M, N, K] of [[13, 21, 9], [16, 32, 16]]) {
     for (const [transA, transB] of TRANS) {
       const { aShape, bShape } = stored(M, N, K, transA, transB);
       const a = randn(M * K, 1), b = randn(K * N, 2), c0 = randn(M * N, 3);
-      const out = Tensor.from(gpu, c0, [M, N]);
+      const out = Tensor.from(device, c0, [M, N]);
       const opts = { transA, transB, alpha: -0.75 };
-      matmulForward(out, Tensor.from(gpu, a, aShape), Tensor.from(gpu, b, bShape), {
+      matmulForward(out, Tensor.from(device, a, aShape), Tensor.from(device, b, bShape), {
         ...opts,
         accumulate: true,
       });
@@ -77,7 +77,7 @@ Deno.test(
   "batched matmul broadcasts a 2-D operand and sums batches on request",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const [M, N, K] = [9, 13, 11];
     for (const [transA, transB] of TRANS) {
       const { aShape: a2, bShape: b2 } = stored(M, N, K, transA, transB);
@@ -93,8 +93,8 @@ Deno.test(
         const opts = { aShape, bShape, transA, transB, sumBatch };
         const want = matmulCpu(a, b, opts);
         const batch = sumBatch ? [] : (aShape.length > 2 ? aShape : bShape).slice(0, -2);
-        const out = Tensor.empty(gpu, [...batch, M, N]);
-        matmulForward(out, Tensor.from(gpu, a, aShape), Tensor.from(gpu, b, bShape), opts);
+        const out = Tensor.empty(device, [...batch, M, N]);
+        matmulForward(out, Tensor.from(device, a, aShape), Tensor.from(device, b, bShape), opts);
         assertClose(await out.readF32(), want, {
           ...TOL,
           label: `[${aShape}] @ [${bShape}] tA${+transA} tB${+transB}${sumBatch ? " sum" : ""}`,
@@ -105,17 +105,19 @@ Deno.test(
 );
 
 Deno.test("matmulForward folds grids past 65535 workgroups", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   // 65537 batch entries of 1x1x2, and 12 * 65536 + 5 rows of one column.
   const Z = 65537;
   const a = randn(Z * 2, 5), b = randn(Z * 2, 6);
-  const out = Tensor.empty(gpu, [Z, 1, 1]);
-  matmulForward(out, Tensor.from(gpu, a, [Z, 1, 2]), Tensor.from(gpu, b, [Z, 2, 1]));
+  const out = Tensor.empty(device, [Z, 1, 1]);
+  matmulForward(out, Tensor.from(device, a, [Z, 1, 2]), Tensor.from(device, b, [Z, 2, 1]));
   assertClose(await out.readF32(), matmulCpu(a, b, { aShape: [Z, 1, 2], bShape: [Z, 2, 1] }), TOL);
   const M = 12 * 65536 + 5;
   const x = randn(M, 7), w = randn(1, 8);
-  const y = Tensor.empty(gpu, [M, 1]);
-  matmulForward(y, Tensor.from(gpu, x, [M, 1]), Tensor.from(gpu, w, [1, 1]), { transB: true });
+  const y = Tensor.empty(device, [M, 1]);
+  matmulForward(y, Tensor.from(device, x, [M, 1]), Tensor.from(device, w, [1, 1]), {
+    transB: true,
+  });
   assertClose(await y.readF32(), matmulCpu(x, w, { aShape: [M, 1], bShape: [1, 1] }), TOL);
 });
 
@@ -123,19 +125,19 @@ Deno.test(
   "matmulForward rejects mismatched shapes with both shapes in the message",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
-    const a = Tensor.zeros(gpu, [3, 4]), b = Tensor.zeros(gpu, [5, 6]);
-    assertThrows(() => matmulForward(Tensor.empty(gpu, [3, 6]), a, b), /\[3,4\].*\[5,6\]/);
+    const device = await testDevice();
+    const a = Tensor.zeros(device, [3, 4]), b = Tensor.zeros(device, [5, 6]);
+    assertThrows(() => matmulForward(Tensor.empty(device, [3, 6]), a, b), /\[3,4\].*\[5,6\]/);
     assertThrows(
-      () => matmulForward(Tensor.empty(gpu, [3, 6]), a, Tensor.zeros(gpu, [4, 5]), {}),
+      () => matmulForward(Tensor.empty(device, [3, 6]), a, Tensor.zeros(device, [4, 5]), {}),
       /out is \[3,6\]/,
     );
     assertThrows(
       () =>
         matmulForward(
-          Tensor.empty(gpu, [2, 3, 5]),
-          Tensor.zeros(gpu, [2, 3, 4]),
-          Tensor.zeros(gpu, [3, 4, 5]),
+          Tensor.empty(device, [2, 3, 5]),
+          Tensor.zeros(device, [2, 3, 4]),
+          Tensor.zeros(device, [3, 4, 5]),
         ),
       /batch dims/,
     );
@@ -143,12 +145,12 @@ Deno.test(
 );
 
 Deno.test("the same matmul run twice gives identical bits", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   // scalar loads with a K tail, then the vec4 12x16 path
   for (const [M, N, K] of [[67, 45, 129], [40, 136, 64]]) {
-    const a = Tensor.from(gpu, randn(M * K, 11), [M, K]);
-    const b = Tensor.from(gpu, randn(N * K, 12), [N, K]);
-    const o1 = Tensor.empty(gpu, [M, N]), o2 = Tensor.empty(gpu, [M, N]);
+    const a = Tensor.from(device, randn(M * K, 11), [M, K]);
+    const b = Tensor.from(device, randn(N * K, 12), [N, K]);
+    const o1 = Tensor.empty(device, [M, N]), o2 = Tensor.empty(device, [M, N]);
     matmulForward(o1, a, b, { transB: true });
     matmulForward(o2, a, b, { transB: true });
     assertSameBits(await o1.readF32(), await o2.readF32(), `matmul rerun ${M}x${N}x${K}`);
@@ -177,7 +179,7 @@ Deno.test(
   "matmul backward on the GPU matches the CPU twin, broadcast and accumulate",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const [M, N, K] = [7, 10, 9];
     for (const [transA, transB] of TRANS) {
       for (const batched of ["both", "a", "b"]) {
@@ -187,12 +189,12 @@ Deno.test(
         const ha = randn(aShape.reduce((p, d) => p * d), 31);
         const hb = randn(bShape.reduce((p, d) => p * d), 32);
         const hg = randn(3 * M * N, 33), hb0 = randn(hb.length, 34);
-        const a = Tensor.from(gpu, ha, aShape), b = Tensor.from(gpu, hb, bShape);
+        const a = Tensor.from(device, ha, aShape), b = Tensor.from(device, hb, bShape);
         a.requiresGrad = b.requiresGrad = true;
-        b.grad = Tensor.from(gpu, hb0, bShape); // b's gradient already holds something: add into it
+        b.grad = Tensor.from(device, hb0, bShape); // b's gradient already holds something: add into it
         const tape = new Tape().start();
         const c = matmul(a, b, { transA, transB, alpha: 1.5 });
-        tape.backward(c, Tensor.from(gpu, hg, c.shape));
+        tape.backward(c, Tensor.from(device, hg, c.shape));
         const want = matmulBackwardCpu(hg, {
           a: ha,
           b: hb,
@@ -227,16 +229,16 @@ Deno.test("linear's CPU backward matches finite differences", () => {
 });
 
 Deno.test("linear forward and backward on the GPU match the CPU twin", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [B, T, fin, fout] of [[2, 5, 12, 20], [1, 33, 64, 48], [3, 1, 7, 9]]) {
     const hx = randn(B * T * fin, fin), hw = randn(fout * fin, fout), hg = randn(B * T * fout, 3);
     const hw0 = randn(fout * fin, 4);
-    const x = Tensor.from(gpu, hx, [B, T, fin]), w = Tensor.from(gpu, hw, [fout, fin]);
+    const x = Tensor.from(device, hx, [B, T, fin]), w = Tensor.from(device, hw, [fout, fin]);
     x.requiresGrad = w.requiresGrad = true;
-    w.grad = Tensor.from(gpu, hw0, [fout, fin]); // a parameter gradient accumulates
+    w.grad = Tensor.from(device, hw0, [fout, fin]); // a parameter gradient accumulates
     const tape = new Tape().start();
     const y = linear(x, w);
-    tape.backward(y, Tensor.from(gpu, hg, y.shape));
+    tape.backward(y, Tensor.from(device, hg, y.shape));
     const label = `[${B},${T},${fin}] -> ${fout}`;
     assertClose(await y.readF32(), linearCpu(hx, hw, { fout }), { ...TOL, label: `${label} y` });
     const want = linearBackwardCpu(hg, { x: hx, w: hw, fout });

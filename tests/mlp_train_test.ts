@@ -15,7 +15,7 @@ import { linear, linearBackwardCpu, linearCpu } from "../kernels/matmul.ts";
 import { adamwCpu, clipScaleCpu, sumSquaresCpu } from "../kernels/optim.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
 import { AdamW } from "../train/optimizer.ts";
-import { assertClose, GPU_TEST, randint, randn, testGpu } from "./_util.ts";
+import { assertClose, GPU_TEST, randint, randn, testDevice } from "./_util.ts";
 
 const N = 24, DIN = 10, HID = 17, C = 5, STEPS = 50, LR = 1e-2, MAX_NORM = 1.0;
 
@@ -23,20 +23,20 @@ Deno.test(
   "a tiny MLP trained 50 steps on the GPU lowers its loss and tracks its CPU twin step by step",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const x = randn(N * DIN, 1);
     const y = randint(N, 2, C);
     const w1 = randn(HID * DIN, 3, 0.3), w2 = randn(C * HID, 4, 0.3);
 
     // GPU run: parameters in an arena, AdamW with clipping and decay on the matrices.
-    const arena = new ParamArena(gpu, [{ name: "w1", shape: [HID, DIN] }, {
+    const arena = new ParamArena(device, [{ name: "w1", shape: [HID, DIN] }, {
       name: "w2",
       shape: [C, HID],
     }]);
     arena.upload("w1", w1);
     arena.upload("w2", w2);
     const opt = new AdamW(arena, { maxGradNorm: MAX_NORM, weightDecay: 0.1 });
-    const xs = Tensor.from(gpu, x, [N, DIN]), ys = Tensor.from(gpu, y, [N], "i32");
+    const xs = Tensor.from(device, x, [N, DIN]), ys = Tensor.from(device, y, [N], "i32");
     const gpuLoss: number[] = [];
     for (let s = 0; s < STEPS; s++) {
       const scope = new Scope();

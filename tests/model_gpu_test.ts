@@ -5,7 +5,7 @@ import { resolveConfig } from "../model/config.ts";
 import { initParameters } from "../model/params.ts";
 import { referenceForwardBackward } from "../model/reference.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
-import { assertClose, GPU_TEST, randint, testGpu } from "./_util.ts";
+import { assertClose, GPU_TEST, randint, testDevice } from "./_util.ts";
 
 const B = 2, T = 8;
 
@@ -21,14 +21,14 @@ Deno.test(
   "the GPU model's logits, losses and every gradient match the CPU reference (tiny)",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cfg = resolveConfig("tiny", { balance_alpha: 0.05 });
     const params = initParameters(cfg, 7);
     const { tokens, targets } = tinyBatch(cfg.vocab_size);
     const ref = referenceForwardBackward(cfg, { params, tokens, targets, shape: { B, T } });
 
     const scope = new Scope();
-    const model = new DeepSeekV3(gpu, cfg);
+    const model = new DeepSeekV3(device, cfg);
     model.load(params);
     model.arena.zeroGrads();
     const tape = new Tape().start();
@@ -72,7 +72,7 @@ Deno.test(
   'logitRows "targets" gives the same losses and gradients as logits at every position',
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cfg = resolveConfig("tiny", { balance_alpha: 0.05 });
     const params = initParameters(cfg, 9);
     const { tokens, targets } = tinyBatch(cfg.vocab_size);
@@ -81,7 +81,7 @@ Deno.test(
     const weights = Float32Array.from({ length: B * T }, (_, i) => 0.5 + (i % 4) / 4);
     const run = async (logitRows: "all" | "targets") => {
       const scope = new Scope();
-      const model = new DeepSeekV3(gpu, cfg);
+      const model = new DeepSeekV3(device, cfg);
       model.load(params);
       model.arena.zeroGrads();
       const tape = new Tape().start();
@@ -117,9 +117,9 @@ Deno.test(
   "upload(): MTP targets never reach across a packed segment boundary",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cfg = resolveConfig("tiny");
-    const model = new DeepSeekV3(gpu, cfg);
+    const model = new DeepSeekV3(device, cfg);
     const T = 6;
     const tokens = Int32Array.from({ length: T }, (_, i) => 1 + i);
     const targets = Int32Array.from({ length: T }, (_, i) => 10 + i);

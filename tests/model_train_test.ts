@@ -4,12 +4,12 @@ import { Scope } from "../kernels/tensor.ts";
 import { resolveConfig } from "../model/config.ts";
 import { DeepSeekV3, type HostBatch } from "../model/transformer.ts";
 import { AdamW } from "../train/optimizer.ts";
-import { assertSameBits, GPU_TEST, randint, testGpu } from "./_util.ts";
+import { assertSameBits, GPU_TEST, randint, testDevice } from "./_util.ts";
 
 async function train(steps: number): Promise<{ losses: number[]; weights: Float32Array }> {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const cfg = resolveConfig("tiny");
-  const model = DeepSeekV3.create(gpu, cfg, { seed: 3 });
+  const model = DeepSeekV3.create(device, cfg, { seed: 3 });
   const opt = new AdamW(model.arena, { weightDecay: 0.1 });
   const B = 2, T = 16;
   const tokens = randint(B * T, 5, cfg.vocab_size);
@@ -52,9 +52,9 @@ Deno.test(
   "repeated bias updates shrink the max/min expert load ratio of a skewed router",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cfg = resolveConfig("tiny", { bias_update_speed: 0.02, mtp_depth: 0 });
-    const model = DeepSeekV3.create(gpu, cfg, { seed: 4 });
+    const model = DeepSeekV3.create(device, cfg, { seed: 4 });
     // Skew the router: experts 0 and 1 start with a large selection bias, so every token picks
     // them; the aux-loss-free updates must pull the loads back together.
     const bias = "model.layers.1.mlp.gate.e_score_correction_bias";

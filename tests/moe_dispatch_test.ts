@@ -17,7 +17,15 @@ import {
   scatterWeightedForward,
 } from "../kernels/moe_dispatch.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, finiteDiff, GPU_TEST, randn, rng, testGpu } from "./_util.ts";
+import {
+  assertClose,
+  assertSameBits,
+  finiteDiff,
+  GPU_TEST,
+  randn,
+  rng,
+  testDevice,
+} from "./_util.ts";
 
 /** Each token picks K distinct experts among `allowed` (seeded), as a router would. */
 function randomChoices(N: number, K: number, allowed: number[], seed: number): Int32Array {
@@ -57,10 +65,10 @@ Deno.test("permFromChoicesCpu groups (token, slot) entries by expert in token or
 });
 
 Deno.test("invertPermutation() matches the CPU twin", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const c of CASES) {
     const { perm } = routing(c, 3);
-    const inv = invertPermutation(Tensor.from(gpu, perm, [perm.length], "i32"));
+    const inv = invertPermutation(Tensor.from(device, perm, [perm.length], "i32"));
     assertEquals([...(await inv.read())], [...invertPermutationCpu(perm)]);
   }
 });
@@ -69,22 +77,22 @@ Deno.test(
   "gather and weighted scatter match their CPU twins for ragged shapes",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (const c of CASES) {
       const { N, K, D } = c;
       const { perm, weights } = routing(c, 10 + N);
       const x = randn(N * D, 20 + N), ys = randn(N * K * D, 30 + N);
-      const permT = Tensor.from(gpu, perm, [N * K], "i32");
+      const permT = Tensor.from(device, perm, [N * K], "i32");
       const inv = invertPermutation(permT);
-      const xs = Tensor.empty(gpu, [N * K, D]);
-      gatherRowsForward(xs, Tensor.from(gpu, x, [N, D]), permT);
+      const xs = Tensor.empty(device, [N * K, D]);
+      gatherRowsForward(xs, Tensor.from(device, x, [N, D]), permT);
       assertClose(await xs.readF32(), gatherRowsCpu(x, perm, c), { label: `gather N=${N}` });
-      const y = Tensor.empty(gpu, [N, D]);
+      const y = Tensor.empty(device, [N, D]);
       scatterWeightedForward(
         y,
-        Tensor.from(gpu, ys, [N * K, D]),
+        Tensor.from(device, ys, [N * K, D]),
         inv,
-        Tensor.from(gpu, weights, [N, K]),
+        Tensor.from(device, weights, [N, K]),
       );
       assertClose(await y.readF32(), scatterWeightedCpu(ys, perm, weights, c), {
         label: `scatter N=${N}`,
@@ -117,27 +125,27 @@ Deno.test(
   "dispatch GPU backwards match the CPU backwards, overwriting and accumulating",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (const c of CASES) {
       const { N, K, D } = c;
       const { perm, weights } = routing(c, 40 + N);
       const dy = randn(N * D, 41), dxs = randn(N * K * D, 42), ys = randn(N * K * D, 43);
       const base = randn(N * K * D, 44), baseW = randn(N * K, 45), baseX = randn(N * D, 46);
-      const permT = Tensor.from(gpu, perm, [N * K], "i32");
+      const permT = Tensor.from(device, perm, [N * K], "i32");
       const inv = invertPermutation(permT);
       const route = {
-        ys: Tensor.from(gpu, ys, [N * K, D]),
+        ys: Tensor.from(device, ys, [N * K, D]),
         perm: permT,
         inv,
-        weights: Tensor.from(gpu, weights, [N, K]),
+        weights: Tensor.from(device, weights, [N, K]),
       };
       const want = scatterWeightedBackwardCpu(dy, ys, perm, weights, c);
       const wantDx = gatherRowsBackwardCpu(dxs, perm, c);
       for (const accumulate of [false, true]) {
-        const dx = Tensor.from(gpu, baseX, [N, D]);
-        gatherRowsBackward(dx, Tensor.from(gpu, dxs, [N * K, D]), inv, { accumulate });
-        const dys = Tensor.from(gpu, base, [N * K, D]), dw = Tensor.from(gpu, baseW, [N, K]);
-        scatterWeightedBackward(dys, dw, Tensor.from(gpu, dy, [N, D]), route, {
+        const dx = Tensor.from(device, baseX, [N, D]);
+        gatherRowsBackward(dx, Tensor.from(device, dxs, [N * K, D]), inv, { accumulate });
+        const dys = Tensor.from(device, base, [N * K, D]), dw = Tensor.from(device, baseW, [N, K]);
+        scatterWeightedBackward(dys, dw, Tensor.from(device, dy, [N, D]), route, {
           accumulateRows: accumulate,
           accumulateWeights: accumulate,
         });
@@ -156,17 +164,17 @@ Deno.test(
 );
 
 Deno.test("gatherRows and scatterWeighted backpropagate through the tape", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const c = CASES[1];
   const { N, K, D } = c;
   const { perm, weights } = routing(c, 50);
   const x = randn(N * D, 51), g = randn(N * D, 52);
-  const permT = Tensor.from(gpu, perm, [N * K], "i32");
-  const xT = Tensor.from(gpu, x, [N, D]), wT = Tensor.from(gpu, weights, [N, K]);
+  const permT = Tensor.from(device, perm, [N * K], "i32");
+  const xT = Tensor.from(device, x, [N, D]), wT = Tensor.from(device, weights, [N, K]);
   xT.requiresGrad = wT.requiresGrad = true;
   const tape = new Tape().start();
   const y = scatterWeighted(gatherRows(xT, permT), permT, { weights: wT });
-  tape.backward(y, Tensor.from(gpu, g, [N, D]));
+  tape.backward(y, Tensor.from(device, g, [N, D]));
   // y[t] = (sum_s w[t, s]) x[t]: dx[t] = (sum_s w[t, s]) g[t], dw[t, s] = <g[t], x[t]>
   const wantDx = new Float32Array(N * D), wantDw = new Float32Array(N * K);
   for (let t = 0; t < N; t++) {
@@ -184,23 +192,23 @@ Deno.test("gatherRows and scatterWeighted backpropagate through the tape", GPU_T
 });
 
 Deno.test("dispatch kernels run twice give identical bits", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const c = CASES[1];
   const { N, K, D } = c;
   const { perm, weights } = routing(c, 60);
-  const permT = Tensor.from(gpu, perm, [N * K], "i32");
+  const permT = Tensor.from(device, perm, [N * K], "i32");
   const inv = invertPermutation(permT);
   const route = {
-    ys: Tensor.from(gpu, randn(N * K * D, 61), [N * K, D]),
+    ys: Tensor.from(device, randn(N * K * D, 61), [N * K, D]),
     perm: permT,
     inv,
-    weights: Tensor.from(gpu, weights, [N, K]),
+    weights: Tensor.from(device, weights, [N, K]),
   };
-  const dy = Tensor.from(gpu, randn(N * D, 62), [N, D]);
+  const dy = Tensor.from(device, randn(N * D, 62), [N, D]);
   const runs: Float32Array[][] = [];
   for (let i = 0; i < 2; i++) {
-    const y = Tensor.empty(gpu, [N, D]), dys = Tensor.empty(gpu, [N * K, D]);
-    const dw = Tensor.empty(gpu, [N, K]), dx = Tensor.empty(gpu, [N, D]);
+    const y = Tensor.empty(device, [N, D]), dys = Tensor.empty(device, [N * K, D]);
+    const dw = Tensor.empty(device, [N, K]), dx = Tensor.empty(device, [N, D]);
     scatterWeightedForward(y, route.ys, inv, route.weights);
     scatterWeightedBackward(dys, dw, dy, route);
     gatherRowsBackward(dx, route.ys, inv);

@@ -17,7 +17,15 @@ import {
   weightSpan,
 } from "../kernels/moe_gemm.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, finiteDiff, GPU_TEST, randn, rng, testGpu } from "./_util.ts";
+import {
+  assertClose,
+  assertSameBits,
+  finiteDiff,
+  GPU_TEST,
+  randn,
+  rng,
+  testDevice,
+} from "./_util.ts";
 
 /** Each token picks K distinct experts among `allowed` (seeded), as a router would. */
 function randomChoices(N: number, K: number, allowed: number[], seed: number): Int32Array {
@@ -75,11 +83,11 @@ function setup(c: Case, seed: number) {
 }
 
 Deno.test("groupedTiles() builds the CPU twin's tile table", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const offsets of [[0, 0, 5, 5, 40, 100, 100], [0, 33, 33], [0, 0]]) {
     const rows = offsets[offsets.length - 1];
     const off = Int32Array.from(offsets);
-    const t = await groupedTiles(Tensor.from(gpu, off, [off.length], "i32"), rows).read();
+    const t = await groupedTiles(Tensor.from(device, off, [off.length], "i32"), rows).read();
     const want = groupedTilesCpu(off);
     const got = Array.from({ length: t[0] }, (_, i) => [...t.slice(4 * i + 4, 4 * i + 7)]);
     assertEquals(got, want);
@@ -88,14 +96,14 @@ Deno.test("groupedTiles() builds the CPU twin's tile table", GPU_TEST, async () 
 });
 
 Deno.test("grouped GEMM forward matches the CPU twin for ragged shapes", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const c of CASES) {
     const { offsets, rows, x, w } = setup(c, 100);
     const { Kin, Kout } = c.shape;
-    const offT = Tensor.from(gpu, offsets, [offsets.length], "i32");
-    const wT = Tensor.from(gpu, w, [w.length]).view([Kout, Kin]);
-    const y = Tensor.empty(gpu, [rows, Kout]);
-    groupedGemmForward(y, Tensor.from(gpu, x, [rows, Kin]), wT, c.shape, {
+    const offT = Tensor.from(device, offsets, [offsets.length], "i32");
+    const wT = Tensor.from(device, w, [w.length]).view([Kout, Kin]);
+    const y = Tensor.empty(device, [rows, Kout]);
+    groupedGemmForward(y, Tensor.from(device, x, [rows, Kin]), wT, c.shape, {
       tiles: groupedTiles(offT, rows),
     });
     assertClose(await y.readF32(), groupedLinearCpu(x, w, offsets, c.shape), {
@@ -120,21 +128,21 @@ Deno.test("grouped GEMM CPU backward matches central finite differences", () => 
 });
 
 Deno.test("grouped GEMM GPU backward matches the CPU backward", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const c of CASES) {
     const { offsets, rows, x, w, dy } = setup(c, 300);
     const { Kin, Kout } = c.shape;
-    const offT = Tensor.from(gpu, offsets, [offsets.length], "i32");
+    const offT = Tensor.from(device, offsets, [offsets.length], "i32");
     const tiles = groupedTiles(offT, rows);
-    const xT = Tensor.from(gpu, x, [rows, Kin]), dyT = Tensor.from(gpu, dy, [rows, Kout]);
-    const wT = Tensor.from(gpu, w, [w.length]).view([Kout, Kin]);
+    const xT = Tensor.from(device, x, [rows, Kin]), dyT = Tensor.from(device, dy, [rows, Kout]);
+    const wT = Tensor.from(device, w, [w.length]).view([Kout, Kin]);
     const want = groupedLinearBackwardCpu(dy, x, w, offsets, c.shape);
     const label = JSON.stringify(c.shape);
     for (const accumulate of [false, true]) {
       const baseX = randn(rows * Kin, 301), baseW = randn(w.length, 302);
-      const dx = Tensor.from(gpu, baseX, [rows, Kin]);
+      const dx = Tensor.from(device, baseX, [rows, Kin]);
       groupedGemmBackwardInput(dx, dyT, wT, c.shape, { tiles, accumulate });
-      const dwT = Tensor.from(gpu, baseW, [w.length]);
+      const dwT = Tensor.from(device, baseW, [w.length]);
       groupedGemmBackwardWeight(dwT.view([Kout, Kin]), dyT, xT, c.shape, {
         offsets: offT,
         accumulate,
@@ -154,40 +162,40 @@ Deno.test("grouped GEMM GPU backward matches the CPU backward", GPU_TEST, async 
 });
 
 Deno.test("groupedLinear() backpropagates into a strided weight gradient", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const c = CASES[3]; // the vec4 variant, which every model preset takes
   const { offsets, rows, x, w, dy } = setup(c, 400);
   const { Kin, Kout } = c.shape;
-  const xT = Tensor.from(gpu, x, [rows, Kin]);
-  const wT = Tensor.from(gpu, w, [w.length]).view([Kout, Kin]);
+  const xT = Tensor.from(device, x, [rows, Kin]);
+  const wT = Tensor.from(device, w, [w.length]).view([Kout, Kin]);
   xT.requiresGrad = wT.requiresGrad = true;
   const tape = new Tape().start();
   const y = groupedLinear(xT, wT, {
     E: c.shape.E,
     strideElems: c.shape.strideElems,
-    offsets: Tensor.from(gpu, offsets, [offsets.length], "i32"),
+    offsets: Tensor.from(device, offsets, [offsets.length], "i32"),
   });
-  tape.backward(y, Tensor.from(gpu, dy, [rows, Kout]));
+  tape.backward(y, Tensor.from(device, dy, [rows, Kout]));
   const want = groupedLinearBackwardCpu(dy, x, w, offsets, c.shape);
   assertClose(await y.readF32(), groupedLinearCpu(x, w, offsets, c.shape), { atol: 1e-4 });
   assertClose(await xT.grad!.readF32(), want.dx, { atol: 1e-4 });
-  const dw = new Tensor(gpu, wT.grad!.buffer, [w.length], "f32", wT.grad!.offset);
+  const dw = new Tensor(device, wT.grad!.buffer, [w.length], "f32", wT.grad!.offset);
   assertClose(await dw.readF32(), want.dw, { atol: 1e-4 });
 });
 
 Deno.test("grouped GEMMs run twice give identical bits", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const c = CASES[3];
   const { offsets, rows, x, w, dy } = setup(c, 500);
   const { Kin, Kout } = c.shape;
-  const offT = Tensor.from(gpu, offsets, [offsets.length], "i32");
+  const offT = Tensor.from(device, offsets, [offsets.length], "i32");
   const tiles = groupedTiles(offT, rows);
-  const xT = Tensor.from(gpu, x, [rows, Kin]), dyT = Tensor.from(gpu, dy, [rows, Kout]);
-  const wT = Tensor.from(gpu, w, [w.length]).view([Kout, Kin]);
+  const xT = Tensor.from(device, x, [rows, Kin]), dyT = Tensor.from(device, dy, [rows, Kout]);
+  const wT = Tensor.from(device, w, [w.length]).view([Kout, Kin]);
   const runs: Float32Array[][] = [];
   for (let i = 0; i < 2; i++) {
-    const y = Tensor.empty(gpu, [rows, Kout]), dx = Tensor.empty(gpu, [rows, Kin]);
-    const dw = Tensor.zeros(gpu, [w.length]);
+    const y = Tensor.empty(device, [rows, Kout]), dx = Tensor.empty(device, [rows, Kin]);
+    const dw = Tensor.zeros(device, [w.length]);
     groupedGemmForward(y, xT, wT, c.shape, { tiles });
     groupedGemmBackwardInput(dx, dyT, wT, c.shape, { tiles });
     groupedGemmBackwardWeight(dw.view([Kout, Kin]), dyT, xT, c.shape, { offsets: offT });
@@ -227,7 +235,7 @@ Deno.test(
   "the routed MoE FFN composed from grouped GEMMs equals a dense loop over experts",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const N = 7, K = 2, E = 5, D = 21, I = 11;
     const choices = randomChoices(N, K, [0, 2, 3], 600); // experts 1 and 4 get nothing
     const { perm, offsets } = permFromChoicesCpu(choices, E);
@@ -240,7 +248,7 @@ Deno.test(
         specs.push({ name: `experts.${e}.${n}.weight`, shape: shape as number[] });
       }
     }
-    const arena = new ParamArena(gpu, specs);
+    const arena = new ParamArena(device, specs);
     const experts = Array.from({ length: E }, (_, e) => {
       const ws = [
         randn(I * D, 610 + e, 0.3),
@@ -255,10 +263,10 @@ Deno.test(
     const stride = (arena.entry("experts.1.gate_proj.weight").offset -
       arena.entry("experts.0.gate_proj.weight").offset) / 4;
     const x = randn(N * D, 640), gate = randn(N * K, 641);
-    const xT = Tensor.from(gpu, x, [N, D]), gT = Tensor.from(gpu, gate, [N, K]);
+    const xT = Tensor.from(device, x, [N, D]), gT = Tensor.from(device, gate, [N, K]);
     xT.requiresGrad = gT.requiresGrad = true;
-    const permT = Tensor.from(gpu, perm, [N * K], "i32");
-    const offT = Tensor.from(gpu, offsets, [E + 1], "i32");
+    const permT = Tensor.from(device, perm, [N * K], "i32");
+    const offT = Tensor.from(device, offsets, [E + 1], "i32");
     const tiles = groupedTiles(offT, N * K);
     const opts = { E, strideElems: stride, offsets: offT, tiles };
     const w = (n: string) => arena.param(`experts.0.${n}.weight`);
@@ -275,7 +283,7 @@ Deno.test(
 
     // gradients: L = sum(y * g) vs finite differences of the CPU reference (in f32, so loose)
     const g = randn(N * D, 650);
-    tape.backward(y, Tensor.from(gpu, g, [N, D]));
+    tape.backward(y, Tensor.from(device, g, [N, D]));
     const L = (xx: Float32Array, gg: Float32Array, ex = experts) =>
       moeFfnCpu(xx, choices, gg, ex, { N, K, D, I }).reduce((s, v, i) => s + v * g[i], 0);
     const fd = (f: (v: Float64Array) => number, v: Float32Array, indices?: number[]) =>

@@ -10,11 +10,11 @@ import {
 } from "../kernels/optim.ts";
 import { ewForward } from "../kernels/elementwise.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, GPU_TEST, randn, randu, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, randu, testDevice } from "./_util.ts";
 import { default as assert, equal as assertEquals } from "node:assert/strict";
 
 Deno.test("sumSquares matches the CPU twin over ragged ranges", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const a = randn(3 * NORM_CHUNK + 17, 1), b = randn(300, 2), c = randn(1, 3);
   // d is read as vec4 units (size and offsets 4-aligned), with a partial last unit
   const d = randn(3 * NORM_CHUNK + 20, 4);
@@ -25,9 +25,9 @@ Deno.test("sumSquares matches the CPU twin over ragged ranges", GPU_TEST, async 
     [{ t: b, offset: 299, count: 1 }, { t: a, offset: 1000 }],
     [{ t: c, count: 0 }],
   ];
-  const tensors = new Map([a, b, c, d].map((x) => [x, Tensor.from(gpu, x, [x.length])]));
+  const tensors = new Map([a, b, c, d].map((x) => [x, Tensor.from(device, x, [x.length])]));
   for (const ranges of cases) {
-    const out = Tensor.empty(gpu, [1]), flag = Tensor.empty(gpu, [1]);
+    const out = Tensor.empty(device, [1]), flag = Tensor.empty(device, [1]);
     sumSquares(out, ranges.map((r) => ({ ...r, t: tensors.get(r.t)! })), { nonfinite: flag });
     const want = sumSquaresCpu(ranges);
     assertClose(await out.readF32(), [want.sumsq], { atol: 1e-6, rtol: 1e-5 });
@@ -36,14 +36,14 @@ Deno.test("sumSquares matches the CPU twin over ragged ranges", GPU_TEST, async 
 });
 
 Deno.test("sumSquares flags NaN and infinite gradients", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const bad of [NaN, Infinity, -Infinity]) {
     const x = randn(5000, 4);
     x[4321] = bad;
-    const t = Tensor.from(gpu, x, [5000]);
-    const out = Tensor.empty(gpu, [1]), flag = Tensor.empty(gpu, [1]);
+    const t = Tensor.from(device, x, [5000]);
+    const out = Tensor.empty(device, [1]), flag = Tensor.empty(device, [1]);
     // the bad element inside the range is flagged ...
-    sumSquares(out, [{ t: Tensor.from(gpu, randn(10, 5), [10]) }, { t }], { nonfinite: flag });
+    sumSquares(out, [{ t: Tensor.from(device, randn(10, 5), [10]) }, { t }], { nonfinite: flag });
     assertEquals((await flag.readF32())[0], 1, `flag for ${bad}`);
     assert(sumSquaresCpu([{ t: x }]).nonfinite);
     // ... and one outside it is not
@@ -53,17 +53,17 @@ Deno.test("sumSquares flags NaN and infinite gradients", GPU_TEST, async () => {
 });
 
 Deno.test("clipScale and gradClip match the CPU twin", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [sumsq, maxNorm] of [[16, 1], [0.25, 1], [0, 1], [9, Infinity], [100, 0]]) {
-    const scale = Tensor.empty(gpu, [1]), norm = Tensor.empty(gpu, [1]);
-    clipScale(scale, Tensor.from(gpu, [sumsq], [1]), { maxNorm, norm });
+    const scale = Tensor.empty(device, [1]), norm = Tensor.empty(device, [1]);
+    clipScale(scale, Tensor.from(device, [sumsq], [1]), { maxNorm, norm });
     const want = clipScaleCpu(sumsq, maxNorm);
     assertClose(await scale.readF32(), [want.scale], { label: `scale ${sumsq} ${maxNorm}` });
     assertClose(await norm.readF32(), [want.norm]);
   }
   const g1 = randn(777, 6, 0.1), g2 = randn(5000, 7, 0.1);
-  const stats = gradClip([{ t: Tensor.from(gpu, g1, [777]) }, {
-    t: Tensor.from(gpu, g2, [5000]),
+  const stats = gradClip([{ t: Tensor.from(device, g1, [777]) }, {
+    t: Tensor.from(device, g2, [5000]),
     offset: 3,
   }], { maxNorm: 2 });
   const ss = sumSquaresCpu([{ t: g1 }, { t: g2, offset: 3 }]).sumsq;
@@ -79,7 +79,7 @@ Deno.test(
   "adamw matches the CPU twin over ragged ranges and leaves the rest alone",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (
       const [n, offset, count] of [
         [1, 0, 1],
@@ -95,14 +95,14 @@ Deno.test(
         m: randn(n, n + 3, 0.1),
         v: randu(n, n + 4, 0, 0.01),
       };
-      const p = Tensor.from(gpu, host.p, [n]);
+      const p = Tensor.from(device, host.p, [n]);
       const state = {
-        grad: Tensor.from(gpu, host.g, [n]),
-        m: Tensor.from(gpu, host.m, [n]),
-        v: Tensor.from(gpu, host.v, [n]),
+        grad: Tensor.from(device, host.g, [n]),
+        m: Tensor.from(device, host.m, [n]),
+        v: Tensor.from(device, host.v, [n]),
       };
       const opts = { lr: 1e-2, step: 3, wd: 0.1, offset, count };
-      adamw(p, state, { ...opts, gradScale: Tensor.from(gpu, [0.5], [1]) });
+      adamw(p, state, { ...opts, gradScale: Tensor.from(device, [0.5], [1]) });
       adamwCpu(host.p, { grad: host.g, m: host.m, v: host.v }, { ...opts, gradScale: 0.5 });
       const label = `n=${n} [${offset}, +${count})`;
       assertClose(await p.readF32(), host.p, { atol: 1e-6, rtol: 1e-5, label: `p ${label}` });
@@ -126,7 +126,7 @@ Deno.test(
   GPU_TEST,
   async () => {
     // f(p) = 1/2 sum a_i (p_i - c_i)^2, gradient a (p - c), computed on the GPU
-    const gpu = await testGpu();
+    const device = await testDevice();
     const n = 1000, half = 437; // weight decay on [0, 437), none on the rest: two calls
     const a = randu(n, 1, 0.5, 2), c = randn(n, 2), p0 = randn(n, 3);
     const negC = c.map((x) => -x);
@@ -135,10 +135,10 @@ Deno.test(
       for (let i = 0; i < n; i++) s += 0.5 * a[i] * (p[i] - c[i]) ** 2;
       return s;
     };
-    const p = Tensor.from(gpu, p0, [n]);
-    const aT = Tensor.from(gpu, a, [n]), negCT = Tensor.from(gpu, negC, [n]);
-    const grad = Tensor.empty(gpu, [n]), diff = Tensor.empty(gpu, [n]);
-    const m = Tensor.zeros(gpu, [n]), v = Tensor.zeros(gpu, [n]);
+    const p = Tensor.from(device, p0, [n]);
+    const aT = Tensor.from(device, a, [n]), negCT = Tensor.from(device, negC, [n]);
+    const grad = Tensor.empty(device, [n]), diff = Tensor.empty(device, [n]);
+    const m = Tensor.zeros(device, [n]), v = Tensor.zeros(device, [n]);
     const host = { p: Float32Array.from(p0), m: new Float32Array(n), v: new Float32Array(n) };
     const hyper = { lr: 0.05, wd: 0.01 };
     let prev = f(p0);
@@ -176,13 +176,13 @@ Deno.test(
 );
 
 Deno.test("the norm and AdamW give identical bits on rerun", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const n = 3 * NORM_CHUNK + 5;
-  const g = Tensor.from(gpu, randn(n, 9), [n]);
+  const g = Tensor.from(device, randn(n, 9), [n]);
   const run = async () => {
     const stats = gradClip([{ t: g }], { maxNorm: 1 });
-    const p = Tensor.from(gpu, randn(n, 10), [n]);
-    const m = Tensor.zeros(gpu, [n]), v = Tensor.zeros(gpu, [n]);
+    const p = Tensor.from(device, randn(n, 10), [n]);
+    const m = Tensor.zeros(device, [n]), v = Tensor.zeros(device, [n]);
     adamw(p, { grad: g, m, v }, { lr: 1e-3, step: 1, wd: 0.1, gradScale: stats.scale });
     return [await stats.sumsq.readF32(), await p.readF32()];
   };

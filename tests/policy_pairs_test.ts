@@ -10,7 +10,7 @@ import { DeepSeekV3 } from "../model/transformer.ts";
 import { type ChatMessage, encodeChatPrompt, IM_END_TOKEN, trainBpe } from "../tokenizer/mod.ts";
 import { generateTokens, replyText } from "../train/eval.ts";
 import { onPolicyPairs, sameAssistantTurn } from "../train/policy_pairs.ts";
-import { GPU_TEST, testGpu } from "./_util.ts";
+import { GPU_TEST, testDevice } from "./_util.ts";
 
 const call = (name: string, args: string | Record<string, unknown>, id = "a"): ChatMessage => ({
   role: "assistant",
@@ -40,7 +40,7 @@ Deno.test(
   async () => {
     const tok = trainBpe(["Dalmor is a city. Karo is 34. Hello there."], { vocabSize: 300 });
     const cfg = resolveConfig("tiny", { vocab_size: tok.vocabSize });
-    const model = DeepSeekV3.create(await testGpu(), cfg, { seed: 5 });
+    const model = DeepSeekV3.create(await testDevice(), cfg, { seed: 5 });
     try {
       const user: ChatMessage = { role: "user", content: "Hello" };
       const [reply] = await generateTokens(model, [encodeChatPrompt(tok, [user])], {

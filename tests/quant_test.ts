@@ -13,7 +13,7 @@ import {
   quantizeWeights,
 } from "../kernels/quant.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { GPU_TEST, randn, rng, testGpu } from "./_util.ts";
+import { GPU_TEST, randn, rng, testDevice } from "./_util.ts";
 
 /** Every finite, non-negative E4M3 value in code order (codes 0x00 .. 0x7e). */
 const GRID = Array.from({ length: 0x7f }, (_, c) => e4m3Decode(c));
@@ -48,10 +48,10 @@ async function checkTwin(
   opts: QuantizeOptions,
   label: string,
 ): Promise<void> {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const [r0, c0] = shape;
   const [rows, cols] = opts.transpose ? [c0, r0] : [r0, c0];
-  const g = quantize(Tensor.from(gpu, x, shape), opts);
+  const g = quantize(Tensor.from(device, x, shape), opts);
   const c = quantizeCpu(x, { rows, cols, ...opts });
   assert.deepEqual(g.q.shape, [rows, Math.ceil(cols / 4)], `${label}: q shape`);
   assertWords((await g.q.read()) as Uint32Array, c.q, `${label} codes`);
@@ -158,7 +158,7 @@ Deno.test(
   "quantizeActivations() and quantizeWeights() match the CPU twin bit for bit for ragged shapes",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     for (const [R, C] of [[1, 1], [3, 130], [37, 300], [130, 257], [257, 129]] as const) {
       const x = raggedData(R, C, R * 1000 + C);
       for (const block of [false, true]) {
@@ -169,7 +169,7 @@ Deno.test(
     }
     // the named entry points are quantize's two modes
     const w = randn(200 * 140, 3);
-    const t = Tensor.from(gpu, w, [200, 140]);
+    const t = Tensor.from(device, w, [200, 140]);
     assertWords(
       (await quantizeWeights(t).q.read()) as Uint32Array,
       quantizeCpu(w, { rows: 200, cols: 140, block: true }).q,
@@ -217,9 +217,9 @@ Deno.test(
     amax[2] = 448;
     amax[3] = 3.4e38;
     amax[4] = 7 * 2 ** 20;
-    const gpu = await testGpu();
+    const device = await testDevice();
     // one column per row: each row is a tile whose amax is that element
-    const g = quantize(Tensor.from(gpu, amax, [amax.length, 1]));
+    const g = quantize(Tensor.from(device, amax, [amax.length, 1]));
     assertF32Bits(await g.scales.readF32(), amax.map(e4m3Scale), "scales");
   },
 );
@@ -228,10 +228,10 @@ Deno.test(
   "dequantize() stays within half an E4M3 step of the input",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const R = 70, C = 300, x = raggedData(R, C, 9);
     for (const block of [false, true]) {
-      const qt = quantize(Tensor.from(gpu, x, [R, C]), { block });
+      const qt = quantize(Tensor.from(device, x, [R, C]), { block });
       const back = await dequantize(qt).readF32();
       const scales = await qt.scales.readF32(), CB = Math.ceil(C / 128);
       for (let i = 0; i < R; i++) {
@@ -251,11 +251,11 @@ Deno.test(
   "a tile holding Inf or NaN gets a NaN scale and NaN codes; the other tiles are unaffected",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const x = randn(4 * 200, 4);
     x[10] = Infinity; // row 0, tile 0
     x[200 + 150] = NaN; // row 1, tile 1
-    const g = quantize(Tensor.from(gpu, x, [4, 200]));
+    const g = quantize(Tensor.from(device, x, [4, 200]));
     const s = await g.scales.readF32(), q = (await g.q.read()) as Uint32Array;
     assert.ok(Number.isNaN(s[0]) && Number.isNaN(s[3]));
     assert.ok(!Number.isNaN(s[1]) && !Number.isNaN(s[2]) && !Number.isNaN(s[4]));
@@ -268,8 +268,8 @@ Deno.test(
 );
 
 Deno.test("quantize() gives identical bits on rerun", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const t = Tensor.from(gpu, randn(300 * 260, 8), [300, 260]);
+  const device = await testDevice();
+  const t = Tensor.from(device, randn(300 * 260, 8), [300, 260]);
   for (const opts of [{}, { block: true }, { block: true, transpose: true }]) {
     const a = quantize(t, opts), b = quantize(t, opts);
     assertWords((await a.q.read()) as Uint32Array, (await b.q.read()) as Uint32Array, "rerun");
@@ -280,9 +280,9 @@ Deno.test(
   "quantizing W^T in blocks gives W's block codes transposed (the dgrad operand)",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const N = 140, K = 300, w = randn(N * K, 12, 0.02);
-    const t = Tensor.from(gpu, w, [N, K]);
+    const t = Tensor.from(device, w, [N, K]);
     const fwd = quantizeCpu(w, { rows: N, cols: K, block: true });
     const g = quantize(t, { block: true, transpose: true });
     const q = (await g.q.read()) as Uint32Array, s = await g.scales.readF32();

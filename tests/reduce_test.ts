@@ -16,7 +16,7 @@ import {
 import { add } from "../kernels/elementwise.ts";
 import { Tape } from "../kernels/autograd.ts";
 import { Tensor } from "../kernels/tensor.ts";
-import { assertClose, assertSameBits, GPU_TEST, randn, testGpu } from "./_util.ts";
+import { assertClose, assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 import { checkFiniteDiff, f64 } from "./_grad.ts";
 import { deepStrictEqual as assertEquals } from "node:assert/strict";
 
@@ -34,13 +34,13 @@ const SHAPES: [number, number][] = [
 ];
 
 Deno.test("row reductions match the CPU twin for ragged shapes", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [R, C] of SHAPES) {
     const x = randn(R * C, R * 100 + C, 2);
-    const xt = Tensor.from(gpu, x, [R, C]);
+    const xt = Tensor.from(device, x, [R, C]);
     for (const op of OPS) {
-      const out = Tensor.empty(gpu, [R]);
-      const arg = Tensor.empty(gpu, [R], "i32");
+      const out = Tensor.empty(device, [R]);
+      const arg = Tensor.empty(device, [R], "i32");
       reduceForward(out, xt, { op, argmax: op === "max" ? arg : undefined });
       const want = reduceCpu(x, C, op);
       assertClose(await out.readF32(), want.out, { atol: 1e-5, label: `${op} ${R}x${C}` });
@@ -50,17 +50,17 @@ Deno.test("row reductions match the CPU twin for ragged shapes", GPU_TEST, async
 });
 
 Deno.test("max ties go to the first index, forward and backward", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const C = 300;
   const x = new Float32Array(2 * C);
   x[5] = 2, x[77] = 2, x[299] = 2; // row 0: three maxima across different threads
   x.fill(-1, C);
-  const out = Tensor.empty(gpu, [2]), arg = Tensor.empty(gpu, [2], "i32");
-  reduceForward(out, Tensor.from(gpu, x, [2, C]), { op: "max", argmax: arg });
+  const out = Tensor.empty(device, [2]), arg = Tensor.empty(device, [2], "i32");
+  reduceForward(out, Tensor.from(device, x, [2, C]), { op: "max", argmax: arg });
   assertEquals([...await arg.read()], [5, 0]);
   assertEquals([...reduceCpu(x, C, "max").argmax], [5, 0]);
-  const dx = Tensor.empty(gpu, [2, C]);
-  reduceBackward(dx, Tensor.from(gpu, [3, 4], [2]), { op: "max", argmax: arg });
+  const dx = Tensor.empty(device, [2, C]);
+  reduceBackward(dx, Tensor.from(device, [3, 4], [2]), { op: "max", argmax: arg });
   const got = await dx.readF32();
   assertEquals(got[5], 3);
   assertEquals(got[77], 0);
@@ -68,8 +68,11 @@ Deno.test("max ties go to the first index, forward and backward", GPU_TEST, asyn
   // one thread per row: ties inside one vec4 unit and across units
   const y = new Float32Array(128).fill(-3);
   y[7] = 1, y[6] = 1, y[70] = 1;
-  const arg1 = Tensor.empty(gpu, [1], "i32");
-  reduceForward(Tensor.empty(gpu, [1]), Tensor.from(gpu, y, [1, 128]), { op: "max", argmax: arg1 });
+  const arg1 = Tensor.empty(device, [1], "i32");
+  reduceForward(Tensor.empty(device, [1]), Tensor.from(device, y, [1, 128]), {
+    op: "max",
+    argmax: arg1,
+  });
   assertEquals([...await arg1.read()], [6]);
 });
 
@@ -85,22 +88,22 @@ Deno.test("row reduction CPU backwards match finite differences", () => {
 });
 
 Deno.test("row reduction GPU backwards match the CPU and accumulate", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const [R, C] of SHAPES) {
     const x = randn(R * C, R + C);
     const g = randn(R, R * C + 1);
     const prior = randn(R * C, 3);
-    const xt = Tensor.from(gpu, x, [R, C]);
+    const xt = Tensor.from(device, x, [R, C]);
     for (const op of OPS) {
-      const out = Tensor.empty(gpu, [R]);
-      const arg = Tensor.empty(gpu, [R], "i32");
+      const out = Tensor.empty(device, [R]);
+      const arg = Tensor.empty(device, [R], "i32");
       reduceForward(out, xt, { op, argmax: arg.size && op === "max" ? arg : undefined });
       const want = reduceBackwardCpu(g, C, op, reduceCpu(x, C, op).argmax);
-      const dx = Tensor.empty(gpu, [R, C]);
-      const gt = Tensor.from(gpu, g, [R]);
+      const dx = Tensor.empty(device, [R, C]);
+      const gt = Tensor.from(device, g, [R]);
       reduceBackward(dx, gt, { op, argmax: arg });
       assertClose(await dx.readF32(), want, { label: `${op} ${R}x${C}` });
-      const dxa = Tensor.from(gpu, prior, [R, C]);
+      const dxa = Tensor.from(device, prior, [R, C]);
       reduceBackward(dxa, gt, { op, argmax: arg, accumulate: true });
       assertClose(await dxa.readF32(), want.map((v, i) => v + prior[i]), { label: `${op} acc` });
     }
@@ -108,11 +111,11 @@ Deno.test("row reduction GPU backwards match the CPU and accumulate", GPU_TEST, 
 });
 
 Deno.test("sumAll matches the CPU twin, squares, scales and accumulates", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   for (const n of [1, 255, 1025, 5000, 300_001]) {
     const x = randn(n, n);
-    const xt = Tensor.from(gpu, x, [n]);
-    const out = Tensor.empty(gpu, [1]);
+    const xt = Tensor.from(device, x, [n]);
+    const out = Tensor.empty(device, [1]);
     sumAllForward(out, xt);
     const tol = { atol: 1e-5 * Math.sqrt(n), rtol: 1e-5 };
     assertClose(await out.readF32(), [sumAllCpu(x)], { ...tol, label: `sum n=${n}` });
@@ -123,37 +126,40 @@ Deno.test("sumAll matches the CPU twin, squares, scales and accumulates", GPU_TE
 });
 
 Deno.test("sumAll backward matches the CPU and finite differences", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const n = 777;
   const x = randn(n, 4);
   for (const square of [false, true]) {
     const opts = { square, scale: 0.3 };
     const x64 = f64(x.subarray(0, 12));
     checkFiniteDiff((v) => [sumAllCpu(v, opts)], x64, [1.7], sumAllBackwardCpu(x64, 1.7, opts));
-    const dx = Tensor.empty(gpu, [n]);
-    sumAllBackward(dx, Tensor.from(gpu, [1.7], [1]), { ...opts, x: Tensor.from(gpu, x, [n]) });
+    const dx = Tensor.empty(device, [n]);
+    sumAllBackward(dx, Tensor.from(device, [1.7], [1]), {
+      ...opts,
+      x: Tensor.from(device, x, [n]),
+    });
     assertClose(await dx.readF32(), sumAllBackwardCpu(x, 1.7, opts), { label: `square=${square}` });
   }
 });
 
 Deno.test("reductions run twice give identical bits", GPU_TEST, async () => {
-  const gpu = await testGpu();
-  const x = Tensor.from(gpu, randn(127 * 973, 5), [127, 973]);
-  const a = Tensor.empty(gpu, [127]), b = Tensor.empty(gpu, [127]);
+  const device = await testDevice();
+  const x = Tensor.from(device, randn(127 * 973, 5), [127, 973]);
+  const a = Tensor.empty(device, [127]), b = Tensor.empty(device, [127]);
   reduceForward(a, x, { op: "mean" });
   reduceForward(b, x, { op: "mean" });
   assertSameBits(await a.readF32(), await b.readF32(), "mean");
-  const s1 = Tensor.empty(gpu, [1]), s2 = Tensor.empty(gpu, [1]);
+  const s1 = Tensor.empty(device, [1]), s2 = Tensor.empty(device, [1]);
   sumAllForward(s1, x, { square: true });
   sumAllForward(s2, x, { square: true });
   assertSameBits(await s1.readF32(), await s2.readF32(), "sumAll");
 });
 
 Deno.test("reduction ops record backwards that accumulate under the tape", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const R = 6, C = 11;
   const xh = randn(R * C, 12);
-  const x = Tensor.from(gpu, xh, [2, 3, C]);
+  const x = Tensor.from(device, xh, [2, 3, C]);
   x.requiresGrad = true;
   const tape = new Tape().start();
   // y = sum(x) + max(x) + mean(x) per row: three writers into x.grad.
@@ -170,10 +176,10 @@ Deno.test("reduction ops record backwards that accumulate under the tape", GPU_T
 });
 
 Deno.test("row kernels fold more than 65535 rows into a 2-D grid", GPU_TEST, async () => {
-  const gpu = await testGpu();
+  const device = await testDevice();
   const R = 70_001, C = 3;
   const x = randn(R * C, 13);
-  const out = Tensor.empty(gpu, [R]);
-  reduceForward(out, Tensor.from(gpu, x, [R, C]), { op: "sum" });
+  const out = Tensor.empty(device, [R]);
+  reduceForward(out, Tensor.from(device, x, [R, C]), { op: "sum" });
   assertClose(await out.readF32(), reduceCpu(x, C, "sum").out, { atol: 1e-5 });
 });

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { getGpu } from "../kernels/gpu.ts";
+import { testDevice } from "./_util.ts";
 import { resolveConfig } from "../model/config.ts";
 import { toHfConfig } from "../model/safetensors.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
@@ -24,8 +24,8 @@ Deno.test(
     });
     await saveTokenizer(tok, `${root}/tokenizer`);
     const cfg = resolveConfig("tiny", { vocab_size: tok.vocabSize, max_seq_len: 256 });
-    const gpu = await getGpu();
-    const trained = DeepSeekV3.create(gpu, cfg, { seed: 2 });
+    const device = await testDevice();
+    const trained = DeepSeekV3.create(device, cfg, { seed: 2 });
     await saveCheckpoint(`${root}/run`, {
       table: trained.arena.entries,
       params: await trained.weights(),

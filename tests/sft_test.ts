@@ -24,7 +24,7 @@ import {
   splitHeldOut,
   tokenizeConversations,
 } from "../train/sft.ts";
-import { assertClose, GPU_TEST, randint, testGpu } from "./_util.ts";
+import { assertClose, GPU_TEST, randint, testDevice } from "./_util.ts";
 
 const tok = trainBpe([benchmarkText({ chars: 30_000 })], { vocabSize: 500 });
 
@@ -200,9 +200,9 @@ Deno.test(
   "packed conversations get the same masked loss as one conversation per row",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cfg = resolveConfig("tiny");
-    const model = new DeepSeekV3(gpu, cfg);
+    const model = new DeepSeekV3(device, cfg);
     model.load(initParameters(cfg, 9));
     const exs = Array.from({ length: 5 }, (_, k) => {
       const e = fakeExample(6 + 3 * k, 40 + k);
@@ -227,9 +227,9 @@ Deno.test(
   "SftTask without MTP trains the main CE alone and gives the MTP block zero loads",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cfg = resolveConfig("tiny");
-    const model = new DeepSeekV3(gpu, cfg);
+    const model = new DeepSeekV3(device, cfg);
     model.load(initParameters(cfg, 10));
     const exs = Array.from({ length: 6 }, (_, k) => {
       const e = fakeExample(8 + k, 60 + k);
@@ -255,9 +255,9 @@ Deno.test(
   "SftTask with replay adds weight x the replayed text's CE and resumes both samplers exactly",
   GPU_TEST,
   async () => {
-    const gpu = await testGpu();
+    const device = await testDevice();
     const cfg = resolveConfig("tiny");
-    const model = new DeepSeekV3(gpu, cfg);
+    const model = new DeepSeekV3(device, cfg);
     model.load(initParameters(cfg, 11));
     const exs = Array.from({ length: 6 }, (_, k) => {
       const e = fakeExample(8 + k, 70 + k);

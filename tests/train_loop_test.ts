@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { scale } from "../kernels/elementwise.ts";
-import { getGpu } from "../kernels/gpu.ts";
+import { testDevice } from "./_util.ts";
 import { resolveConfig } from "../model/config.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
@@ -53,14 +53,14 @@ Deno.test(
   "resuming after a crash gives weights bit-identical to an uninterrupted run",
   GPU_TEST,
   async () => {
-    const gpu = await getGpu();
+    const device = await testDevice();
     const root = await Deno.makeTempDir();
     // Uninterrupted: 6 steps.
-    let model = DeepSeekV3.create(gpu, cfg, { seed: 1 });
+    let model = DeepSeekV3.create(device, cfg, { seed: 1 });
     const full = await trainLoop(model, task(), { ...loopOpts, runDir: `${root}/a` });
     model.arena.destroy();
     // Interrupted: checkpoint every 3 steps, crash during step 5, then resume in a fresh model.
-    model = DeepSeekV3.create(gpu, cfg, { seed: 1 });
+    model = DeepSeekV3.create(device, cfg, { seed: 1 });
     await assert.rejects(
       trainLoop(model, new Faulty(task(), 5, "crash"), {
         ...loopOpts,
@@ -70,7 +70,7 @@ Deno.test(
       /simulated crash/,
     );
     model.arena.destroy();
-    model = DeepSeekV3.create(gpu, cfg, { seed: 99 }); // different init: everything must come back
+    model = DeepSeekV3.create(device, cfg, { seed: 99 }); // different init: everything must come back
     const resumed = await trainLoop(model, task(), {
       ...loopOpts,
       runDir: `${root}/b`,
@@ -91,9 +91,9 @@ Deno.test(
   "a NaN loss stops the run naming the step and writes no NaN checkpoint",
   GPU_TEST,
   async () => {
-    const gpu = await getGpu();
+    const device = await testDevice();
     const root = await Deno.makeTempDir();
-    const model = DeepSeekV3.create(gpu, cfg, { seed: 1 });
+    const model = DeepSeekV3.create(device, cfg, { seed: 1 });
     const err = await assert.rejects(
       trainLoop(model, new Faulty(task(), 5, "nan"), {
         ...loopOpts,

@@ -254,7 +254,7 @@ export async function runDemo(
       }
     } finally {
       model.arena.destroy();
-      model.gpu.trimPool();
+      model.device.trimPool();
     }
   }
   const dpo = await runDpo(

@@ -345,13 +345,13 @@ export class DpoTask implements TrainTask {
     // they get logits.
     const rows = targetRows(b.targets);
     const seqIds = rows.map((r) => (b.targets[r] >= 0 ? b.item[r] : -1));
-    const gpu = model.gpu;
+    const device = model.device;
     const dev = model.upload(b, { logitRows: "targets" });
     const out = model.forward(dev, { logitsOnly: true });
     const lp = tokenLogprobs(out.logits, dev.targets!);
     const { loss, metrics } = dpoLoss(lp, {
-      seqIds: Tensor.from(gpu, seqIds, [rows.length], "i32"),
-      refLogps: Tensor.from(gpu, ref, [ref.length]),
+      seqIds: Tensor.from(device, seqIds, [rows.length], "i32"),
+      refLogps: Tensor.from(device, ref, [ref.length]),
       pairs: picked.length,
       beta: this.opts.beta,
     });
@@ -361,7 +361,7 @@ export class DpoTask implements TrainTask {
     if (alpha > 0) {
       // Mean NLL of the chosen responses' tokens (sequence 2q), rejected ones ignored.
       const chosen = rows.map((r) => b.targets[r] >= 0 && b.item[r] % 2 === 0 ? b.targets[r] : -1);
-      const nll = crossEntropy(out.logits, Tensor.from(gpu, chosen, [rows.length], "i32")).loss;
+      const nll = crossEntropy(out.logits, Tensor.from(device, chosen, [rows.length], "i32")).loss;
       terms.nll_chosen = nll;
       total = add(loss, scale(nll, alpha));
     }

@@ -176,7 +176,7 @@ export async function trainLoop(
       ? { total: opts.steps, start: step, tty: false, write: () => {} }
       : { total: opts.steps, start: step },
   );
-  const gpu = model.gpu;
+  const device = model.device;
   const t0 = performance.now();
   let tLog = t0, tokLog = 0, lastLoss = NaN;
   let val: Record<string, number> = {};
@@ -242,9 +242,9 @@ export async function trainLoop(
       const logging = (step + 1) % logEvery === 0 || step + 1 === opts.steps;
       const termNames = logging ? Object.keys(terms) : [];
       const packed = [...losses, clip.norm, clip.nonfinite, ...termNames.flatMap((k) => terms[k])];
-      const stats = Tensor.empty(gpu, [packed.length]);
+      const stats = Tensor.empty(device, [packed.length]);
       packed.forEach((t, i) =>
-        gpu.copy(t.binding, { ...stats.binding, offset: stats.offset + 4 * i, size: 4 }, 4)
+        device.copy(t.binding, { ...stats.binding, offset: stats.offset + 4 * i, size: 4 }, 4)
       );
       const s = await stats.readF32();
       let loss = 0;
@@ -304,7 +304,7 @@ export async function trainLoop(
       checkpoint,
     };
   } catch (e) {
-    gpu.discard(); // the failed step's half-encoded work must not run
+    device.discard(); // the failed step's half-encoded work must not run
     bar.finish();
     await metrics.close().catch(() => {});
     throw e;

@@ -10,6 +10,7 @@
  * @module
  */
 import type { ParamArena } from "../kernels/arena.ts";
+import type { DeviceBuffer } from "../kernels/device.ts";
 import { adamw, gradClip, type GradClipStats } from "../kernels/optim.ts";
 import { Tensor } from "../kernels/tensor.ts";
 
@@ -69,7 +70,7 @@ export class AdamW {
     }
     this.views = arena.chunks.map((c) => {
       const n = c.bytes / 4;
-      const view = (b: GPUBuffer) => new Tensor(arena.gpu, b, [n]);
+      const view = (b: DeviceBuffer) => new Tensor(arena.device, b, [n]);
       return { params: view(c.params), grads: view(c.grads), m: view(c.m), v: view(c.v) };
     });
   }

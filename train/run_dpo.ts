@@ -251,7 +251,7 @@ export async function runDpo(
     } else {
       const t0 = performance.now();
       const sameAsStart = !resuming && refPath === values.init;
-      const refModel = sameAsStart ? start : await loadModel(refPath, { gpu: model.gpu });
+      const refModel = sameAsStart ? start : await loadModel(refPath, { device: model.device });
       const o = { B: values.batchSize, T, padId };
       try {
         const lp = await sequenceLogps(
@@ -297,6 +297,6 @@ export async function runDpo(
     return result;
   } finally {
     model.arena.destroy();
-    model.gpu.trimPool();
+    model.device.trimPool();
   }
 }

@@ -195,7 +195,7 @@ export async function runEval(
       log(`eval ${name}: ${e.seconds.toFixed(1)} s`);
     } finally {
       model.arena.destroy();
-      model.gpu.trimPool();
+      model.device.trimPool();
     }
   }
   const report = renderEvalReport(rows);

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { getGpu } from "../kernels/gpu.ts";
+import { getDevice } from "../kernels/backend.ts";
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
 import { checkPrecision, parsePrecision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
@@ -244,10 +244,10 @@ export async function runPretrain(
       `--seq-len ${values.seqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
     );
   }
-  const gpu = await getGpu();
-  const model = DeepSeekV3.create(gpu, cfg, { seed: values.seed });
+  const device = await getDevice();
+  const model = DeepSeekV3.create(device, cfg, { seed: values.seed });
   const precision = parsePrecision(values.precision);
-  checkPrecision(gpu, precision);
+  checkPrecision(device, precision);
   model.precision = precision;
   const task = new PretrainTask(train, val, {
     B: values.batchSize,
@@ -258,7 +258,7 @@ export async function runPretrain(
   log(
     `pretrain: ${cfg.n_layers} layers, dim ${cfg.dim}, ${model.arena.numParams} parameters; ` +
       `${train.length} train / ${val.length} val tokens; ${task.batchesPerEpoch} batches per epoch; ` +
-      `adapter ${gpu.info.description}`,
+      `device ${device.info.description}`,
   );
   try {
     return await trainLoop(model, task, {
@@ -268,7 +268,7 @@ export async function runPretrain(
     });
   } finally {
     model.arena.destroy();
-    model.gpu.trimPool();
+    model.device.trimPool();
   }
 }
 

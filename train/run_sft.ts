@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { getGpu, type Gpu } from "../kernels/gpu.ts";
+import { type Device, getDevice } from "../kernels/backend.ts";
 import { type ModelConfig, resolveConfig } from "../model/config.ts";
 import { fromHfConfig } from "../model/safetensors.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
@@ -171,14 +171,17 @@ export function checkpointConfig(ck: LoadedCheckpoint): ModelConfig {
  * Loads a checkpoint's parameters into a new model with the checkpoint's config.
  *
  * @param path A checkpoint or run directory (`--init`, `--model`).
- * @param opts `gpu` (default: the process GPU).
+ * @param opts `device` (default: the process's backend, {@linkcode getDevice}).
  * @throws {CheckpointError} naming the path when there is no checkpoint there.
  * @example const { model } = await loadModel("runs/pretrain");
  */
-export async function loadModel(path: string, opts: { gpu?: Gpu } = {}): Promise<LoadedModel> {
+export async function loadModel(
+  path: string,
+  opts: { device?: Device } = {},
+): Promise<LoadedModel> {
   const checkpoint = await loadCheckpoint(path);
   const cfg = checkpointConfig(checkpoint);
-  const model = new DeepSeekV3(opts.gpu ?? await getGpu(), cfg);
+  const model = new DeepSeekV3(opts.device ?? await getDevice(), cfg);
   model.load(checkpoint.params);
   return { model, cfg, checkpoint };
 }
@@ -311,7 +314,7 @@ export async function runSft(
     });
   } finally {
     model.arena.destroy();
-    model.gpu.trimPool();
+    model.device.trimPool();
   }
 }
 

@@ -382,7 +382,7 @@ export interface SftTaskState {
 export function withIdleLoads(model: DeepSeekV3, loads: readonly Tensor[]): Tensor[] {
   const out = [...loads];
   while (out.length < model.moeLayers().length) {
-    out.push(Tensor.zeros(model.gpu, [model.cfg.n_routed_experts], "i32"));
+    out.push(Tensor.zeros(model.device, [model.cfg.n_routed_experts], "i32"));
   }
   return out;
 }
