@@ -35,6 +35,7 @@
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { Params } from "./gpu.ts";
 import { webgpu } from "./_launch.ts";
+import { hostMatmul } from "./host/matmul.ts";
 import type { Floats } from "./_rows.ts";
 import { Tensor } from "./tensor.ts";
 
@@ -350,12 +351,29 @@ export function matmulForward(out: Tensor, a: Tensor, b: Tensor, opts: MatmulOpt
   const quadC = N % 4 === 0, tailK = K % 4 !== 0;
   const [TM, TN] = pickTile(M, N, { quadM: transA && vecA, quadN: quadC, vec: vecA && vecB });
   const accumulate = Boolean(opts.accumulate);
+  const strideA = sh.batchedA ? M * K : 0, strideB = sh.batchedB ? K * N : 0;
+  if (out.device.kind === "cpu") {
+    const alpha = opts.alpha ?? 1;
+    hostMatmul(out, a, b, {
+      M,
+      N,
+      K,
+      Z,
+      strideA,
+      strideB,
+      transA,
+      transB,
+      alpha,
+      accumulate,
+      sumBatch,
+    });
+    return;
+  }
   const spec: MatmulSpec = { transA, transB, vecA, vecB, TM, TN, quadC, tailK, accumulate };
   const gpu = webgpu(out.device, "matmul");
   const flags = [transA, transB, vecA, vecB, quadC, tailK, accumulate].map(Number).join("");
   const key = `${flags}|${TM}x${TN}`;
   const pipeline = gpu.pipeline("matmul", key, () => matmulSource(spec));
-  const strideA = sh.batchedA ? M * K : 0, strideB = sh.batchedB ? K * N : 0;
   // sumBatch: one output (z = 0) looping r over the Z entries; the z strides are unused.
   const R = sumBatch ? Z : 1, zCount = sumBatch ? 1 : Z;
   // Row tiles run fastest, so consecutive workgroups (and the CPU driver's threads working

@@ -46,6 +46,7 @@ import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch } from "./_launch.ts";
 import type { Device } from "./backend.ts";
 import { type Binding, DeviceError } from "./device.ts";
+import { hostGroupedRows, hostGroupedTiles, hostGroupedWeight } from "./host/matmul.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Host arrays the CPU twins accept: f32 to mirror the GPU, f64 for finite differences. */
@@ -147,6 +148,10 @@ export function groupedTiles(offsets: Tensor, rows: number): Tensor {
     );
   }
   const tiles = Tensor.empty(offsets.device, [1 + maxRowTiles(rows, E), 4], "u32");
+  if (offsets.device.kind === "cpu") {
+    hostGroupedTiles(tiles, offsets, TM);
+    return tiles;
+  }
   launch(
     offsets.device,
     "moe_tile_table",
@@ -428,6 +433,11 @@ function rowKernel(
   if (!opts.tiles) throw new DeviceError(`grouped ${mode}: pass the tile table (groupedTiles)`);
   if (rows === 0) return;
   const accumulate = Boolean(opts.accumulate), vec = isVec(shape);
+  if (out.device.kind === "cpu") {
+    spanBinding(w, shape, `grouped ${mode}`);
+    hostGroupedRows(mode, out, a, w, shape, opts.tiles, accumulate);
+    return;
+  }
   launch(
     out.device,
     `moe_gemm_${mode}`,
@@ -501,6 +511,11 @@ export function groupedGemmBackwardWeight(
   const accumulate = Boolean(opts.accumulate), vec = isVec(shape);
   // Cannot bind an empty range; with no rows every expert is empty, so there is nothing to add.
   if (rows === 0 && accumulate) return;
+  if (dw.device.kind === "cpu") {
+    spanBinding(dw, shape, "grouped dw");
+    hostGroupedWeight(dw, dy, x, shape, opts.offsets, accumulate);
+    return;
+  }
   launch(
     dw.device,
     "moe_gemm_dw",
