@@ -20,6 +20,8 @@
  * @module
  */
 
+import { chooseDevice } from "../kernels/backend.ts";
+import { addDeviceOption } from "./device.ts";
 import { Command } from "commander";
 import { generateWorld, runTool, toolSchemas } from "../data/mod.ts";
 import type { ChatMessage } from "../tokenizer/chat_template.ts";
@@ -330,6 +332,7 @@ export async function runChatRepl(options: ChatReplOptions): Promise<void> {
 /** Options `chat` parses. */
 interface ChatFlags extends SamplingFlags {
   model?: string;
+  device: string;
   tokenizer?: string;
   url?: string;
   apiKey?: string;
@@ -364,7 +367,7 @@ export function demoTools(seed?: number): ServerTools {
  * ```
  */
 export function chatCommand(): Command {
-  const cmd = new Command("chat")
+  const cmd = addDeviceOption(new Command("chat"))
     .description("chat with a model in the terminal (streaming, multi-turn)")
     .option("--model <dir>", "trained model directory to load in-process")
     .option("--tokenizer <dir>", "directory of tokenizer.json (default: the --model directory)")
@@ -384,6 +387,7 @@ export function chatCommand(): Command {
     );
   addSamplingOptions(cmd, { temperature: 0.7, maxTokens: 512 });
   return cmd.action(async (flags: ChatFlags) => {
+    chooseDevice(flags.device);
     if ((flags.model === undefined) === (flags.url === undefined)) {
       throw new Error("chat needs exactly one of --model <dir> or --url <server>");
     }

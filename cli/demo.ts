@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { addDeviceOption } from "./device.ts";
 import { Command, InvalidArgumentError } from "commander";
 import { type DemoOptions, runDemo } from "../train/demo.ts";
 
@@ -34,7 +35,7 @@ export const FULL_RECIPE = Object.freeze({ pretrainSteps: 2400, sftSteps: 500 })
 
 /** Builds the `demo` subcommand. */
 export function demoCommand(): Command {
-  return new Command("demo")
+  return addDeviceOption(new Command("demo"))
     .description(
       "generate the built-in corpus, train the tokenizer, prepare shards, pretrain, " +
         "post-train and evaluate; prints one table (all outputs under --out)",
@@ -130,6 +131,7 @@ export function demoOptionsOf(cmd: Command): DemoOptions {
     o.full && cmd.getOptionValueSource(name) === "default" ? FULL_RECIPE[name] : o[name];
   return {
     out: o.out,
+    device: o.device,
     scale: o.scale,
     preset: o.preset,
     pretrainSteps: steps("pretrainSteps"),

@@ -13,6 +13,8 @@
  * @module
  */
 
+import { chooseDevice } from "../kernels/backend.ts";
+import { addDeviceOption } from "./device.ts";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { CompletionService } from "../serve/completions.ts";
 import { Engine } from "../serve/engine.ts";
@@ -276,6 +278,7 @@ async function readStdin(): Promise<string> {
 /** Options `generate` parses. */
 interface GenerateFlags extends SamplingFlags {
   model: string;
+  device: string;
   tokenizer?: string;
   prompt?: string;
   chat: boolean;
@@ -292,7 +295,7 @@ interface GenerateFlags extends SamplingFlags {
  * ```
  */
 export function generateCommand(): Command {
-  const cmd = new Command("generate")
+  const cmd = addDeviceOption(new Command("generate"))
     .description("complete one prompt with a trained model, streaming the text to stdout")
     .requiredOption(
       "--model <dir>",
@@ -304,6 +307,7 @@ export function generateCommand(): Command {
     .option("--system <text>", "system prompt (with --chat)");
   addSamplingOptions(cmd, { temperature: 0.8, maxTokens: 128 });
   return cmd.action(async (flags: GenerateFlags) => {
+    chooseDevice(flags.device);
     const prompt = flags.prompt ?? await readStdin();
     const { model, tokenizer, modelId } = await loadForServing(flags.model, {
       maxSequences: 1,

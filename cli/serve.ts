@@ -16,6 +16,8 @@
  * @module
  */
 
+import { chooseDevice } from "../kernels/backend.ts";
+import { addDeviceOption } from "./device.ts";
 import { Command } from "commander";
 import type { LanguageModel } from "../serve/model_api.ts";
 import { loadForServing } from "../serve/load.ts";
@@ -110,6 +112,7 @@ export function startServe(options: StartServeOptions): RunningServer {
 /** Options `serve` parses. */
 interface ServeFlags {
   model: string;
+  device: string;
   tokenizer?: string;
   host: string;
   port: number;
@@ -133,7 +136,7 @@ interface ServeFlags {
  * ```
  */
 export function serveCommand(): Command {
-  return new Command("serve")
+  return addDeviceOption(new Command("serve"))
     .description("serve a model over an OpenAI-compatible HTTP API, with a web chat page at /")
     .requiredOption(
       "--model <dir>",
@@ -177,6 +180,7 @@ export function serveCommand(): Command {
     )
     .option("--quiet", "do not log requests", false)
     .action(async (flags: ServeFlags) => {
+      chooseDevice(flags.device);
       const { model, tokenizer, modelId } = await loadForServing(flags.model, {
         maxSequences: flags.maxSequences,
         tokenizerDir: flags.tokenizer,

@@ -44,19 +44,34 @@ export function isSoftwareAdapter(info: { description: string; isFallback: boole
 }
 
 let auto: Promise<{ device: Device; warning: string | null }> | null = null;
+let chosen: DeviceChoice | null = null;
 
 /**
- * The backend for `choice`, created once per process; "auto" follows `MINIDEEPSEEK_DEVICE` when
- * that is set ({@linkcode defaultDeviceChoice}).
+ * Sets the process's backend (a stage's `--device` flag) for every later {@linkcode getDevice}
+ * call that names none. "auto" keeps an earlier choice (the demo's, say) and otherwise detects.
+ * @throws on a value that is not a {@linkcode DeviceChoice}, naming the flag.
+ */
+export function chooseDevice(choice: string): void {
+  if (!(DEVICE_CHOICES as readonly string[]).includes(choice)) {
+    throw new Error(`--device must be one of ${DEVICE_CHOICES.join(", ")}, got '${choice}'`);
+  }
+  if (choice !== "auto") chosen = choice as DeviceChoice;
+}
+
+/**
+ * The backend for `choice` (default: the one {@linkcode chooseDevice} set, else "auto"), created
+ * once per process; "auto" follows `MINIDEEPSEEK_DEVICE` when that is set
+ * ({@linkcode defaultDeviceChoice}).
  *
- * @param opts.warn called with a warning when `auto` settles for a software WebGPU adapter.
+ * @param opts.warn called with a warning when `auto` settles for a software WebGPU adapter
+ *   (default: printed to stderr).
  * @throws {NoAdapterError} for "gpu" without a WebGPU adapter; {@linkcode NoBlasError} for "cpu"
  *   without a BLAS library; for "auto", only when neither exists.
  * @example const device = await getDevice("cpu"); console.log(device.info.description);
  */
 export async function getDevice(
-  choice: DeviceChoice = "auto",
-  opts: { warn?: (message: string) => void } = {},
+  choice: DeviceChoice = chosen ?? "auto",
+  opts: { warn?: (message: string) => void } = { warn: (m) => console.warn(`warning: ${m}`) },
 ): Promise<Device> {
   if (choice === "auto") choice = defaultDeviceChoice();
   if (choice === "gpu") return await getGpu();

@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { chooseDevice } from "../kernels/backend.ts";
 import { buildCorpus, describeCorpus, toJsonl } from "../data/mod.ts";
 import {
   type ChatMessage,
@@ -33,6 +34,8 @@ import { EVAL_OPTIONS, runEval } from "./run_eval.ts";
 export interface DemoOptions {
   /** Run directory. */
   out: string;
+  /** Backend: "gpu", "cpu" or "auto" (default). */
+  device?: string;
   /** Corpus scale (1 = the default small world). */
   scale: number;
   /** Model preset for pretraining. */
@@ -105,6 +108,7 @@ export async function runDemo(
   io: { log?: (s: string) => void } = {},
 ): Promise<DemoRow[]> {
   const log = io.log ?? ((s: string) => console.log(s));
+  chooseDevice(opts.device ?? "auto");
   const t0 = performance.now();
   const out = opts.out;
   await Deno.mkdir(`${out}/corpus`, { recursive: true });

@@ -22,6 +22,7 @@ import {
 import type { PairExample } from "./dpo.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
 import { defineOptions, type OptionValues } from "./options.ts";
+import { chooseDevice } from "../kernels/backend.ts";
 import { COMMON_TRAIN_OPTIONS, loopOptionsFrom } from "./run_pretrain.ts";
 import {
   checkVocab,
@@ -184,6 +185,7 @@ export async function runDpo(
   opts: { log?: (line: string) => void } = {},
 ): Promise<LoopResult> {
   const log = opts.log ?? ((s: string) => console.log(s));
+  chooseDevice(values.device);
   if (!values.data) throw new Error("--data is required: a preference pairs JSONL file");
   if (!values.init) throw new Error("--init is required: the SFT checkpoint (or run directory)");
   const refPath = values.ref ?? values.init;

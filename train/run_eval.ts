@@ -5,7 +5,9 @@
  * @module
  */
 import { DEMO_CORPUS, type EvalQuestion, type EvalToolCall, generateWorld } from "../data/mod.ts";
+import { chooseDevice } from "../kernels/backend.ts";
 import { readJsonl } from "./jsonl.ts";
+import { DEVICE_OPTION } from "./run_pretrain.ts";
 import { defineOptions, type OptionValues } from "./options.ts";
 import { type PairExample, readPreferencePairs, tokenizePairs } from "./dpo.ts";
 import { type EvalSets, evaluateModel, renderEvalReport, type ReportRow } from "./eval.ts";
@@ -16,6 +18,7 @@ import type { Tokenizer } from "../tokenizer/mod.ts";
 /** The `eval` options. */
 export const EVAL_OPTIONS = defineOptions(
   [
+    DEVICE_OPTION,
     {
       name: "model",
       type: "string[]",
@@ -157,6 +160,7 @@ export async function runEval(
   opts: { log?: (line: string) => void } = {},
 ): Promise<ReportRow[]> {
   const log = opts.log ?? ((s: string) => console.log(s));
+  chooseDevice(values.device);
   if (values.model.length === 0) throw new Error("--model is required: one or more checkpoints");
   if (values.name.length > 0 && values.name.length !== values.model.length) {
     throw new Error(`--name: ${values.name.length} labels for ${values.model.length} --model`);

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { getDevice } from "../kernels/backend.ts";
+import { chooseDevice, DEVICE_CHOICES, getDevice } from "../kernels/backend.ts";
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
 import { checkPrecision, parsePrecision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
@@ -15,6 +15,16 @@ import { defineOptions, type OptionValues } from "./options.ts";
 import type { PrepareMeta } from "./prepare.ts";
 import { PretrainTask } from "./pretrain.ts";
 import { readShard } from "./shards.ts";
+
+/** `--device`, shared by every stage that runs the model. */
+export const DEVICE_OPTION = {
+  name: "device",
+  type: "string",
+  default: "auto",
+  choices: DEVICE_CHOICES,
+  help: "backend: gpu (WebGPU), cpu (host memory and BLAS) or auto",
+  why: "auto takes a hardware GPU, else the CPU backend, else a software WebGPU adapter",
+} as const;
 
 /** Options shared by every training stage (pretrain, SFT, DPO). */
 export const COMMON_TRAIN_OPTIONS = defineOptions(
@@ -33,6 +43,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       help: "optimizer steps",
       why: "the nano demo's budget on a CPU adapter",
     },
+    DEVICE_OPTION,
     { name: "batchSize", type: "integer", default: 8, min: 1, help: "sequences per micro-batch" },
     {
       name: "seqLen",
@@ -226,6 +237,7 @@ export async function runPretrain(
   opts: { log?: (line: string) => void } = {},
 ): Promise<LoopResult> {
   const log = opts.log ?? ((s: string) => console.log(s));
+  chooseDevice(values.device);
   const meta = await readPrepareMeta(values.data);
   const train = (await readShard(`${values.data}/train.bin`)).tokens;
   const val = (await readShard(`${values.data}/val.bin`)).tokens;

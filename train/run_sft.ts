@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Device, getDevice } from "../kernels/backend.ts";
+import { chooseDevice, type Device, getDevice } from "../kernels/backend.ts";
 import { type ModelConfig, resolveConfig } from "../model/config.ts";
 import { fromHfConfig } from "../model/safetensors.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
@@ -252,6 +252,7 @@ export async function runSft(
   opts: { log?: (line: string) => void } = {},
 ): Promise<LoopResult> {
   const log = opts.log ?? ((s: string) => console.log(s));
+  chooseDevice(values.device);
   if (!values.data) throw new Error("--data is required: a conversations JSONL file");
   if (!values.init) {
     throw new Error("--init is required: the pretraining checkpoint (or run directory)");
