@@ -35,6 +35,12 @@ import {
   rowsOf,
   wgslRowPlan,
 } from "./_rows.ts";
+import {
+  hostConcatBroadcastHeads,
+  hostConcatBroadcastHeadsBackward,
+  hostCopyColumns,
+  hostTranspose12,
+} from "./host/copy.ts";
 import { Tensor } from "./tensor.ts";
 
 function copySource(plan: RowPlan, acc: boolean, pad: boolean): string {
@@ -104,6 +110,12 @@ export function copyColumns(out: Tensor, x: Tensor, opts: CopyColumnsOptions = {
   if (out.buffer === x.buffer) throw new Error("copyColumns: out must not share x's buffer");
   const acc = Boolean(opts.accumulate), pad = Boolean(opts.zeroRest) && !acc;
   if (rows === 0 || (pad ? co : len) === 0) return;
+  if (out.device.kind === "cpu") {
+    return hostCopyColumns(out, x, { rows, cx, co, xo, oo, len }, {
+      accumulate: acc,
+      zeroRest: pad,
+    });
+  }
   // vec4 units when every row start, offset and length is 4-aligned
   const w = [cx, co, xo, oo, len].every((v) => v % 4 === 0) ? 4 : 1;
   const width = (pad ? co : len) / w;
@@ -265,14 +277,17 @@ export function concatBroadcastHeadsForward(
   shared: Tensor,
   opts: { accumulate?: boolean } = {},
 ): void {
-  const { H, da, ds } = bcastShape(a, shared, "concatBroadcastHeadsForward");
+  const { B, T, H, da, ds } = bcastShape(a, shared, "concatBroadcastHeadsForward");
   if (out.size !== (a.size / da) * (da + ds)) {
     throw new Error(
       `concatBroadcastHeadsForward: out [${out.shape}] is not [${a.shape.slice(0, 3)}, ${da + ds}]`,
     );
   }
-  const acc = Boolean(opts.accumulate), rows = a.size / da;
+  const acc = Boolean(opts.accumulate), rows = B * T * H;
   if (rows === 0) return;
+  if (out.device.kind === "cpu") {
+    return hostConcatBroadcastHeads(out, a, shared, { BT: B * T, H, da, ds, accumulate: acc });
+  }
   const { plan, w } = bcastPlan(da, ds, da + ds);
   launch(
     a.device,
@@ -315,6 +330,15 @@ export function concatBroadcastHeadsBackward(
       );
     }
     if (B * T === 0 || ds === 0) return;
+    if (dshared.device.kind === "cpu") {
+      return hostConcatBroadcastHeadsBackward(dshared, dout, {
+        BT: B * T,
+        H,
+        s,
+        ds,
+        accumulate: acc,
+      });
+    }
     const { plan, w } = bcastPlan(s - ds, ds, ds);
     launch(
       dout.device,
@@ -437,7 +461,8 @@ export function transpose12Forward(
       `transpose12Forward: want x [A, B, C, D] and out of its size; got [${x.shape}], [${out.shape}]`,
     );
   }
-  const [, B, C, D] = x.shape, acc = Boolean(opts.accumulate);
+  const [A, B, C, D] = x.shape, acc = Boolean(opts.accumulate);
+  if (out.device.kind === "cpu") return hostTranspose12(out, x, { A, B, C, D, accumulate: acc });
   launch1d(
     x.device,
     "transpose12",

@@ -13,6 +13,7 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch1d } from "./_launch.ts";
+import { hostEw, hostFill, hostSumToBias } from "./host/elementwise.ts";
 import { Tensor } from "./tensor.ts";
 
 /** The unary/binary elementwise functions, by name. */
@@ -118,6 +119,10 @@ export function ewForward(op: EwOp, out: Tensor, inputs: Tensor[], opts: EwOptio
   const acc = Boolean(opts.accumulate);
   const isB = bcast !== n;
   // vec4 units when every row of the broadcast (and so every tensor) is whole vec4s
+  if (gpu.kind === "cpu") {
+    hostEw(op, out, inputs, { accumulate: acc, scalar: opts.scalar ?? 1, bcast });
+    return;
+  }
   const vec = bcast % 4 === 0, w = vec ? 4 : 1;
   launch1d(
     gpu,
@@ -201,6 +206,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 /** Encodes the column sums of a [rows, c] gradient into `out` [c] (a broadcast add's backward). */
 export function sumToBias(out: Tensor, g: Tensor, accumulate = false): void {
   const c = out.size, rows = g.size / c;
+  if (out.device.kind === "cpu") return hostSumToBias(out, g, accumulate);
   launch1d(
     out.device,
     "bias_reduce",
@@ -349,6 +355,7 @@ export function fill(out: Tensor, value: number): void {
     out.device.clear(out.binding);
     return;
   }
+  if (out.device.kind === "cpu") return hostFill(out, value);
   launch1d(
     out.device,
     "fill",

@@ -37,6 +37,7 @@ import {
   wgslRowPlan,
 } from "./_rows.ts";
 import type { Params } from "./gpu.ts";
+import { hostEmbedding, hostEmbeddingBackward } from "./host/embedding.ts";
 import { Tensor } from "./tensor.ts";
 
 function forwardSource(plan: RowPlan): string {
@@ -74,6 +75,7 @@ export function embeddingForward(out: Tensor, table: Tensor, ids: Tensor): void 
   assertF32(table, "embeddingForward");
   const [V, D] = checkShapes(table, ids, out, "embeddingForward");
   if (ids.size === 0) return;
+  if (out.device.kind === "cpu") return hostEmbedding(out, table, ids, D);
   const plan = rowPlan(D);
   launch(
     table.device,
@@ -230,6 +232,9 @@ export function embeddingBackward(
 ): void {
   const [V, D] = checkShapes(dTable, ids, dout, "embeddingBackward");
   const gpu = dTable.device, N = ids.size, acc = Boolean(opts.accumulate);
+  if (gpu.kind === "cpu") {
+    return hostEmbeddingBackward(dTable, dout, ids, { V, D, accumulate: acc });
+  }
   const rank = Tensor.empty(gpu, [Math.max(1, N)], "u32");
   const starts = Tensor.zeros(gpu, [V + 1], "u32"); // counts, then starts
   const list = Tensor.empty(gpu, [Math.max(1, N)], "u32");

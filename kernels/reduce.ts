@@ -20,6 +20,7 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch, launch1d } from "./_launch.ts";
+import { hostReduce, hostReduceBackward, hostSumAll, hostSumAllBackward } from "./host/reduce.ts";
 import {
   assertF32,
   dropLastDim,
@@ -112,8 +113,11 @@ export function reduceForward(out: Tensor, x: Tensor, opts: ReduceOptions): void
     throw new Error(`reduceForward: argmax has ${opts.argmax.size} elements, want ${rows}`);
   }
   if (rows === 0) return;
-  const plan = rowPlan(C);
   const acc = Boolean(opts.accumulate), withArg = Boolean(opts.argmax);
+  if (out.device.kind === "cpu") {
+    return hostReduce(out, x, { op: opts.op, C, accumulate: acc, argmax: opts.argmax });
+  }
+  const plan = rowPlan(C);
   const bindings = [x.binding, out.binding];
   if (opts.argmax) bindings.push(opts.argmax.binding);
   launch(
@@ -179,6 +183,9 @@ export function reduceBackward(dx: Tensor, dout: Tensor, opts: ReduceBackwardOpt
   const isMax = opts.op === "max";
   if (isMax && !opts.argmax) throw new Error("reduceBackward: op max needs the saved argmax");
   const acc = Boolean(opts.accumulate);
+  if (dx.device.kind === "cpu") {
+    return hostReduceBackward(dx, dout, { op: opts.op, C, accumulate: acc, argmax: opts.argmax });
+  }
   const bindings = isMax
     ? [dout.binding, opts.argmax!.binding, dx.binding]
     : [dout.binding, dx.binding];
@@ -330,6 +337,7 @@ export function sumAllForward(out: Tensor, x: Tensor, opts: SumAllOptions = {}):
   const gpu = x.device, n = x.size;
   const square = Boolean(opts.square), acc = Boolean(opts.accumulate);
   const scale = opts.scale ?? 1;
+  if (out.device.kind === "cpu") return hostSumAll(out, x, { square, scale, accumulate: acc });
   const groups = sumAllGroups(n);
   const run = (
     src: Tensor,
@@ -397,6 +405,10 @@ export function sumAllBackward(
 ): void {
   const square = Boolean(opts.square), acc = Boolean(opts.accumulate);
   if (square && !opts.x) throw new Error("sumAllBackward: square needs the forward input x");
+  if (dx.device.kind === "cpu") {
+    const scale = opts.scale ?? 1;
+    return hostSumAllBackward(dx, dout, { square, scale, accumulate: acc, x: opts.x });
+  }
   const bindings = square
     ? [dout.binding, opts.x!.binding, dx.binding]
     : [dout.binding, dx.binding];

@@ -34,6 +34,7 @@ import {
   wgslRowPlan,
 } from "./_rows.ts";
 import { sumToBias } from "./elementwise.ts";
+import { hostRmsnorm, hostRmsnormBackward } from "./host/rmsnorm.ts";
 import { Tensor } from "./tensor.ts";
 
 /** The RMSNorm epsilon DeepSeek-V3 uses (`rms_norm_eps`). */
@@ -93,6 +94,7 @@ export function rmsnormForward(
     );
   }
   if (rows === 0) return;
+  if (y.device.kind === "cpu") return hostRmsnorm(y, rrms, x, w, opts.eps ?? RMSNORM_EPS);
   const plan = rowPlan(C);
   launch(
     x.device,
@@ -194,6 +196,12 @@ export function rmsnormBackward(
     );
   }
   const gpu = x.device;
+  if (gpu.kind === "cpu") {
+    return hostRmsnormBackward(dx, dw, dy, x, w, rrms, {
+      accumulateX: Boolean(opts.accumulateX),
+      accumulateW: Boolean(opts.accumulateW),
+    });
+  }
   if (dx && rows > 0) {
     const plan = rowPlan(C), acc = Boolean(opts.accumulateX);
     launch(

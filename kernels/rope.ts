@@ -25,6 +25,7 @@ import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch1d } from "./_launch.ts";
 import { assertF32, type Floats, like } from "./_rows.ts";
 import type { Binding } from "./device.ts";
+import { hostRope } from "./host/rope.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Options of {@linkcode ropeForward}. */
@@ -146,6 +147,13 @@ export function ropeForward(
     if (!inPlace && !disjoint) throw new Error("ropeForward: out partly overlaps x");
     if (inPlace && acc) throw new Error("ropeForward: cannot accumulate in place");
     if (inPlace) copyRest = false; // the other columns already hold x
+  }
+  if (out.device.kind === "cpu") {
+    const sgn = opts.inverse ? -1 : 1;
+    const layout = { T, H, Sx, So, xo, oo, half, pos0, sgn, copyRest, accumulate: acc };
+    return hostRope(out, x, cos, sin, layout);
+  }
+  if (aliased) {
     const lo = Math.min(x.offset, out.offset);
     const hi = Math.max(x.offset + x.bytes, out.offset + out.bytes);
     xb = (x.offset - lo) / 4;

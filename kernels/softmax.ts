@@ -16,6 +16,7 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch } from "./_launch.ts";
+import { hostSoftmax, hostSoftmaxBackward } from "./host/softmax.ts";
 import {
   assertF32,
   type Floats,
@@ -97,6 +98,7 @@ export function softmaxForward(y: Tensor, x: Tensor): void {
   if (y.size !== x.size) throw new Error(`softmaxForward: y [${y.shape}] vs x [${x.shape}]`);
   const { rows, C } = rowsOf(x);
   if (rows === 0) return;
+  if (y.device.kind === "cpu") return hostSoftmax(y, x, C);
   const plan = rowPlan(C);
   launch(
     x.device,
@@ -154,6 +156,7 @@ export function softmaxBackward(
   const { rows, C } = rowsOf(dx);
   if (rows === 0) return;
   const plan = rowPlan(C), acc = Boolean(opts.accumulate);
+  if (dx.device.kind === "cpu") return hostSoftmaxBackward(dx, dy, y, { C, accumulate: acc });
   launch(
     dx.device,
     "softmax_bwd",

@@ -93,6 +93,10 @@ Deno.test("concatBroadcastHeads and its backward match the CPU twin", GPU_TEST, 
     const out = Tensor.empty(device, [B, T, H, da + ds]);
     concatBroadcastHeadsForward(out, at, st);
     assertClose(await out.readF32(), concatBroadcastHeadsCpu(a, sh, shape), { atol: 0 });
+    const po = randn(out.size, 6), outa = Tensor.from(device, po, out.shape);
+    concatBroadcastHeadsForward(outa, at, st, { accumulate: true });
+    const wantAcc = concatBroadcastHeadsCpu(a, sh, shape).map((v, i) => v + po[i]);
+    assertClose(await outa.readF32(), wantAcc, { label: "out acc" });
     const g = randn(out.size, 3);
     const want = concatBroadcastHeadsBackwardCpu(g, shape);
     const gt = Tensor.from(device, g, out.shape);

@@ -1,4 +1,11 @@
-import { ewCpu, ewForward, type EwOp, sumToBias, sumToBiasCpu } from "../kernels/elementwise.ts";
+import {
+  ewCpu,
+  ewForward,
+  type EwOp,
+  fill,
+  sumToBias,
+  sumToBiasCpu,
+} from "../kernels/elementwise.ts";
 import { Tensor } from "../kernels/tensor.ts";
 import { assertClose, assertSameBits, GPU_TEST, randn, testDevice } from "./_util.ts";
 
@@ -68,4 +75,40 @@ Deno.test("the same elementwise op run twice gives identical bits", GPU_TEST, as
   ewForward("silu", o1, [a]);
   ewForward("silu", o2, [a]);
   assertSameBits(await o1.readF32(), await o2.readF32());
+});
+
+Deno.test("fill, bias reduction and broadcast add accumulate as documented", GPU_TEST, async () => {
+  const device = await testDevice();
+  const out = Tensor.from(device, randn(1001, 1), [1001]);
+  fill(out, -2.5);
+  assertClose(await out.readF32(), new Float32Array(1001).fill(-2.5), { atol: 0 });
+  const x = randn(23 * 13, 2), b = randn(13, 3), prior = randn(13, 4), o = randn(23 * 13, 5);
+  const db = Tensor.from(device, prior, [13]);
+  sumToBias(db, Tensor.from(device, x, [23, 13]), true);
+  const wantDb = sumToBiasCpu(x, 13).map((v, i) => v + prior[i]);
+  assertClose(await db.readF32(), wantDb, { atol: 1e-4 });
+  const y = Tensor.from(device, o, [23, 13]);
+  ewForward("add", y, [Tensor.from(device, x, [23, 13]), Tensor.from(device, b, [13])], {
+    accumulate: true,
+  });
+  assertClose(await y.readF32(), ewCpu("add", [x, b]).map((v, i) => v + o[i]));
+  // every op accumulates (vec4 and scalar sizes)
+  for (const n of [12, 13]) {
+    for (const op of OPS) {
+      const arity = op === "scale" || op === "silu" || op === "sigmoid"
+        ? 1
+        : op === "swiglu_bwd_a"
+        ? 3
+        : 2;
+      const host = Array.from({ length: arity }, (_, k) => randn(n, 7 * n + k, 2));
+      const p = randn(n, n);
+      const t = Tensor.from(device, p, [n]);
+      ewForward(op, t, host.map((h) => Tensor.from(device, h, [n])), {
+        scalar: -1.5,
+        accumulate: true,
+      });
+      const want = ewCpu(op, host, -1.5).map((v, i) => v + p[i]);
+      assertClose(await t.readF32(), want, { label: `${op} acc n=${n}` });
+    }
+  }
 });

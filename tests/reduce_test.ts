@@ -49,6 +49,23 @@ Deno.test("row reductions match the CPU twin for ragged shapes", GPU_TEST, async
   }
 });
 
+Deno.test("row reductions accumulate into out and still write the argmax", GPU_TEST, async () => {
+  const device = await testDevice();
+  for (const [R, C] of [[5, 33], [3, 1000]] as const) {
+    const x = randn(R * C, R + 7 * C), prior = randn(R, C);
+    const xt = Tensor.from(device, x, [R, C]);
+    for (const op of OPS) {
+      const out = Tensor.from(device, prior, [R]);
+      const arg = Tensor.empty(device, [R], "i32");
+      reduceForward(out, xt, { op, argmax: op === "max" ? arg : undefined, accumulate: true });
+      const want = reduceCpu(x, C, op);
+      const label = `${op} acc ${R}x${C}`;
+      assertClose(await out.readF32(), want.out.map((v, i) => v + prior[i]), { label });
+      if (op === "max") assertEquals([...await arg.read()], [...want.argmax]);
+    }
+  }
+});
+
 Deno.test("max ties go to the first index, forward and backward", GPU_TEST, async () => {
   const device = await testDevice();
   const C = 300;
