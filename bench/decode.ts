@@ -15,6 +15,7 @@
  * over the time after the first token; everything is greedy.
  *
  * Usage: DENO_WEBGPU_BACKEND=vulkan deno run -A bench/decode.ts [--presets nano,mini]
+ *        (the backend: MINIDEEPSEEK_DEVICE=gpu|cpu, else auto)
  *        [--prompt 32] [--tokens 32] [--mini-tokens 8] [--batches 1,4] [--train-steps 40]
  *        [--no-cache-tokens 8]
  *
@@ -27,7 +28,7 @@
  * @module
  */
 import { Tape } from "../kernels/autograd.ts";
-import { getGpu } from "../kernels/gpu.ts";
+import { getDevice } from "../kernels/backend.ts";
 import { Scope } from "../kernels/tensor.ts";
 import { kvCacheBytesPerToken, type PresetName, resolveConfig } from "../model/config.ts";
 import { argmax, Decoder, generateGreedy, type GenerateStats } from "../model/decode.ts";
@@ -194,7 +195,7 @@ function row(label: string, batch: number, mode: string, r: Run): void {
 }
 
 async function benchPreset(name: PresetName, args: Args): Promise<void> {
-  const gpu = await getGpu();
+  const gpu = await getDevice();
   const cfg = resolveConfig(name);
   if (!(name in { nano: 1, mini: 1, tiny: 1, small: 1 })) throw new Error(`unknown preset ${name}`);
   const tokens = name === "mini" ? args.miniTokens : args.tokens;
@@ -263,8 +264,8 @@ async function benchPreset(name: PresetName, args: Args): Promise<void> {
 }
 
 const args = parseArgs(Deno.args);
-const gpu = await getGpu();
-console.log(`adapter: ${gpu.info.description}`);
+const gpu = await getDevice();
+console.log(`device: ${gpu.info.description}`);
 for (const p of args.presets) {
   try {
     await benchPreset(p, args);

@@ -571,6 +571,7 @@ def main():
     for name in ("train", "matmul", "attention", "parity"):
         p = sub.add_parser(name)
         p.add_argument("--device", default="auto", help="cuda, cpu or auto (default)")
+        p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
         p.add_argument("--tf32", action="store_true", help="let fp32 GEMMs use TF32 tensor cores")
         p.add_argument("--json", help="write the results here")
         if name == "train":
@@ -589,6 +590,8 @@ def main():
         else:
             p.add_argument("--ref", required=True, help="JSON exported from model/reference.ts")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     {"train": cmd_train, "matmul": cmd_matmul, "attention": cmd_attention, "parity": cmd_parity}[args.cmd](args)
 
 

@@ -3,7 +3,7 @@
  * the step's GEMM-bound efficiency, and (with --profile) GPU time per kernel.
  *
  *     deno run -A bench/train.ts [--preset nano] [--batch B] [--seq T] [--steps 5] [--profile]
- *                                [--peer-n N] [--json FILE] [--config-only]
+ *                                [--peer-n N] [--json FILE] [--config-only] [--device auto|gpu|cpu]
  *
  * Default batch and sequence per preset (B x T tokens per step), chosen so a step is long enough
  * to time and small enough to finish: on a GPU nano 8 x 128, mini 16 x 512, small 8 x 1024; on a
@@ -25,7 +25,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Tape } from "../kernels/autograd.ts";
-import { getGpu } from "../kernels/gpu.ts";
+import { type DeviceChoice, getDevice, isSoftwareAdapter } from "../kernels/backend.ts";
 import { matmulForward } from "../kernels/matmul.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
 import { countParameters, type PresetName, resolveConfig } from "../model/config.ts";
@@ -43,6 +43,7 @@ const { values: a } = parseArgs({
     "peer-n": { type: "string" },
     json: { type: "string" },
     "config-only": { type: "boolean", default: false },
+    device: { type: "string", default: "auto" },
   },
 });
 
@@ -54,10 +55,9 @@ const DEFAULT_SHAPES: Record<PresetName, [[number, number], [number, number]]> =
   small: [[8, 1024], [1, 64]],
 };
 const cfg = resolveConfig(a.preset as PresetName, { vocab_size: 6400 });
-const gpu = a["config-only"] ? null : await getGpu();
+const gpu = a["config-only"] ? null : await getDevice(a.device as DeviceChoice);
 // --config-only has no adapter to look at: it takes the GPU defaults (the torch peer's shapes).
-const software = gpu !== null &&
-  (gpu.info.isFallback || /llvmpipe|lavapipe|swiftshader/i.test(gpu.info.description));
+const software = gpu !== null && gpu.kind === "webgpu" && isSoftwareAdapter(gpu.info);
 const shape = DEFAULT_SHAPES[a.preset as PresetName][software ? 1 : 0];
 const B = Number(a.batch ?? shape[0]), T = Number(a.seq ?? shape[1]), steps = Number(a.steps);
 if (!(B >= 1 && T >= 1 && steps >= 1)) throw new Error("--batch, --seq, --steps must be >= 1");
@@ -120,7 +120,7 @@ const submitsPerStep = (gpu.totalSubmits - submits0) / steps;
 const dispatchesPerStep = (gpu.totalDispatches - disp0) / steps;
 
 // The peer: our matmul on a random square GEMM, same adapter, same run, best of 3 rounds.
-const n = Number(a["peer-n"] ?? (software ? 512 : 2048));
+const n = Number(a["peer-n"] ?? (software ? 512 : gpu.kind === "cpu" ? 1024 : 2048));
 const rand = (len: number) =>
   Float32Array.from({ length: len }, (_, i) => (Math.imul(i + 1, 2654435761) >>> 0) / 2 ** 31 - 1);
 const A = Tensor.from(gpu, rand(n * n), [n, n]),
@@ -186,7 +186,7 @@ Object.assign(report, {
   dispatches_per_step: dispatchesPerStep,
 });
 
-if (a.profile) {
+if (a.profile && gpu.kind === "webgpu") {
   gpu.startProfiling();
   await step();
   const rows = await gpu.stopProfiling();
