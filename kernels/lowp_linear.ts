@@ -37,6 +37,9 @@
  * as u32 pairs through `unpack2x16float` measured 1.5x faster on lavapipe (1024x512x1408) and
  * would need no feature; on GPUs both are one load and a conversion.
  *
+ * On the CPU backend `fp8Gemm` runs `host/lowp_linear.ts` (decoded operands, one BLAS GEMM per
+ * 128-wide K block, the same f32 promotion); f16 needs `shader-f16` and is refused there.
+ *
  * Left out: the grouped expert GEMM (`moe_gemm.ts`) stays f32; a bias; `alpha`; caching a
  * weight's quantization across the calls of one step.
  *
@@ -46,6 +49,7 @@ import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch1d, webgpu } from "./_launch.ts";
 import { Params, WGSL_FLAT_INDEX } from "./gpu.ts";
 import { roundUp } from "./device.ts";
+import { hostFp8Gemm } from "./host/lowp_linear.ts";
 import {
   codeAt,
   e4m3Decode,
@@ -76,18 +80,25 @@ export interface HalfMatrix {
   cols: number;
 }
 
-/** What {@linkcode assertF16} needs of a GPU. */
+/** What {@linkcode assertF16} needs of a device. */
 export interface F16Capable {
   readonly hasF16: boolean;
-  readonly info: { description: string };
+  readonly info: { description: string; backend?: string };
 }
 
 /**
  * Throws unless the device has the `shader-f16` feature, saying what to use instead.
+ * @throws on the CPU backend (it computes in f32) and on adapters without `shader-f16`.
  * @example assertF16(gpu); // before building an f16 model
  */
 export function assertF16(gpu: F16Capable): void {
   if (gpu.hasF16) return;
+  if (gpu.info.backend === "cpu") {
+    throw new Error(
+      `--precision f16 needs a WebGPU adapter with the feature "shader-f16"; the CPU backend ` +
+        `computes in f32: use --precision f32 or --precision fp8 (or --device gpu)`,
+    );
+  }
   throw new Error(
     `--precision f16 needs the WebGPU feature "shader-f16", which this adapter ` +
       `(${gpu.info.description}) does not offer; use --precision f32 or --precision fp8`,
@@ -151,7 +162,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
  *
  * @param x f32 [..., C] ([..., R] with `transpose`: the result is x^T).
  * @returns f16 [R, roundUp(C, 4)], zero padded.
- * @throws when x is not f32 or the device lacks `shader-f16`.
+ * @throws when x is not f32 or the device lacks `shader-f16` (the CPU backend does).
  * @example const h = toHalf(x); // x [M, 30] -> h.t f16 [M, 32]
  */
 export function toHalf(x: Tensor, opts: { transpose?: boolean } = {}): HalfMatrix {
@@ -323,6 +334,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 }`;
 }
 
+/** Throws unless `out` is f32 with M * N elements. */
+function checkGemmOut(out: Tensor, fmt: LowpFormat, M: number, N: number): void {
+  if (out.dtype !== "f32" || out.size !== M * N) {
+    throw new Error(`${fmt} GEMM: out is [${out.shape}] ${out.dtype}, want f32 [${M}, ${N}]`);
+  }
+}
+
 /** Options of the GEMM launchers. */
 export interface LowpGemmOptions {
   /** Add into `out` instead of overwriting it. */
@@ -336,9 +354,6 @@ function encodeGemm(
   size: { M: number; N: number; W: number; KB: number },
 ): void {
   const { M, N, W, KB } = size;
-  if (out.dtype !== "f32" || out.size !== M * N) {
-    throw new Error(`${spec.fmt} GEMM: out is [${out.shape}] ${out.dtype}, want f32 [${M}, ${N}]`);
-  }
   if (M === 0 || N === 0) return;
   const gpu = webgpu(out.device, `gemm_${spec.fmt}`);
   const key = `${spec.TM}x${spec.TN}|${+spec.bBlock}${+spec.accumulate}`;
@@ -382,6 +397,11 @@ export function fp8Gemm(
   }
   if (a.block) throw new Error("fp8Gemm: a must have 1x128 tile scales, not block scales");
   const M = a.rows, N = b.rows;
+  checkGemmOut(out, "fp8", M, N);
+  if (out.device.kind === "cpu") {
+    hostFp8Gemm(out, a, b, { accumulate: Boolean(opts.accumulate) });
+    return;
+  }
   const [TM, TN] = pickTile(M, N);
   const spec: Spec = { fmt: "fp8", TM, TN, bBlock: b.block, accumulate: Boolean(opts.accumulate) };
   encodeGemm(out, spec, [a.q, a.scales, b.q, b.scales], {
@@ -397,7 +417,8 @@ export function fp8Gemm(
  * summed in f32 in k order.
  *
  * @param out f32 [M, N] (any shape of M * N elements).
- * @throws when the K dims differ or out's size is wrong.
+ * @throws when the device lacks `shader-f16` (the CPU backend does), the K dims differ or out's
+ *   size is wrong.
  * @example f16Gemm(y, toHalf(x), toHalf(w)); // y = x @ w^T
  */
 export function f16Gemm(
@@ -406,10 +427,12 @@ export function f16Gemm(
   b: HalfMatrix,
   opts: LowpGemmOptions = {},
 ): void {
+  assertF16(out.device);
   if (a.cols !== b.cols) {
     throw new Error(`f16Gemm: a is [${a.rows}, ${a.cols}] but b is [${b.rows}, ${b.cols}] (NT)`);
   }
   const M = a.rows, N = b.rows;
+  checkGemmOut(out, "f16", M, N);
   const [TM, TN] = pickTile(M, N);
   const spec: Spec = { fmt: "f16", TM, TN, bBlock: false, accumulate: Boolean(opts.accumulate) };
   encodeGemm(out, spec, [a.t, b.t], { M, N, W: roundUp(a.cols, 4) / 4, KB: 0 });
@@ -495,10 +518,12 @@ export function linearFp8(x: Tensor, w: Tensor): Tensor {
  * @param x f32 [..., in].
  * @param w f32 [out, in], the master weight.
  * @returns f32 [..., out].
- * @throws when the device lacks `shader-f16` (use f32 or fp8), or the shapes do not fit.
+ * @throws when the device lacks `shader-f16` (the CPU backend does: use f32 or fp8), or the
+ *   shapes do not fit.
  * @example const q = linearF16(h, qProj);
  */
 export function linearF16(x: Tensor, w: Tensor): Tensor {
+  assertF16(x.device);
   checkF32(x, w, "linearF16");
   const { M, fin, fout } = linearDims(x.shape, w.shape);
   const y = Tensor.empty(x.device, [...x.shape.slice(0, -1), fout]);

@@ -28,11 +28,14 @@
  * Non-finite inputs: a tile whose amax is Inf or NaN gets a NaN scale and NaN codes, so a diverged
  * activation stays visible instead of being saturated to 448.
  *
+ * On the CPU backend the launchers run `host/quant.ts`, which stores the same bits.
+ *
  * Left out: E5M2, power-of-two (UE8M0) scales, delayed (history-based) scaling.
  *
  * @module
  */
 import { launch1d, webgpu } from "./_launch.ts";
+import { hostDequantize, hostQuantize } from "./host/quant.ts";
 import { WGSL_FLAT_INDEX } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 
@@ -312,17 +315,20 @@ export function quantize(x: Tensor, opts: QuantizeOptions = {}): Quantized {
   const m = matrixOf(x);
   const R = transpose ? m.cols : m.rows, C = transpose ? m.rows : m.cols;
   const W = Math.ceil(C / 4), CB = Math.ceil(C / QUANT_TILE), RB = Math.ceil(R / QUANT_TILE);
-  const gpu = webgpu(x.device, "quantize");
-  const q = Tensor.empty(gpu, [R, W], "u32");
-  const scales = Tensor.empty(gpu, [block ? RB : R, CB]);
   const fixed = opts.fixedScale !== undefined;
-  if (fixed) {
-    const s = Math.fround(opts.fixedScale!);
-    if (!(s >= 2 ** -126 && s < Infinity)) {
-      throw new Error(`quantize: fixedScale ${opts.fixedScale} must be a positive normal f32`);
-    }
-    scales.upload(new Float32Array(scales.size).fill(s));
-  } else if (R * C > 0) {
+  const s = Math.fround(opts.fixedScale ?? 1);
+  if (!(s >= 2 ** -126 && s < Infinity)) {
+    throw new Error(`quantize: fixedScale ${opts.fixedScale} must be a positive normal f32`);
+  }
+  const q = Tensor.empty(x.device, [R, W], "u32");
+  const scales = Tensor.empty(x.device, [block ? RB : R, CB]);
+  if (fixed) scales.upload(new Float32Array(scales.size).fill(s));
+  if (x.device.kind === "cpu") {
+    hostQuantize(x, q, scales, { R, C, transpose, block, fixed });
+    return { q, scales, rows: R, cols: C, block };
+  }
+  const gpu = webgpu(x.device, "quantize");
+  if (!fixed && R * C > 0) {
     const tiles = block ? Tensor.empty(gpu, [R, CB], "u32") : scales;
     launch1d(
       gpu,
@@ -408,6 +414,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 export function dequantize(qt: Quantized): Tensor {
   const { rows: R, cols: C, block } = qt;
   const out = Tensor.empty(qt.q.device, [R, C]);
+  if (out.device.kind === "cpu") {
+    hostDequantize(out, qt.q, qt.scales, { R, C, block });
+    return out;
+  }
   launch1d(
     qt.q.device,
     "quant_dequant",

@@ -90,17 +90,44 @@ Deno.test("fp8Gemm() matches its CPU twin with block and with tile scales", GPU_
     const qaCpu = quantizeCpu(a, { rows: M, cols: K });
     for (const block of [true, false]) {
       const qb = quantize(Tensor.from(device, b, [N, K]), { block });
-      const out = Tensor.from(device, randn(M * N, 4), [M, N]);
-      fp8Gemm(out, qa, qb, { accumulate: true });
       const want = fp8GemmCpu(qaCpu, quantizeCpu(b, { rows: N, cols: K, block }));
-      const init = randn(M * N, 4);
-      assertClose(await out.readF32(), want.map((v, i) => v + init[i]), {
-        ...TWIN_TOL,
-        label: `[${M}, ${K}, ${N}] block ${block}`,
-      });
+      for (const accumulate of [true, false]) {
+        // without accumulate, out's old contents (NaN here) must be overwritten
+        const init = accumulate ? randn(M * N, 4) : new Float32Array(M * N).fill(NaN);
+        const out = Tensor.from(device, init, [M, N]);
+        fp8Gemm(out, qa, qb, { accumulate });
+        assertClose(await out.readF32(), accumulate ? want.map((v, i) => v + init[i]) : want, {
+          ...TWIN_TOL,
+          label: `[${M}, ${K}, ${N}] block ${block} accumulate ${accumulate}`,
+        });
+      }
     }
   }
 });
+
+Deno.test(
+  "fp8Gemm() makes the outputs of a NaN tile NaN and leaves the other outputs finite",
+  GPU_TEST,
+  async () => {
+    const M = 3, K = 200, N = 5;
+    const a = randn(M * K, 1), b = randn(N * K, 2);
+    a[K + 150] = NaN; // row 1, K block 1
+    const qa = quantize(Tensor.from(device, a, [M, K]));
+    const qb = quantize(Tensor.from(device, b, [N, K]), { block: true });
+    const out = Tensor.empty(device, [M, N]);
+    fp8Gemm(out, qa, qb);
+    const got = await out.readF32();
+    for (let i = 0; i < M * N; i++) {
+      assert.equal(Number.isNaN(got[i]), Math.floor(i / N) === 1, `out[${i}] = ${got[i]}`);
+    }
+    const want = fp8GemmCpu(
+      quantizeCpu(a, { rows: M, cols: K }),
+      quantizeCpu(b, { rows: N, cols: K, block: true }),
+    );
+    const finite = (_: number, i: number) => Math.floor(i / N) !== 1;
+    assertClose(got.filter(finite), want.filter(finite), TWIN_TOL);
+  },
+);
 
 Deno.test(
   "linearFp8() forward and backward match the CPU twins for ragged M, N, K",
@@ -238,7 +265,28 @@ Deno.test("f16 on an adapter without shader-f16 fails with a message saying what
   assert.throws(() => checkPrecision(noF16, "f16"), /shader-f16/);
   checkPrecision(noF16, "fp8");
   checkPrecision({ hasF16: true, info: { description: "" } }, "f16");
+  const cpu = { hasF16: false, info: { description: "CPU backend", backend: "cpu" } };
+  assert.throws(() => assertF16(cpu), /CPU backend.*--precision f32 or --precision fp8/);
 });
+
+// The CPU backend computes in f32: every f16 entry point must refuse its tensors with the message
+// above instead of reaching a WebGPU-only path. Other backends run the f16 tests instead.
+Deno.test(
+  "on the CPU backend toHalf(), f16Gemm() and linearF16() refuse f16, naming --precision f32/fp8",
+  { ...GPU_TEST, ignore: device.kind !== "cpu" },
+  () => {
+    const x = Tensor.from(device, randn(8, 1), [2, 4]);
+    const w = Tensor.from(device, randn(12, 2), [3, 4]);
+    const msg = /shader-f16.*CPU backend.*--precision f32 or --precision fp8/;
+    assert.throws(() => toHalf(x), msg);
+    assert.throws(() => toHalf(x, { transpose: true }), msg);
+    assert.throws(() => linearF16(x, w), msg);
+    const h = { t: Tensor.empty(device, [2, 4], "f16"), rows: 2, cols: 4 };
+    assert.throws(() => f16Gemm(Tensor.empty(device, [2, 2]), h, h), msg);
+    assert.throws(() => checkPrecision(device, "f16"), msg);
+    checkPrecision(device, "fp8");
+  },
+);
 
 Deno.test("linearFor() maps each precision to its op; parsePrecision() names the choices", () => {
   assert.equal(linearFor("f32"), linearF32);

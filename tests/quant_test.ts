@@ -131,6 +131,23 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "quantize() with random fixed scales matches the CPU twin bit for bit",
+  GPU_TEST,
+  async () => {
+    const r = rng(21);
+    for (let t = 0; t < 12; t++) {
+      // scales over 2^-100 .. 2^100 with random mantissas; values around scale * 2^-12 .. 2^12
+      const scale = Math.fround(2 ** (200 * r() - 100) * (1 + r()));
+      const x = Float32Array.from(
+        { length: 1024 },
+        () => (r() < 0.5 ? -1 : 1) * scale * 2 ** (24 * r() - 12) * (1 + r()),
+      );
+      await checkTwin(x, [4, 256], { fixedScale: scale }, `fixed scale ${scale}`);
+    }
+  },
+);
+
 /** Ragged test data: normal values, tiles of very different magnitudes, a zero tile, -0, f32
  * subnormals, and one tile per 8 rows of exact ties (amax 448 * 2^-3, so the scale is 2^-3). */
 function raggedData(R: number, C: number, seed: number): Float32Array {
@@ -264,6 +281,26 @@ Deno.test(
     assert.ok(Number.isNaN(back[0]) && Number.isNaN(back[200 + 130]));
     assert.ok(Number.isFinite(back[128]) && Number.isFinite(back[400]));
     await checkTwin(x, [4, 200], {}, "non-finite");
+  },
+);
+
+Deno.test(
+  "quantize() and dequantize() read and write tensor views at an offset",
+  GPU_TEST,
+  async () => {
+    const device = await testDevice();
+    const R = 5, C = 130, x = randn(R * C, 31);
+    // x sits 256 elements (1 KiB) into a larger tensor
+    const big = Tensor.from(device, new Float32Array(256 + R * C + 64).fill(7), [256 + R * C + 64]);
+    big.view([R * C], 256).upload(x);
+    for (const opts of [{}, { block: true, transpose: true }] as QuantizeOptions[]) {
+      const g = quantize(big.view([R, C], 256), opts);
+      const [rows, cols] = opts.transpose ? [C, R] : [R, C];
+      const c = quantizeCpu(x, { rows, cols, ...opts });
+      assertWords((await g.q.read()) as Uint32Array, c.q, `codes ${JSON.stringify(opts)}`);
+      assertF32Bits(await g.scales.readF32(), c.scales, "scales");
+      assertF32Bits(await dequantize(g).readF32(), dequantizeCpu(c), "dequantized");
+    }
   },
 );
 
