@@ -40,6 +40,7 @@ import {
   wgslRowPlan,
 } from "./_rows.ts";
 import { WGSL_ROW_STATS } from "./softmax.ts";
+import { hostCeBackward, hostCeMean, hostCeRows } from "./host/cross_entropy.ts";
 import { Tensor } from "./tensor.ts";
 
 /** Which per-row value the row kernel writes. */
@@ -90,6 +91,7 @@ function rowLaunch(
   const { rows, C } = rowsOf(logits);
   checkRows(rows, targets, [out, lse, weights], mode);
   if (rows === 0) return;
+  if (logits.device.kind === "cpu") return hostCeRows(mode, out, lse, logits, targets, weights, C);
   const plan = rowPlan(C), weighted = Boolean(weights);
   const bindings = [logits.binding, targets.binding, out.binding, lse.binding];
   if (weights) bindings.push(weights.binding);
@@ -190,6 +192,13 @@ export function crossEntropyForward(
   }
   rowLaunch("ce", out.rowLoss, out.lse, logits, targets, opts.weights);
   const { rows, C } = rowsOf(logits);
+  if (logits.device.kind === "cpu") {
+    hostCeMean(out.loss, out.stats, out.rowLoss, targets, {
+      C,
+      denominator: opts.denominator ?? 0,
+    });
+    return;
+  }
   launch(
     logits.device,
     "ce_mean",
@@ -328,6 +337,13 @@ function backwardLaunch(
   if (weighted) bindings.push(weights!.binding);
   bindings.push(dx.binding);
   if (rows === 0) return;
+  if (dx.device.kind === "cpu") {
+    hostCeBackward(mode, dx, g, { ...saved, weights: weighted ? weights : undefined }, {
+      C,
+      accumulate: acc,
+    });
+    return;
+  }
   const plan = rowPlan(C);
   launch(
     dx.device,

@@ -31,6 +31,7 @@ import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch, launch1d } from "./_launch.ts";
 import { type Floats, wgslRowHelpers } from "./_rows.ts";
 import { Tensor } from "./tensor.ts";
+import { hostDpoBackward, hostDpoForward } from "./host/dpo.ts";
 
 /** The metric names, in their `stats` slot order (TRL's names). */
 export const DPO_METRICS = [
@@ -189,6 +190,10 @@ export function dpoLossForward(
   opts: DpoLossOptions,
 ): void {
   check(logprobs, seqIds, refLogps, opts);
+  if (logprobs.device.kind === "cpu") {
+    hostDpoForward(out, logprobs, seqIds, refLogps, { ...opts, stride: DPO_STATS_STRIDE });
+    return;
+  }
   launch(
     logprobs.device,
     "dpo_loss",
@@ -224,6 +229,13 @@ export function dpoLossBackward(
   opts: { beta: number; accumulate?: boolean },
 ): void {
   const n = dlogprobs.size;
+  if (dlogprobs.device.kind === "cpu") {
+    hostDpoBackward(dlogprobs, dloss, saved, {
+      beta: opts.beta,
+      accumulate: Boolean(opts.accumulate),
+    });
+    return;
+  }
   launch1d(
     dlogprobs.device,
     "dpo_loss_bwd",

@@ -25,6 +25,12 @@ import { launch, launch1d } from "./_launch.ts";
 import { grid1d } from "./gpu.ts";
 import { DeviceError } from "./device.ts";
 import { Tensor } from "./tensor.ts";
+import {
+  hostInvertPermutation,
+  hostRowsFromTokens,
+  hostScatterWeightGrad,
+  hostTokensFromRows,
+} from "./host/moe_dispatch.ts";
 
 /** Host arrays the CPU twins accept: f32 to mirror the GPU, f64 for finite differences. */
 type Floats = Float32Array | Float64Array;
@@ -166,6 +172,7 @@ function shapeOf(what: string, x: Tensor, perm: Tensor): DispatchShape {
 export function invertPermutationInto(inv: Tensor, perm: Tensor): void {
   checkPerm("invertPermutation", inv, perm.size);
   checkPerm("invertPermutation", perm, perm.size);
+  if (perm.device.kind === "cpu") return hostInvertPermutation(inv, perm);
   launch1d(
     perm.device,
     "moe_invert_perm",
@@ -264,6 +271,12 @@ export function scatterWeightedBackward(
     const { N, K, D } = shape;
     if (N * K === 0) return;
     const acc = Boolean(opts.accumulateWeights);
+    if (dy.device.kind === "cpu") {
+      return hostScatterWeightGrad(dweights, dy, route.ys, route.inv, {
+        ...shape,
+        accumulate: acc,
+      });
+    }
     launch(
       dy.device,
       "moe_scatter_dweights",
@@ -302,6 +315,9 @@ function rowsFromTokens(
   checkRowsTensor("routed rows", out, shape);
   const n = shape.N * shape.K * shape.D;
   const weighted = w !== null;
+  if (out.device.kind === "cpu") {
+    return hostRowsFromTokens(out, src, perm, w, { ...shape, accumulate: acc });
+  }
   launch1d(
     out.device,
     "moe_rows_from_tokens",
@@ -326,6 +342,9 @@ function tokensFromRows(
   checkRowsTensor("routed rows", src, shape);
   const n = shape.N * shape.D;
   const weighted = w !== null;
+  if (out.device.kind === "cpu") {
+    return hostTokensFromRows(out, src, inv, w, { ...shape, accumulate: acc });
+  }
   launch1d(
     out.device,
     "moe_tokens_from_rows",

@@ -36,6 +36,14 @@ import { launch, launch1d } from "./_launch.ts";
 import { type Params } from "./gpu.ts";
 import { DeviceError } from "./device.ts";
 import { Tensor } from "./tensor.ts";
+import {
+  hostBalanceBackward,
+  hostBalanceForward,
+  hostBiasUpdate,
+  hostDispatchPlan,
+  hostMoeRoute,
+  hostMoeRouteBackward,
+} from "./host/moe_route.ts";
 
 /** Routing hyperparameters (the model config's MoE fields). */
 export interface RouteConfig {
@@ -156,6 +164,7 @@ export function moeRouteForward(
       `moeRoute: indices must be i32 [${N}, ${cfg.K}] and weights f32 [${N}, ${cfg.K}]`,
     );
   }
+  if (ins.s.device.kind === "cpu") return hostMoeRoute(outs, ins, { E, ...cfg });
   launch1d(
     ins.s.device,
     "moe_route",
@@ -265,6 +274,15 @@ export function moeRouteBackward(
 ): void {
   const [N, E] = ins.s.shape;
   const K = ins.indices.size / N;
+  if (ds.device.kind === "cpu") {
+    return hostMoeRouteBackward(ds, ins, {
+      N,
+      E,
+      K,
+      routeScale: opts.routeScale,
+      accumulate: Boolean(opts.accumulate),
+    });
+  }
   launch1d(
     ds.device,
     "moe_route_bwd",
@@ -435,8 +453,9 @@ export function dispatchPlanForward(
       `dispatchPlan: counts must be [${E}], offsets [${E + 1}], perm and inv [${nk}]`,
     );
   }
-  const params = (p: Params) => p.u32(nk).u32(E).u32(0).u32(0);
   const gpu = indices.device;
+  if (gpu.kind === "cpu") return hostDispatchPlan(plan, indices, E);
+  const params = (p: Params) => p.u32(nk).u32(E).u32(0).u32(0);
   launch(
     gpu,
     "moe_count",
@@ -535,6 +554,7 @@ export function biasUpdate(bias: Tensor, loads: Tensor, opts: { gamma: number })
       `biasUpdate: loads must be i32 [${E}], got ${loads.dtype} [${loads.shape}]`,
     );
   }
+  if (bias.device.kind === "cpu") return hostBiasUpdate(bias, loads, opts.gamma);
   launch1d(
     bias.device,
     "moe_bias_update",
@@ -689,6 +709,9 @@ export function balanceLossForward(
 ): void {
   const { N, E, T, K } = balanceSizes(ins.s, ins.indices, opts.B);
   const gpu = ins.s.device, { f, stats } = outs.cache;
+  if (gpu.kind === "cpu") {
+    return hostBalanceForward({ loss: outs.loss, f, stats }, ins, { ...opts, T, E, K });
+  }
   launch1d(
     gpu,
     "moe_balance_f",
@@ -733,6 +756,15 @@ export function balanceLossBackward(
 ): void {
   const [N, E] = ds.shape;
   const T = N / opts.B;
+  if (ds.device.kind === "cpu") {
+    return hostBalanceBackward(ds, { ...ins.cache, dloss: ins.dloss }, {
+      N,
+      T,
+      E,
+      alpha: opts.alpha,
+      accumulate: Boolean(opts.accumulate),
+    });
+  }
   launch1d(
     ds.device,
     "moe_balance_bwd",

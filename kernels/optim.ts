@@ -29,6 +29,7 @@
 import { launch, launch1d } from "./_launch.ts";
 import { DeviceError } from "./device.ts";
 import { Tensor } from "./tensor.ts";
+import { hostAdamw, hostClipScale, hostSumSquares } from "./host/optim.ts";
 
 /** Elements one stage-1 workgroup of the sum of squares reduces (256 threads x 16). */
 export const NORM_CHUNK = 4096;
@@ -166,6 +167,7 @@ export function sumSquares(
 ): void {
   const gpu = out.device;
   const rs = ranges.map((r) => ({ t: r.t, ...resolve(r, "sumSquares") }));
+  if (gpu.kind === "cpu") return hostSumSquares(out, rs, opts.nonfinite ?? null);
   const chunks = rs.map((r) => Math.ceil(r.count / NORM_CHUNK));
   const total = chunks.reduce((a, b) => a + b, 0);
   const partials = Tensor.empty(gpu, [Math.max(1, total), 2]);
@@ -227,6 +229,9 @@ export function clipScale(
   opts: { maxNorm: number; norm?: Tensor | null },
 ): void {
   const clip = Number.isFinite(opts.maxNorm) && opts.maxNorm > 0;
+  if (out.device.kind === "cpu") {
+    return hostClipScale(out, sumsq, opts.norm ?? null, { maxNorm: opts.maxNorm, clip });
+  }
   const norm = opts.norm ?? Tensor.empty(out.device, [1]);
   launch(
     out.device,
@@ -418,6 +423,7 @@ export function adamw(param: Tensor, state: AdamWState, opts: AdamWOptions): voi
       throw new DeviceError(`adamw: state buffer of ${t.size} elements is shorter than the range`);
     }
   }
+  if (param.device.kind === "cpu") return hostAdamw(param, state, opts.gradScale ?? null, h);
   const withScale = Boolean(opts.gradScale);
   const vec = [param, state.grad, state.m, state.v].every((t) => vec4Range(t, h.offset));
   launch1d(

@@ -9,9 +9,12 @@ import assert from "node:assert/strict";
 import { noGrad, Tape } from "../kernels/autograd.ts";
 import {
   DPO_METRICS,
+  DPO_STATS_STRIDE,
   dpoLoss,
+  dpoLossBackward,
   dpoLossBackwardCpu,
   dpoLossCpu,
+  dpoLossForward,
   type DpoMetric,
 } from "../kernels/dpo.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
@@ -77,6 +80,43 @@ Deno.test(
       const fd = finiteDiff(f, Float64Array.from(lp), { indices: idx, h: 1e-5 });
       assertClose(idx.map((i) => dWant[i]), fd, { atol: 1e-8, rtol: 1e-5, label: `${label} fd` });
       scope.dispose();
+    }
+  },
+);
+
+Deno.test(
+  "dpoLossBackward() adds into dlogprobs when accumulating, and overwrites otherwise",
+  GPU_TEST,
+  async () => {
+    const device = await testDevice();
+    const N = 50, P = 3, beta = 0.2;
+    const lp = randn(N, 7, 1).map((v) => -Math.abs(v));
+    const seq = Int32Array.from({ length: N }, (_, i) => (i % 7 === 6 ? -1 : i % (2 * P)));
+    const ref = randn(2 * P, 8, 2);
+    const bufs = {
+      sums: Tensor.empty(device, [2 * P]),
+      loss: Tensor.empty(device, [1]),
+      stats: Tensor.empty(device, [DPO_METRICS.length * DPO_STATS_STRIDE]),
+      coef: Tensor.empty(device, [P]),
+    };
+    const seqT = Tensor.from(device, seq, [N], "i32");
+    dpoLossForward(bufs, Tensor.from(device, lp, [N]), seqT, Tensor.from(device, ref, [2 * P]), {
+      pairs: P,
+      beta,
+    });
+    const want = dpoLossBackwardCpu(seq, dpoLossCpu(lp, seq, ref, { pairs: P, beta }).coef, 1.5, {
+      beta,
+    });
+    const prior = randn(N, 9);
+    const dloss = Tensor.from(device, [1.5], [1]);
+    for (const accumulate of [false, true]) {
+      const d = Tensor.from(device, prior, [N]);
+      dpoLossBackward(d, dloss, { seqIds: seqT, coef: bufs.coef }, { beta, accumulate });
+      assertClose(await d.readF32(), accumulate ? want.map((v, i) => v + prior[i]) : want, {
+        atol: 1e-7,
+        rtol: 1e-4,
+        label: `accumulate=${accumulate}`,
+      });
     }
   },
 );

@@ -101,6 +101,35 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "gather and weighted scatter forwards accumulate into their outputs",
+  GPU_TEST,
+  async () => {
+    const device = await testDevice();
+    for (const c of CASES) {
+      const { N, K, D } = c;
+      const { perm, weights } = routing(c, 70 + N);
+      const x = randn(N * D, 71), ys = randn(N * K * D, 72);
+      const baseXs = randn(N * K * D, 73), baseY = randn(N * D, 74);
+      const permT = Tensor.from(device, perm, [N * K], "i32");
+      const xs = Tensor.from(device, baseXs, [N * K, D]);
+      gatherRowsForward(xs, Tensor.from(device, x, [N, D]), permT, { accumulate: true });
+      const wantXs = gatherRowsCpu(x, perm, c).map((v, i) => v + baseXs[i]);
+      assertClose(await xs.readF32(), wantXs, { label: `gather acc N=${N}` });
+      const y = Tensor.from(device, baseY, [N, D]);
+      scatterWeightedForward(
+        y,
+        Tensor.from(device, ys, [N * K, D]),
+        invertPermutation(permT),
+        Tensor.from(device, weights, [N, K]),
+        { accumulate: true },
+      );
+      const wantY = scatterWeightedCpu(ys, perm, weights, c).map((v, i) => v + baseY[i]);
+      assertClose(await y.readF32(), wantY, { label: `scatter acc N=${N}` });
+    }
+  },
+);
+
 Deno.test("dispatch CPU backwards match central finite differences", () => {
   const c = CASES[0];
   const { N, K, D } = c;
