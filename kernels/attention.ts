@@ -77,6 +77,9 @@
  * it; each kernel has a single loop of at most ceil(T / C) trips and no nested loops, so T up
  * to 65535 is safe.
  *
+ * On the CPU backend the launchers run `host/attention.ts` instead: the same math per block of
+ * query rows, with the block's scores (at most 64 x T) in host scratch and its GEMMs in BLAS.
+ *
  * Left out: dropout, non-causal attention, f16 inputs, sliding windows, skipping key tiles that
  * segment ids mask entirely. The packed records cost a scratch copy of q, dO (and k, v) per
  * call, kept per device and reused (B * H * T * (G_QK + G_V + 1) vec4s each). Heads as wide as V3's (192/128) get R = 2 (forward) and 1
@@ -87,6 +90,7 @@
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";
 import { launch, launch1d, webgpu } from "./_launch.ts";
+import { hostAttentionBackward, hostAttentionForward } from "./host/attention.ts";
 import type { Gpu } from "./gpu.ts";
 import type { Binding } from "./device.ts";
 import { Tensor } from "./tensor.ts";
@@ -746,7 +750,8 @@ export interface AttentionInputs {
  * @param outs where to write `out` and `lse`.
  * @param ins q, k, v (and optional seg).
  * @param opts.scale the softmax scale (MLA: `1/sqrt(dn + dr)`, times `m^2` under YaRN);
- *   `uniformBytes` the bytes per uniform window (default: the device limit; tests make it small).
+ *   `uniformBytes` the bytes per uniform window (WebGPU only; default: the device limit; tests
+ *   make it small).
  * @throws when the shapes disagree or the grid passes 65535 workgroups per dimension.
  * @example attentionForward({ out, lse }, { q, k, v }, { scale: 1 / Math.sqrt(48) });
  */
@@ -757,6 +762,7 @@ export function attentionForward(
 ): void {
   const { q, k, v, seg } = ins;
   const s = attentionShape(q, k, v, seg);
+  if (outs.out.device.kind === "cpu") return hostAttentionForward(outs, ins, s, opts.scale);
   launchOverKeys(s, ins, "fwd", {
     name: "attention_fwd",
     source: (r) => forwardSource(s.dqk, s.dv, Boolean(seg), r),
@@ -859,6 +865,7 @@ export function attentionBackward(
 ): void {
   const { q, k, v, seg, out, lse, dout } = saved;
   const s = attentionShape(q, k, v, seg);
+  if (q.device.kind === "cpu") return hostAttentionBackward(grads, saved, s, opts);
   const hasSeg = Boolean(seg);
   const key = `${s.dqk}|${s.dv}|${hasSeg}`;
   const acc = opts.accumulate ?? {};

@@ -27,12 +27,16 @@
  * accumulators, each thread owning latent columns li, li + WG, ... and summing over the tile's
  * positions in order. Fixed orders everywhere, no atomics: identical bits on a rerun.
  *
+ * On the CPU backend the launchers run `host/latent_attention.ts` (per token, every head at once
+ * through BLAS).
+ *
  * Left out: f16 caches, split-K over very long contexts (one workgroup walks all positions),
  * paged caches.
  *
  * @module
  */
 import { launch, launch1d } from "./_launch.ts";
+import { hostLatentAttentionForward, hostLatentCacheWrite } from "./host/latent_attention.ts";
 import { type Floats, like, rowGrid, rowWorkgroup, wgslRowHelpers } from "./_rows.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -143,6 +147,9 @@ export function latentCacheWrite(cache: Tensor, inputs: LatentCacheWriteInputs):
     );
   }
   if (kPe) assertF32(kPe, "latentCacheWrite");
+  if (cache.device.kind === "cpu") {
+    return hostLatentCacheWrite(cache, inputs, { N, S, L, W, rc, ck });
+  }
   const bindings = kPe
     ? [c.binding, kPe.binding, where.binding, cache.binding]
     : [c.binding, where.binding, cache.binding];
@@ -314,6 +321,7 @@ export function latentAttentionForward(
   }
   assertF32(z, "latentAttention");
   if (s.N === 0) return;
+  if (z.device.kind === "cpu") return hostLatentAttentionForward(z, inputs, s, opts.scale);
   const wg = rowWorkgroup(s.rkv);
   const { qt, q, cache, where } = inputs;
   launch(

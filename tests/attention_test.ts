@@ -88,20 +88,57 @@ Deno.test(
 
 Deno.test("attention segments with arbitrary ids keep unequal ids apart", GPU_TEST, async () => {
   const device = await testDevice();
-  const s = { B: 2, T: 40, H: 2, dqk: 6, dv: 5 };
-  const x = inputs(s, 99);
-  const r = rng(5);
-  const seg = Int32Array.from({ length: s.B * s.T }, () => Math.floor(r() * 3));
+  // T = 150 spans several query blocks of the CPU backend (64 rows), whose key ranges start at
+  // the first position of a row's id
+  for (const s of [{ B: 2, T: 40, H: 2, dqk: 6, dv: 5 }, { B: 1, T: 150, H: 2, dqk: 6, dv: 5 }]) {
+    const x = inputs(s, 99);
+    const r = rng(5);
+    const seg = Int32Array.from({ length: s.B * s.T }, () => Math.floor(r() * 3));
+    const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
+    const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
+    const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
+    const out = Tensor.empty(device, [s.B, s.T, s.H, s.dv]);
+    const lse = Tensor.empty(device, [s.B, s.H, s.T]);
+    const segT = Tensor.from(device, seg, [s.B, s.T], "i32");
+    attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale: 0.4 });
+    const want = attentionCpu({ ...x, seg }, { shape: s, scale: 0.4 });
+    assertClose(await out.readF32(), want.out, { atol: 1e-5, rtol: 1e-4, label: label(s, true) });
+    const dq = Tensor.empty(device, q.shape), dk = Tensor.empty(device, k.shape);
+    const dv = Tensor.empty(device, v.shape);
+    const dout = Tensor.from(device, x.dout, v.shape);
+    attentionBackward({ dq, dk, dv }, { q, k, v, seg: segT, out, lse, dout }, { scale: 0.4 });
+    const g = attentionBackwardCpu({ ...x, seg }, { shape: s, scale: 0.4 });
+    const tol = { atol: 1e-5, rtol: 1e-3 };
+    assertClose(await dq.readF32(), g.dq, { ...tol, label: `dq ${label(s, true)}` });
+    assertClose(await dk.readF32(), g.dk, { ...tol, label: `dk ${label(s, true)}` });
+    assertClose(await dv.readF32(), g.dv, { ...tol, label: `dv ${label(s, true)}` });
+  }
+});
+
+Deno.test("attention backward computes only the gradients asked for", GPU_TEST, async () => {
+  const device = await testDevice();
+  const s = { B: 2, T: 70, H: 2, dqk: 8, dv: 4 };
+  const x = inputs(s, 12);
+  const seg = packedSegments(s.B, s.T, 6);
   const q = Tensor.from(device, x.q, [s.B, s.T, s.H, s.dqk]);
   const k = Tensor.from(device, x.k, [s.B, s.T, s.H, s.dqk]);
   const v = Tensor.from(device, x.v, [s.B, s.T, s.H, s.dv]);
-  const out = Tensor.empty(device, [s.B, s.T, s.H, s.dv]);
-  const lse = Tensor.empty(device, [s.B, s.H, s.T]);
-  attentionForward({ out, lse }, { q, k, v, seg: Tensor.from(device, seg, [s.B, s.T], "i32") }, {
-    scale: 0.4,
-  });
-  const want = attentionCpu({ ...x, seg }, { shape: s, scale: 0.4 });
-  assertClose(await out.readF32(), want.out, { atol: 1e-5, rtol: 1e-4 });
+  const dout = Tensor.from(device, x.dout, v.shape);
+  const segT = Tensor.from(device, seg, [s.B, s.T], "i32");
+  const out = Tensor.empty(device, v.shape), lse = Tensor.empty(device, [s.B, s.H, s.T]);
+  attentionForward({ out, lse }, { q, k, v, seg: segT }, { scale: 0.3 });
+  const want = attentionBackwardCpu({ ...x, seg }, { shape: s, scale: 0.3 });
+  const tol = { atol: 1e-5, rtol: 1e-3 };
+  const saved = { q, k, v, seg: segT, out, lse, dout };
+  const dq = Tensor.empty(device, q.shape);
+  attentionBackward({ dq, dk: null, dv: null }, saved, { scale: 0.3 });
+  assertClose(await dq.readF32(), want.dq, { ...tol, label: "dq alone" });
+  const dk = Tensor.empty(device, k.shape);
+  attentionBackward({ dq: null, dk, dv: null }, saved, { scale: 0.3 });
+  assertClose(await dk.readF32(), want.dk, { ...tol, label: "dk alone" });
+  const dv = Tensor.empty(device, v.shape);
+  attentionBackward({ dq: null, dk: null, dv }, saved, { scale: 0.3 });
+  assertClose(await dv.readF32(), want.dv, { ...tol, label: "dv alone" });
 });
 
 Deno.test("attention CPU backward matches central finite differences", () => {
