@@ -42,9 +42,7 @@ export function hostReduce(
   }
   const k = opts.op === "mean" ? Math.fround(1 / C) : 1;
   for (let r = 0, base = 0; r < rows; r++, base += C) {
-    let s = 0;
-    for (let j = 0; j < C; j++) s += xs[base + j];
-    s *= k;
+    const s = sum(xs, base, base + C) * k;
     o[r] = acc ? o[r] + s : s;
   }
 }
@@ -84,17 +82,40 @@ export function hostSumAll(
   opts: { square: boolean; scale: number; accumulate: boolean },
 ): void {
   const xs = f32(x), n = xs.length, o = f32(out);
-  let s = 0;
-  if (opts.square) {
-    for (let i = 0; i < n; i++) {
-      const v = xs[i];
-      s += v * v;
-    }
-  } else {
-    for (let i = 0; i < n; i++) s += xs[i];
-  }
-  s *= opts.scale;
+  const s = (opts.square ? sumSquares(xs) : sum(xs, 0, n)) * opts.scale;
   o[0] = opts.accumulate ? o[0] + s : s;
+}
+
+/**
+ * The sum of `xs[start..end)`: four interleaved f64 partial sums (independent adds pipeline),
+ * combined in a fixed order.
+ */
+function sum(xs: Float32Array, start: number, end: number): number {
+  const end4 = end - (end - start) % 4;
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = start;
+  for (; i < end4; i += 4) {
+    s0 += xs[i];
+    s1 += xs[i + 1];
+    s2 += xs[i + 2];
+    s3 += xs[i + 3];
+  }
+  for (; i < end; i++) s0 += xs[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+/** The sum of squares of all of `xs`, as {@linkcode sum}. */
+function sumSquares(xs: Float32Array): number {
+  const n = xs.length, n4 = n - n % 4;
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, i = 0;
+  for (; i < n4; i += 4) {
+    const a = xs[i], b = xs[i + 1], c = xs[i + 2], d = xs[i + 3];
+    s0 += a * a;
+    s1 += b * b;
+    s2 += c * c;
+    s3 += d * d;
+  }
+  for (; i < n; i++) s0 += xs[i] * xs[i];
+  return (s0 + s1) + (s2 + s3);
 }
 
 /** `dx (+)= scale * dout[0]`, or `2 scale x dout[0]` for a sum of squares. */

@@ -12,6 +12,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
+import { fastExp } from "./elementwise.ts";
 import { f32 } from "./_views.ts";
 
 /** `y = softmax(x)` over rows of `C`. */
@@ -27,7 +28,7 @@ export function hostSoftmax(y: Tensor, x: Tensor, C: number): void {
     }
     let s = 0;
     for (let i = base; i < end; i++) {
-      const e = Math.exp(xs[i] - m);
+      const e = fastExp(xs[i] - m);
       ys[i] = e;
       s += e;
     }
