@@ -19,6 +19,9 @@
  * lavapipe does lane by lane); transpose12 runs one thread per output element. The only
  * reduction (the shared part's gradient over heads) loops over heads in a fixed order.
  *
+ * On the CPU backend each launcher calls its implementation in `host/copy.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

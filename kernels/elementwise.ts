@@ -9,6 +9,9 @@
  * kernels add into gradients without extra passes. Sizes that are multiples of 4 run one thread
  * per vec4 (on lavapipe every load is a per-lane gather, so four elements per load is ~3x faster).
  *
+ * On the CPU backend each launcher calls its implementation in `host/elementwise.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

@@ -21,6 +21,9 @@
  *      Rows v follow `_rows.ts`'s row plan (vec4 units when D % 4 == 0), as does the forward.
  * Every row of dTable is written (zeros for unused ids), so it needs no zero fill first.
  *
+ * On the CPU backend each launcher calls its implementation in `host/embedding.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

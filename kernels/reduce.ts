@@ -16,6 +16,9 @@
  * The max backward sends the gradient to the argmax only (the first one on ties), as PyTorch's
  * `max(dim)` does.
  *
+ * On the CPU backend each launcher calls its implementation in `host/reduce.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

@@ -17,6 +17,9 @@
  * four columns, and chunk, looping over its 32 rows in order), then one thread per column
  * summing the K partials in order. No atomics, so the bits repeat.
  *
+ * On the CPU backend each launcher calls its implementation in `host/rmsnorm.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

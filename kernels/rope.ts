@@ -19,6 +19,9 @@
  * `copyRest` also copies the other columns, which is what the differentiable {@linkcode rope}
  * does. One thread per pair (plus one per copied column); no reductions.
  *
+ * On the CPU backend each launcher calls its implementation in `host/rope.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

@@ -12,6 +12,9 @@
  * order: a fixed order, so identical bits run to run. A row that is all -inf (fully masked)
  * gives zeros instead of NaNs.
  *
+ * On the CPU backend each launcher calls its implementation in `host/softmax.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

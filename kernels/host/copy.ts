@@ -5,10 +5,10 @@
  * Legend: R rows, Cx / Co row lengths of x / out, B batch, T time, H heads, da per-head columns,
  * ds shared columns, D head dim.
  *
- *     copyColumns:               out[r, oo + j] (+)= x[r, xo + j],  j < len  (zeroRest: 0 elsewhere)
- *     concatBroadcastHeads:      out[b, t, h, :] (+)= [a[b, t, h, :] ; shared[b, t, 0, :]]
- *     concatBroadcastHeads bwd:  dshared[b, t, 0, :] (+)= sum_h dout[b, t, h, da:]  (heads in order)
- *     transpose12:               out[a, c, b, :] (+)= x[a, b, c, :]
+ *     copyColumns:     out[r, oo + j] (+)= x[r, xo + j],  j < len  (zeroRest: 0 elsewhere)
+ *     key build:       out[b, t, h, :] (+)= [a[b, t, h, :] ; shared[b, t, 0, :]]
+ *     its backward:    dshared[b, t, 0, :] (+)= sum_h dout[b, t, h, da:]  (heads in order)
+ *     transpose12:     out[a, c, b, :] (+)= x[a, b, c, :]
  *
  * Plain copies use `TypedArray.set` (a memcpy); the head sum runs in f64 in head order.
  *

@@ -15,19 +15,29 @@
 import type { Tensor } from "../tensor.ts";
 import { f32 } from "./_views.ts";
 
-/** The layout the launcher validated. */
+/** The layout the launcher validated (see the legend). */
 export interface HostRopeLayout {
+  /** Time steps of this call. */
   T: number;
+  /** Heads. */
   H: number;
+  /** Row length of x. */
   Sx: number;
+  /** Row length of out. */
   So: number;
+  /** First rope column in each row of x. */
   xo: number;
+  /** First rope column in each row of out. */
   oo: number;
+  /** Frequency pairs (dr / 2). */
   half: number;
+  /** Position of t = 0. */
   pos0: number;
-  /** -1 for the inverse rotation (the backward). */
+  /** -1 for the inverse rotation (the backward), else 1. */
   sgn: number;
+  /** Also copy the non-rope columns. */
   copyRest: boolean;
+  /** Add into out. */
   accumulate: boolean;
 }
 
