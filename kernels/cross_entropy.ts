@@ -21,6 +21,9 @@
  * and sum-exp online in one read of the row and combines the lanes in lane order; the mean and
  * the count use one workgroup over all rows in a fixed order. No atomics: same inputs, same bits.
  *
+ * On the CPU backend each launcher calls its implementation in `host/cross_entropy.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

@@ -25,6 +25,9 @@
  *
  * Left out: label smoothing (cDPO), IPO and the other TRL loss types, reference-free DPO.
  *
+ * On the CPU backend each launcher calls its implementation in `host/dpo.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

@@ -18,6 +18,9 @@
  * Determinism without atomics: every output element has exactly one writer, and sums over a
  * token's K rows run in slot order (the inverse permutation lets a token's thread find its rows).
  *
+ * On the CPU backend each launcher calls its implementation in `host/moe_dispatch.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

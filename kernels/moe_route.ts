@@ -29,6 +29,9 @@
  *
  * Left out: token dropping (V3 drops none), capacity factors, softmax gates (V2).
  *
+ * On the CPU backend each launcher calls its implementation in `host/moe_route.ts` after its
+ * checks.
+ *
  * @module
  */
 import { gradFor, needsGrad, record } from "./autograd.ts";

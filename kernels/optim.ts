@@ -24,6 +24,9 @@
  * Left out: per-parameter learning rates (call {@linkcode adamw} per range instead), fused
  * multi-tensor launches, f16 moments.
  *
+ * On the CPU backend each launcher calls its implementation in `host/optim.ts` after its
+ * checks.
+ *
  * @module
  */
 import { launch, launch1d } from "./_launch.ts";
