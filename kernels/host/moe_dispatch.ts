@@ -11,7 +11,8 @@
  *     tokensFromRows:   out [N, D] (+)= sum_s (w[t, s] *) src[inv[t K + s]]   (slot order)
  *     weightGrad:       dw [N, K] (+)= dot(dy[t], ys[inv[t K + s]])
  *
- * Sums run in f64 in slot order (a token's rows) or feature order (the dots).
+ * Sums run in f64 in slot order (a token's rows) or, for the dots, as four interleaved partial
+ * sums over the features; the orders are fixed, so the same inputs give the same bits.
  *
  * @module
  */
@@ -71,8 +72,9 @@ export function hostTokensFromRows(
   if (rowAcc.length < D) rowAcc = new Float64Array(D);
   const acc = rowAcc;
   for (let t = 0; t < N; t++) {
-    acc.fill(0, 0, D);
-    for (let s = 0; s < K; s++) {
+    const first = iv[t * K] * D, g0 = wv ? wv[t * K] : 1;
+    for (let d = 0; d < D; d++) acc[d] = g0 * x[first + d];
+    for (let s = 1; s < K; s++) {
       const from = iv[t * K + s] * D, g = wv ? wv[t * K + s] : 1;
       for (let d = 0; d < D; d++) acc[d] += g * x[from + d];
     }
@@ -91,10 +93,19 @@ export function hostScatterWeightGrad(
   sh: HostDispatch,
 ): void {
   const { N, K, D } = sh, o = f32(dw), g = f32(dy), y = f32(ys), iv = i32(inv);
+  const D4 = D & ~3;
   for (let j = 0; j < N * K; j++) {
     const a = ((j / K) | 0) * D, b = iv[j] * D;
-    let dot = 0;
-    for (let d = 0; d < D; d++) dot += g[a + d] * y[b + d];
+    // four partial sums in a fixed order: no single loop-carried add chain
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0, d = 0;
+    for (; d < D4; d += 4) {
+      s0 += g[a + d] * y[b + d];
+      s1 += g[a + d + 1] * y[b + d + 1];
+      s2 += g[a + d + 2] * y[b + d + 2];
+      s3 += g[a + d + 3] * y[b + d + 3];
+    }
+    for (; d < D; d++) s0 += g[a + d] * y[b + d];
+    const dot = (s0 + s1) + (s2 + s3);
     o[j] = sh.accumulate ? o[j] + dot : dot;
   }
 }
