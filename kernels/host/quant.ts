@@ -3,17 +3,18 @@
  * encoder packing four codes per word, and the dequantizer. Same bits as the WGSL kernels (and
  * the CPU twins `quantizeCpu` / `dequantizeCpu`).
  *
- * Legend as in `quant.ts`: R x C the matrix (C packed and tiled), W = ceil(C / 4) words per row,
- * CB = ceil(C / 128) column tiles, RB = ceil(R / 128) row blocks.
+ * Legend as in `quant.ts`: R x C the matrix (C packed and tiled), Kp = 4 ceil(C / 4) codes per
+ * row (a row of ceil(C / 4) little-endian words, byte k of a word its k-th code), CB = ceil(C /
+ * 128) column tiles.
  *
  * How they stay exact: the tile amax is an integer max of |x|'s f32 bits (NaN beats Inf, f32
  * subnormals count); the scale is `fround(max(amax, 1e-4) / 448)`, whose f64 quotient never sits
- * on an f32 rounding boundary; each code is read off the f64 bits of `|x| / scale` (exact enough:
- * an f32 over an f32 cannot fall within 2^-53 of an E4M3 midpoint without being one), rounded to
- * nearest even on the bits.
+ * on an f32 rounding boundary; each code rounds the f64 quotient `|x| / scale` (an f32 over an f32
+ * cannot fall within 2^-53 of an E4M3 midpoint without being one) to nearest even.
  *
  * @module
  */
+import type { HostBuffer } from "../cpu.ts";
 import type { Tensor } from "../tensor.ts";
 import { f32, u32 } from "./_views.ts";
 
@@ -60,68 +61,86 @@ function encodeMag(v: number): number {
   return code > MAX_CODE ? MAX_CODE : code;
 }
 
-/** The code of an element with f32 bits `xb` and value `xv`, under scale `s` (NaN allowed). */
-function encode(xb: number, xv: number, s: number): number {
+/** The code of one element in the rare cases: a NaN scale, x zero, f32-subnormal, Inf or NaN. */
+function rareCode(xb: number, xv: number, s: number): number {
   const sign = (xb >>> 24) & 0x80, ax = xb & 0x7fffffff;
   if (ax > INF_BITS || s !== s) return sign | NAN_CODE;
   if (ax === INF_BITS) return sign | MAX_CODE;
   if (ax === 0) return sign;
-  return sign | encodeMag((xv < 0 ? -xv : xv) / s);
+  return sign | encodeMag(Math.abs(xv) / s);
+}
+
+/** Offset of the exponent difference ex - es (-254 .. 253) in the encoder's tables. */
+const D0 = 256;
+/**
+ * For d = ex - es + D0 (ex, es the biased exponents of x and the scale, less 1 when x's mantissa
+ * is below the scale's): E = floor(log2 |x| / s) clamped to -6 .. 9 (below -6 the subnormal
+ * quanta of 2^-9, from 9 up saturation), the inverse of one quantum 2^(3 - E), and the code of
+ * 2^E less 8 ((E + 6) << 3).
+ */
+const INV_QUANTUM = new Float64Array(2 * D0), CODE_BASE = new Int32Array(2 * D0);
+for (let d = 0; d < 2 * D0; d++) {
+  const E = Math.min(Math.max(d - D0, -6), 9);
+  INV_QUANTUM[d] = 2 ** (3 - E);
+  CODE_BASE[d] = (E + 6) << 3;
+}
+
+/**
+ * Writes the codes of `n` elements of x (f32 view `xv`, bits `xb`, from `xi`, `stride` apart)
+ * under scale `s` into `q8` from `qi`. For normal x and a finite scale there is no data-dependent
+ * branch (a mispredicted sign or rounding branch costs more than the arithmetic): `|x| / s` in
+ * units of its quantum is rounded to nearest even by the 2^52 trick, and 16 quanta carry into the
+ * exponent.
+ */
+function encodeRun(
+  xv: Float32Array,
+  xb: Uint32Array,
+  xi: number,
+  stride: number,
+  q8: Uint8Array,
+  qi: number,
+  n: number,
+  s: number,
+): void {
+  one[0] = s;
+  const sb = oneBits[0], rare = sb >= INF_BITS;
+  const d0 = D0 - (sb >>> 23), ms = sb & 0x7fffff;
+  for (let k = 0, i = xi; k < n; k++, i += stride) {
+    const b = xb[i], ex = (b >>> 23) & 0xff;
+    if (ex === 0 || ex === 0xff || rare) {
+      q8[qi + k] = rareCode(b, xv[i], s);
+      continue;
+    }
+    const d = ex + d0 + (((b & 0x7fffff) - ms) >> 31);
+    const m = (Math.abs(xv[i]) / s * INV_QUANTUM[d] + RNE_MAGIC) - RNE_MAGIC; // 0 .. 16
+    q8[qi + k] = ((b >>> 24) & 0x80) | Math.min(CODE_BASE[d] + m, MAX_CODE);
+  }
 }
 
 /** Scratch for the per-(row, tile) amax bits, grown on demand. */
 let amaxScratch = new Uint32Array(0);
-
-function amaxBuffer(n: number): Uint32Array {
-  if (amaxScratch.length < n) amaxScratch = new Uint32Array(n);
-  const a = amaxScratch.subarray(0, n);
-  a.fill(0);
-  return a;
-}
-
 /**
- * Fills `scales` from the tile (or block) amaxes of x read as [R, C] (x^T, stored [C, R], with
- * `transpose`).
+ * Fills `sc` [R or ceil(R / 128), CB] with the scales of x's 1 x 128 tiles or 128 x 128 blocks,
+ * x read as [R, C] (element (r, c) at `r * rs + c * cs`).
  */
 function hostScales(
   xb: Uint32Array,
   sc: Float32Array,
-  R: number,
-  C: number,
-  transpose: boolean,
-  block: boolean,
+  o: { R: number; C: number; rs: number; cs: number; block: boolean },
 ): void {
-  const CB = Math.ceil(C / TILE);
-  // amax bits per scale entry: [R or RB, CB]
-  const am = amaxBuffer(sc.length);
-  if (!transpose) {
+  const { R, C, rs, cs, block } = o, CB = Math.ceil(C / TILE);
+  if (amaxScratch.length < sc.length) amaxScratch = new Uint32Array(sc.length);
+  const am = amaxScratch.subarray(0, sc.length); // [R or RB, CB] amax bits
+  am.fill(0);
+  for (let cb = 0; cb < CB; cb++) {
+    const c0 = cb * TILE, n = Math.min(C - c0, TILE);
     for (let r = 0; r < R; r++) {
-      const row = r * C, base = (block ? Math.floor(r / TILE) : r) * CB;
-      for (let cb = 0; cb < CB; cb++) {
-        const c1 = Math.min(C, cb * TILE + TILE);
-        let m = am[base + cb];
-        for (let c = cb * TILE; c < c1; c++) {
-          const b = xb[row + c] & 0x7fffffff;
-          if (b > m) m = b;
-        }
-        am[base + cb] = m;
+      const si = (block ? r >> 7 : r) * CB + cb;
+      let m = am[si];
+      for (let k = 0, i = r * rs + c0 * cs; k < n; k++, i += cs) {
+        m = Math.max(m, xb[i] & 0x7fffffff);
       }
-    }
-  } else {
-    // x is [C, R]: walk its rows, so the inner loop over r reads contiguous memory
-    for (let c = 0; c < C; c++) {
-      const row = c * R, cb = Math.floor(c / TILE);
-      if (block) {
-        for (let r = 0; r < R; r++) {
-          const i = Math.floor(r / TILE) * CB + cb, b = xb[row + r] & 0x7fffffff;
-          if (b > am[i]) am[i] = b;
-        }
-      } else {
-        for (let r = 0; r < R; r++) {
-          const i = r * CB + cb, b = xb[row + r] & 0x7fffffff;
-          if (b > am[i]) am[i] = b;
-        }
-      }
+      am[si] = m;
     }
   }
   for (let i = 0; i < sc.length; i++) sc[i] = scaleOfBits(am[i]);
@@ -130,7 +149,8 @@ function hostScales(
 /**
  * The host version of `quantize`'s kernels: writes `scales` (unless `fixed`: then they hold the
  * fixed scale already) and the packed codes `q` [R, ceil(C / 4)] of x read as [R, C] (as x^T with
- * `transpose`).
+ * `transpose`). `q` is written as bytes [R, Kp], padding bytes zero. With `transpose` a run of a
+ * tile reads a column of x; the next row's run reads the neighbouring column, which is in cache.
  */
 export function hostQuantize(
   x: Tensor,
@@ -138,47 +158,25 @@ export function hostQuantize(
   scales: Tensor,
   o: { R: number; C: number; transpose: boolean; block: boolean; fixed: boolean },
 ): void {
-  const { R, C, transpose, block } = o;
-  const W = Math.ceil(C / 4), CB = Math.ceil(C / TILE);
-  const xv = f32(x), xb = u32(x), qv = u32(q), sc = f32(scales);
+  const { R, C, block } = o;
+  const Kp = 4 * Math.ceil(C / 4), CB = Math.ceil(C / TILE);
+  const q8 = new Uint8Array((q.buffer as HostBuffer).data, q.offset, R * Kp);
   if (R * C === 0) {
-    qv.fill(0);
+    q8.fill(0);
     return;
   }
-  if (!o.fixed) hostScales(xb, sc, R, C, transpose, block);
-  if (!transpose) {
+  // element (r, c) of the matrix is x[r * rs + c * cs]
+  const rs = o.transpose ? 1 : C, cs = o.transpose ? R : 1;
+  const xv = f32(x), xb = u32(x), sc = f32(scales);
+  if (!o.fixed) hostScales(xb, sc, { R, C, rs, cs, block });
+  for (let cb = 0; cb < CB; cb++) {
+    const c0 = cb * TILE, n = Math.min(C - c0, TILE);
     for (let r = 0; r < R; r++) {
-      const row = r * C, srow = (block ? Math.floor(r / TILE) : r) * CB;
-      for (let w = 0; w < W; w++) {
-        const s = sc[srow + (w >> 5)], c0 = 4 * w;
-        let word = 0;
-        if (c0 + 4 <= C) {
-          const i = row + c0;
-          word = encode(xb[i], xv[i], s) | (encode(xb[i + 1], xv[i + 1], s) << 8) |
-            (encode(xb[i + 2], xv[i + 2], s) << 16) | (encode(xb[i + 3], xv[i + 3], s) << 24);
-        } else {
-          for (let c = c0; c < C; c++) {
-            word |= encode(xb[row + c], xv[row + c], s) << (8 * (c - c0));
-          }
-        }
-        qv[r * W + w] = word >>> 0;
-      }
-    }
-  } else {
-    // x is [C, R]: word (r, w) packs x[4w .. 4w + 3, r]; four rows of x are read side by side
-    for (let w = 0; w < W; w++) {
-      const c0 = 4 * w, n = Math.min(4, C - c0), cb = w >> 5;
-      const r0 = c0 * R, r1 = r0 + R, r2 = r1 + R, r3 = r2 + R;
-      for (let r = 0; r < R; r++) {
-        const s = sc[(block ? Math.floor(r / TILE) : r) * CB + cb];
-        let word = encode(xb[r0 + r], xv[r0 + r], s);
-        if (n > 1) word |= encode(xb[r1 + r], xv[r1 + r], s) << 8;
-        if (n > 2) word |= encode(xb[r2 + r], xv[r2 + r], s) << 16;
-        if (n > 3) word |= encode(xb[r3 + r], xv[r3 + r], s) << 24;
-        qv[r * W + w] = word >>> 0;
-      }
+      const s = sc[(block ? r >> 7 : r) * CB + cb];
+      encodeRun(xv, xb, r * rs + c0 * cs, cs, q8, r * Kp + c0, n, s);
     }
   }
+  for (let r = 0; r < R; r++) q8.fill(0, r * Kp + C, r * Kp + Kp);
 }
 
 /**
@@ -201,28 +199,21 @@ export function hostDequantize(
   o: { R: number; C: number; block: boolean },
 ): void {
   const { R, C, block } = o;
-  const W = Math.ceil(C / 4), CB = Math.ceil(C / TILE);
-  const qv = u32(q), sc = f32(scales), ov = f32(out);
+  const Kp = 4 * Math.ceil(C / 4), CB = Math.ceil(C / TILE);
+  const q8 = new Uint8Array((q.buffer as HostBuffer).data, q.offset, R * Kp);
+  const sc = f32(scales), ov = f32(out);
   for (let r = 0; r < R; r++) {
-    const srow = (block ? Math.floor(r / TILE) : r) * CB, row = r * C;
-    for (let c = 0; c < C; c++) {
-      const code = (qv[r * W + (c >> 2)] >>> (8 * (c & 3))) & 0xff;
-      ov[row + c] = DECODE[code] * sc[srow + (c >> 7)];
-    }
+    const srow = (block ? r >> 7 : r) * CB, row = r * C, qrow = r * Kp;
+    for (let c = 0; c < C; c++) ov[row + c] = DECODE[q8[qrow + c]] * sc[srow + (c >> 7)];
   }
 }
 
 /**
- * Decodes packed codes [R, W] into f32 [R, 4W] (padding codes give 0), with NaN codes as 480 like
- * the GEMM kernel: the operand of the CPU backend's FP8 GEMM, exact in f32.
+ * Decodes the packed codes of `q` [R, W] into f32 [R, 4W] (padding codes give 0), with NaN codes
+ * as 480 like the GEMM kernel: the operand of the CPU backend's FP8 GEMM, exact in f32.
  */
-export function decodeCodes(q: Uint32Array, out: Float32Array): void {
-  const T = DECODE_GEMM;
-  for (let i = 0, j = 0; i < q.length; i++, j += 4) {
-    const w = q[i];
-    out[j] = T[w & 0xff];
-    out[j + 1] = T[(w >>> 8) & 0xff];
-    out[j + 2] = T[(w >>> 16) & 0xff];
-    out[j + 3] = T[w >>> 24];
-  }
+export function decodeCodes(q: Tensor, out: Float32Array): void {
+  const n = q.size * 4, T = DECODE_GEMM;
+  const q8 = new Uint8Array((q.buffer as HostBuffer).data, q.offset, n);
+  for (let i = 0; i < n; i++) out[i] = T[q8[i]];
 }
