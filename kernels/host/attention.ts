@@ -33,7 +33,7 @@ import { ptrOf } from "../blas.ts";
 import type { Cpu } from "../cpu.ts";
 import type { Tensor } from "../tensor.ts";
 import type { AttentionShape } from "../attention.ts";
-import { expNeg } from "./cross_entropy.ts";
+import { fastExp } from "./_exp.ts";
 import { f32, i32 } from "./_views.ts";
 
 /**
@@ -198,7 +198,7 @@ function maxRun(c0: number, c1: number): number {
 function expRun(c0: number, c1: number, m: number): number {
   const mid = c0 + ((c1 - c0) & ~3);
   let l = wasm.expRows(c0 * 4, mid * 4, m);
-  for (let c = mid; c < c1; c++) l += S[c] = expNeg(S[c] - m);
+  for (let c = mid; c < c1; c++) l += S[c] = fastExp(S[c] - m);
   return l;
 }
 
@@ -207,7 +207,7 @@ function dsRun(c0: number, c1: number, lse: number, D: number, scale: number): v
   const mid = c0 + ((c1 - c0) & ~3);
   wasm.dsRows(c0 * 4, dS.byteOffset + c0 * 4, mid * 4, lse, D, scale);
   for (let c = mid; c < c1; c++) {
-    const p = expNeg(S[c] - lse);
+    const p = fastExp(S[c] - lse);
     S[c] = p;
     dS[c] = scale * p * (dS[c] - D);
   }

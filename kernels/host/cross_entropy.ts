@@ -10,35 +10,14 @@
  *
  * Each row is read twice per pass (max, then the exps) while it sits in L1; sums run in f64 in a
  * fixed order (four interleaved partial sums), so the same inputs give the same bits. The exps go
- * through {@linkcode expNeg}, a table-driven exp for arguments <= 0.5 (every `x - max` and
- * `x - lse` here), accurate to 1e-9 relative (far below f32 rounding) and several times cheaper
- * than `Math.exp` in V8's loops.
+ * through `fastExp` (`_exp.ts`), accurate to 6e-10 relative (far below f32 rounding) and several
+ * times cheaper than `Math.exp` in V8's loops.
  *
  * @module
  */
 import type { Tensor } from "../tensor.ts";
+import { fastExp } from "./_exp.ts";
 import { f32, i32 } from "./_views.ts";
-
-const LOG2E_64 = 64 * Math.LOG2E;
-const LN2_64 = Math.LN2 / 64;
-/** 2^(j / 64) for j in [0, 64). */
-const FRAC = Float64Array.from({ length: 64 }, (_, j) => 2 ** (j / 64));
-/** 2^-k for k in [0, 160]: covers every exponent down to the f32 denormals. */
-const POW = Float64Array.from({ length: 161 }, (_, k) => 2 ** -k);
-
-/**
- * `exp(t)` for `t` in [-104, 0.5], else `Math.exp(t)` (NaN, -inf and anything else too).
- * `t log2(e) = n / 64 + f` with n an integer: `exp(t) = 2^(n >> 6) 2^((n & 63) / 64) e^(f ln 2)`,
- * the last factor a cubic (its error f^4 / 24 < 6e-10 for f ln 2 < ln 2 / 64).
- * @example expNeg(-1) // 0.36787944...
- */
-export function expNeg(t: number): number {
-  if (!(t >= -104 && t <= 0.5)) return Math.exp(t);
-  const y = t * LOG2E_64;
-  const n = Math.floor(y);
-  const f = (y - n) * LN2_64;
-  return POW[-(n >> 6) | 0] * FRAC[n & 63] * (1 + f * (1 + f * (0.5 + f * (1 / 6))));
-}
 
 /**
  * `log sum exp x[base, base + C)` in f64. Four running maxima and sums, combined in a fixed
@@ -58,12 +37,12 @@ function rowLse(x: Float32Array, base: number, C: number): number {
   const m = Math.max(Math.max(m0, m1), Math.max(m2, m3));
   let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   for (i = base; i < end4; i += 4) {
-    s0 += expNeg(x[i] - m);
-    s1 += expNeg(x[i + 1] - m);
-    s2 += expNeg(x[i + 2] - m);
-    s3 += expNeg(x[i + 3] - m);
+    s0 += fastExp(x[i] - m);
+    s1 += fastExp(x[i + 1] - m);
+    s2 += fastExp(x[i + 2] - m);
+    s3 += fastExp(x[i + 3] - m);
   }
-  for (; i < end; i++) s0 += expNeg(x[i] - m);
+  for (; i < end; i++) s0 += fastExp(x[i] - m);
   return m + Math.log((s0 + s1) + (s2 + s3));
 }
 
@@ -166,9 +145,9 @@ function gradRows(
       continue;
     }
     const kr = k[r], lr = l[r], at = base + tr;
-    for (let i = base; i < end; i++) d[i] = kr * expNeg(x[i] - lr);
+    for (let i = base; i < end; i++) d[i] = kr * fastExp(x[i] - lr);
     // the target's element as the kernel forms it: k e - k
-    d[at] = kr * expNeg(x[at] - lr) - kr;
+    d[at] = kr * fastExp(x[at] - lr) - kr;
   }
 }
 
@@ -185,8 +164,8 @@ function gradRowsAdd(
     const base = r * C, end = base + C, tr = t[r];
     if (!(tr >= 0 && tr < C)) continue;
     const kr = k[r], lr = l[r], at = base + tr, prior = d[at];
-    for (let i = base; i < end; i++) d[i] += kr * expNeg(x[i] - lr);
+    for (let i = base; i < end; i++) d[i] += kr * fastExp(x[i] - lr);
     // the target's element as the kernel forms it: the prior value + (k e - k)
-    d[at] = prior + (kr * expNeg(x[at] - lr) - kr);
+    d[at] = prior + (kr * fastExp(x[at] - lr) - kr);
   }
 }

@@ -12,7 +12,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
-import { fastExp } from "./elementwise.ts";
+import { fastExp } from "./_exp.ts";
 import { f32 } from "./_views.ts";
 
 /** `y = softmax(x)` over rows of `C`. */
