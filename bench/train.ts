@@ -153,9 +153,11 @@ console.log(
   `step ${stepMs.toFixed(0)} ms (warm-up ${(warmupMs / 1000).toFixed(1)} s), ` +
     `${tokPerSec.toFixed(0)} tokens/s, ${(stepFlops / (stepMs / 1000) / 1e9).toFixed(1)} GFLOP/s`,
 );
-console.log(
-  `${submitsPerStep.toFixed(1)} submits and ${dispatchesPerStep.toFixed(0)} dispatches per step`,
-);
+if (gpu.kind === "webgpu") {
+  console.log(
+    `${submitsPerStep.toFixed(1)} submits and ${dispatchesPerStep.toFixed(0)} dispatches per step`,
+  );
+}
 console.log(
   `matmul peer ${gflops.toFixed(2)} GFLOPS (${n}^3); GEMM-bound step ${
     (ideal * 1000).toFixed(0)
@@ -186,6 +188,26 @@ Object.assign(report, {
   dispatches_per_step: dispatchesPerStep,
 });
 
+if (a.profile && gpu.kind === "cpu") {
+  // The CPU backend's time in BLAS: every sgemm call timed, over a few steps.
+  const blas = gpu.blas, sgemm = blas.sgemm;
+  let ms = 0, calls = 0;
+  blas.sgemm = (...args: Parameters<typeof sgemm>) => {
+    const t = performance.now();
+    sgemm(...args);
+    ms += performance.now() - t;
+    calls++;
+  };
+  const tp = performance.now();
+  for (let i = 0; i < 3; i++) await step();
+  const total = (performance.now() - tp) / 3;
+  blas.sgemm = sgemm;
+  console.log(
+    `\nper step: ${total.toFixed(0)} ms, of which BLAS ${(ms / 3).toFixed(0)} ms ` +
+      `(${(100 * ms / 3 / total).toFixed(0)}%, ${calls / 3} sgemm calls); the rest is host loops`,
+  );
+  Object.assign(report, { cpu_profile: { step_ms: total, blas_ms: ms / 3, sgemm_calls: calls / 3 } });
+}
 if (a.profile && gpu.kind === "webgpu") {
   gpu.startProfiling();
   await step();
