@@ -14,13 +14,19 @@ const TABLE = [
   { name: "lm_head.weight", shape: [16, 8] },
 ];
 
-/** Values including the awkward ones a bit-exact format must keep: -0, NaN payloads, denormals. */
+/**
+ * Values including the awkward finite ones a bit-exact format must keep: -0, denormals, any bit
+ * pattern short of inf/NaN (a checkpoint refuses those; safetensors_test keeps NaN payloads).
+ */
 function tensor(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);
   const u = new Uint32Array(a.buffer);
-  for (let i = 0; i < n; i++) u[i] = Math.imul(i + 1, 2654435761 + seed) >>> 0;
+  for (let i = 0; i < n; i++) {
+    u[i] = Math.imul(i + 1, 2654435761 + seed) >>> 0;
+    if ((u[i] & 0x7f800000) === 0x7f800000) u[i] ^= 0x40000000; // inf/NaN -> a finite value
+  }
   a[0] = -0;
-  u[1] = 0x7fc01234; // a NaN with a payload
+  u[1] = 0x7f7fffff; // the largest finite f32
   u[2] = 0x00000001; // the smallest denormal
   return a;
 }
