@@ -393,7 +393,11 @@ export class JsonlWriter {
     const bytes = this.#enc.encode(this.#pending.join(""));
     this.#pending = [];
     this.#pendingChars = 0;
-    await writeAll(this.#file, bytes);
+    try {
+      await writeAll(this.#file, bytes);
+    } catch (e) {
+      throw new Error(`${this.path}: cannot write it (${(e as Error).message})`, { cause: e });
+    }
   }
 
   /**

@@ -103,9 +103,10 @@ export class PrepareError extends Error {
    * Creates the error.
    *
    * @param message What is wrong and what to do.
+   * @param options `cause`: the underlying error.
    */
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "PrepareError";
   }
 }
@@ -275,7 +276,12 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareMet
   } catch (e) {
     await train.abort();
     await val.abort();
-    throw e;
+    if (e instanceof JsonlError || e instanceof PrepareError) throw e;
+    // A write error (a full disk) names no file by itself.
+    throw new PrepareError(
+      `prepare: stopped (${(e as Error).message}); the partial shards in ${outDir} were removed`,
+      { cause: e },
+    );
   }
   if (trainHeader.count !== counts.train.tokens || valHeader.count !== counts.val.tokens) {
     throw new PrepareError("prepare: internal error: shard counts disagree with the tallies");
