@@ -17,7 +17,10 @@
  * fsync each file and the directory, rename it to `step-000123/`, fsync the run directory, then
  * replace `latest.json` atomically (temp file, fsync, rename, fsync). Only then are leftover
  * `*.tmp-*` entries from earlier crashes removed and old checkpoints pruned. A kill at any moment
- * leaves `latest.json` naming a complete checkpoint (the old or the new one).
+ * leaves `latest.json` naming a complete checkpoint (the old or the new one). A save refuses a
+ * non-finite parameter or moment before writing anything; a failed write removes its temporary
+ * directory and names the last good checkpoint; {@linkcode removeLeftovers} clears what crashes
+ * left, at the start of a run.
  *
  * Left out: sharded files for models larger than memory, non-F32 dtypes (the arenas are f32).
  *

@@ -6,7 +6,7 @@
  * clipping and AdamW on the GPU, the aux-loss-free bias update, the learning-rate schedule
  * (warmup, constant, cosine to 10%), validation, metrics, the progress bar, atomic checkpoints
  * with optimizer and data state, bit-exact resume, the loss plot, and a clean stop on a
- * non-finite loss that leaves the last good checkpoint as it was.
+ * non-finite loss, gradient or updated weight that leaves the last good checkpoint as it was.
  *
  * One step = one command batch per micro-batch plus the optimizer, and ONE small readback (the
  * loss, the gradient norm and the non-finite flag, packed into one buffer) which is what lets the
