@@ -242,7 +242,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a run removes partial files of an earlier failed checkpoint write when it starts",
+  "a run removes partial files of an earlier failed write when it starts, and warns over an earlier run",
   GPU_TEST,
   async () => {
     const gpu = await getGpu();
@@ -264,6 +264,18 @@ Deno.test(
       assert.ok(!names.some((n) => n.includes(".tmp-") && n !== "notes.tmp-1"), String(names));
       assert.ok(names.includes("notes.tmp-1"));
       assert.ok(lines.some((l) => l.startsWith("removed 2 partial file(s)")));
+      // A fresh run over it says what it replaces.
+      lines.length = 0;
+      await trainLoop(model, task(), {
+        ...loopOpts,
+        steps: 1,
+        runDir: root,
+        log: (l) => lines.push(l),
+      });
+      assert.ok(
+        lines.some((l) => l.startsWith(`warning: ${root} holds an earlier run (checkpoint `)),
+        lines.join("\n"),
+      );
     } finally {
       model.arena.destroy();
       await Deno.remove(root, { recursive: true });

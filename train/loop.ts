@@ -200,6 +200,17 @@ export async function trainLoop(
       }
       log(`no checkpoint in ${opts.runDir}: starting ${task.name} from step 0`);
     }
+  } else {
+    const earlier = await resolveCheckpoint(opts.runDir).catch(() => null);
+    const logged = earlier ? 0 : (await readMetrics(metricsPath)).length;
+    if (earlier || logged > 0) {
+      log(
+        `warning: ${opts.runDir} holds an earlier run (${
+          earlier ? `checkpoint ${earlier}` : `${logged} metrics records`
+        }); this run starts from step 0 and replaces its metrics.jsonl and latest.json ` +
+          `(--resume continues it instead)`,
+      );
+    }
   }
   const metrics = await MetricsLog.open(metricsPath, {
     resumeStep: step,
