@@ -368,3 +368,22 @@ Deno.test("loadModelFiles() names the file for a bad config.json, a truncated or
   );
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("loading refuses a checkpoint with NaN or inf values (written before saves checked)", async () => {
+  const dir = await Deno.makeTempDir();
+  await saveCheckpoint(dir, data(1));
+  const path = `${dir}/step-000001/optimizer.safetensors`;
+  const bytes = await Deno.readFile(path);
+  const headerLen = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  new DataView(bytes.buffer).setFloat32(8 + headerLen + 4, Infinity, true); // first tensor, [1]
+  await Deno.writeFile(path, bytes);
+  await assert.rejects(
+    loadCheckpoint(dir),
+    (e: Error) =>
+      e instanceof CheckpointError &&
+      /^.+optimizer\.safetensors: tensor '.+\.exp_avg(_sq)?' holds 1 NaN or infinite/.test(
+        e.message,
+      ),
+  );
+  await Deno.remove(dir, { recursive: true });
+});

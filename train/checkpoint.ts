@@ -566,6 +566,18 @@ async function readTensors(path: string): Promise<Map<string, SafeTensor>> {
   }
 }
 
+function assertFinite(file: string, tensors: ReadonlyMap<string, Float32Array>, suffix: string) {
+  for (const [name, data] of tensors) {
+    const n = countNonFinite(data);
+    if (n > 0) {
+      throw new CheckpointError(
+        `${file}: tensor '${name}${suffix}' holds ${n} NaN or infinite value(s), so it cannot be ` +
+          `used; take an earlier checkpoint`,
+      );
+    }
+  }
+}
+
 /**
  * Loads and validates a checkpoint.
  *
@@ -574,7 +586,8 @@ async function readTensors(path: string): Promise<Map<string, SafeTensor>> {
  *   must be present with that shape, and no other.
  * @returns Tensors, moments, config and state.
  * @throws {CheckpointError} for a run directory without checkpoints, a missing file, a format
- *   version mismatch, or, naming the tensor, a missing/unexpected tensor or a shape mismatch.
+ *   version mismatch, or, naming the tensor, a missing/unexpected tensor, a shape mismatch or a
+ *   NaN/inf value.
  * @example
  * ```ts
  * const ck = await loadCheckpoint("runs/demo", { expect: parameterTable(cfg) });
@@ -646,9 +659,11 @@ export async function loadCheckpoint(
   for (const name of m.keys()) {
     if (!v.has(name)) throw new CheckpointError(`${optPath}: '${name}${V_SUFFIX}' is missing`);
   }
-  for (const name of v.keys()) {
-    if (!m.has(name)) throw new CheckpointError(`${optPath}: '${name}${M_SUFFIX}' is missing`);
-  }
+  // Saves refuse non-finite values; one written before that check (or edited) is named here,
+  // not after a resume as a NaN loss that blames the data.
+  assertFinite(modelPath, params, "");
+  assertFinite(optPath, m, M_SUFFIX);
+  assertFinite(optPath, v, V_SUFFIX);
   return { dir, table, params, m, v, hfConfig, state };
 }
 
@@ -689,5 +704,7 @@ export async function loadModelFiles(
         `do the two files belong to the same model?`,
     );
   }
-  return { cfg, params: onlyF32(modelPath, model) };
+  const params = onlyF32(modelPath, model);
+  assertFinite(modelPath, params, "");
+  return { cfg, params };
 }
