@@ -685,6 +685,14 @@ export async function loadModelFiles(
   dir: string,
 ): Promise<{ cfg: ModelConfig; params: Map<string, Float32Array> }> {
   const configPath = join(dir, "config.json");
+  for (const file of ["config.json", "model.safetensors"]) {
+    if (!(await exists(join(dir, file)))) {
+      throw new CheckpointError(
+        `${dir}: no ${file} there; pass a checkpoint (step-NNNNNN/), a run directory or a ` +
+          `directory holding config.json and model.safetensors`,
+      );
+    }
+  }
   let cfg: ModelConfig;
   try {
     cfg = fromHfConfig(await readJson(configPath));
