@@ -1,5 +1,5 @@
 /**
- * MiniDeepSeek: the DeepSeek-V3 training pipeline at small scale, in TypeScript on WebGPU.
+ * MiniDeepSeek: the DeepSeek-V3 training pipeline at small scale, in TypeScript on WebGPU or the CPU.
  *
  * This module re-exports the runtime and kernels; the model, tokenizer, data, training and
  * serving layers are their own entry points (`./model`, `./tokenizer`, `./data`, `./train`,
@@ -8,9 +8,9 @@
  *
  * @example
  * ```ts
- * import { getGpu } from "@minideepseek/minideepseek";
- * const gpu = await getGpu();
- * console.log(gpu.info.description);
+ * import { getDevice } from "@minideepseek/minideepseek";
+ * const device = await getDevice();
+ * console.log(device.kind, device.info.description); // "cpu" or "webgpu"
  * ```
  *
  * @module

@@ -52,7 +52,10 @@ console.log(`device: ${cpu.info.description}`);
 if (peak) console.log(`fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s = ${peak.how}`);
 
 const rand = (n: number, s: number) =>
-  Float32Array.from({ length: n }, (_, i) => ((Math.imul(i + s, 2654435761) >>> 0) / 2 ** 32) - 0.5);
+  Float32Array.from(
+    { length: n },
+    (_, i) => ((Math.imul(i + s, 2654435761) >>> 0) / 2 ** 32) - 0.5,
+  );
 
 /** Best-of-3 GFLOP/s of C [M, N] = A [M, K] @ op(B). */
 function rate(M: number, N: number, K: number, transB: boolean): number {
@@ -83,12 +86,14 @@ const show = (shape: string, g: number) => {
 };
 for (const n of a.sizes.split(",").map(Number)) show(`square ${n}^3`, rate(n, n, n, false));
 // x [tokens, in] @ W^T [out, in]: nano and mini projections and heads at 1024 / 512 tokens.
-for (const [name, M, N, K] of [
-  ["nano head 1024x6400x128", 1024, 6400, 128],
-  ["nano FFN up 1024x320x128", 1024, 320, 128],
-  ["mini head 512x6400x512", 512, 6400, 512],
-  ["mini FFN up 512x1408x512", 512, 1408, 512],
-] as const) show(name, rate(M, N, K, true));
+for (
+  const [name, M, N, K] of [
+    ["nano head 1024x6400x128", 1024, 6400, 128],
+    ["nano FFN up 1024x320x128", 1024, 320, 128],
+    ["mini head 512x6400x512", 512, 6400, 512],
+    ["mini FFN up 512x1408x512", 512, 1408, 512],
+  ] as const
+) show(name, rate(M, N, K, true));
 if (a.json) {
   await Deno.writeTextFile(
     a.json,

@@ -206,7 +206,9 @@ if (a.profile && gpu.kind === "cpu") {
     `\nper step: ${total.toFixed(0)} ms, of which BLAS ${(ms / 3).toFixed(0)} ms ` +
       `(${(100 * ms / 3 / total).toFixed(0)}%, ${calls / 3} sgemm calls); the rest is host loops`,
   );
-  Object.assign(report, { cpu_profile: { step_ms: total, blas_ms: ms / 3, sgemm_calls: calls / 3 } });
+  Object.assign(report, {
+    cpu_profile: { step_ms: total, blas_ms: ms / 3, sgemm_calls: calls / 3 },
+  });
 }
 if (a.profile && gpu.kind === "webgpu") {
   gpu.startProfiling();

@@ -292,6 +292,32 @@ const FLOAT_ZERO_OK = new Set<keyof ModelConfig>([
   "mscale",
 ]);
 
+/**
+ * Upper bounds of the integer fields: far past anything this project can train (V3 itself has
+ * dim 7168, 61 layers, 256 experts, vocab 129280), so a value beyond one is a typo, and is
+ * refused before anything is sized or allocated from it. Fields not listed: 1 << 20.
+ */
+const INT_MAX: Partial<Record<keyof ModelConfig, number>> = {
+  vocab_size: 1 << 24,
+  dim: 1 << 16,
+  n_layers: 1024,
+  n_dense_layers: 1024,
+  n_heads: 1024,
+  n_routed_experts: 4096,
+  n_shared_experts: 64,
+  n_activated_experts: 256,
+  n_expert_groups: 4096,
+  n_limited_groups: 4096,
+  mtp_depth: 16,
+};
+
+/** Describes a config value for an error message (JSON.stringify prints Infinity as null). */
+function shown(v: unknown): string {
+  if (typeof v === "number") return Number.isFinite(v) ? String(v) : `${v}`;
+  if (v === undefined) return "nothing (the field is missing)";
+  return `${v === null ? "" : `${typeof v} `}${JSON.stringify(v) ?? String(v)}`;
+}
+
 function fail(field: string, message: string): never {
   throw new RangeError(`invalid model config field '${field}': ${message}`);
 }
@@ -310,12 +336,14 @@ export function validateConfig(cfg: ModelConfig): void {
   for (const f of CONFIG_FIELDS) {
     const v = (cfg as unknown as Record<string, unknown>)[f];
     if (typeof v !== "number" || !Number.isFinite(v)) {
-      fail(f, `expected a finite number, got ${JSON.stringify(v) ?? String(v)}`);
+      fail(f, `expected a finite number, got ${shown(v)}`);
     }
     if (INT_FIELDS.has(f)) {
       if (!Number.isInteger(v)) fail(f, `expected an integer, got ${v}`);
       const min = ZERO_OK.has(f) ? 0 : 1;
       if (v < min) fail(f, `expected an integer >= ${min}, got ${v}`);
+      const max = INT_MAX[f] ?? 1 << 20;
+      if (v > max) fail(f, `expected an integer <= ${max}, got ${v}`);
     } else {
       if (FLOAT_ZERO_OK.has(f) ? v < 0 : v <= 0) {
         fail(f, `expected a number ${FLOAT_ZERO_OK.has(f) ? ">= 0" : "> 0"}, got ${v}`);
@@ -628,4 +656,30 @@ export function kvCacheBytesPerToken(
   const mha = L * cfg.n_heads * (cfg.qk_nope_head_dim + cfg.qk_rope_head_dim + cfg.v_head_dim);
   const size = (e: number): KvCacheSize => ({ elements: e, f32: 4 * e, bf16: 2 * e });
   return { mla: size(mla), mha: size(mha), ratio: mha / mla };
+}
+
+/** What a config needs in memory, f32 throughout (activations not counted). */
+export interface MemoryNeeds {
+  /** Parameters, MTP modules included. */
+  params: number;
+  /** Bytes to train: weights, gradients and two AdamW moments, 16 per parameter. */
+  trainBytes: number;
+  /** Bytes to hold the weights alone (inference), 4 per parameter. */
+  weightBytes: number;
+}
+
+/**
+ * The memory a config needs before any activation: what `--model` checks against the machine
+ * before allocating.
+ *
+ * @param cfg A validated config.
+ * @returns Parameter count and bytes to train and to serve.
+ * @example
+ * ```ts
+ * memoryNeeds(PRESETS.tiny).trainBytes; // 16 * countParameters(PRESETS.tiny).total
+ * ```
+ */
+export function memoryNeeds(cfg: ModelConfig): MemoryNeeds {
+  const params = countParameters(cfg).total;
+  return { params, trainBytes: 16 * params, weightBytes: 4 * params };
 }

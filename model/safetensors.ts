@@ -508,6 +508,13 @@ export function toHfConfig(cfg: ModelConfig): Record<string, unknown> {
   };
 }
 
+/** A config value for a message: JSON, but `missing` for undefined and `Infinity` as such. */
+function shownValue(v: unknown): string {
+  if (v === undefined) return "nothing (the field is missing)";
+  if (typeof v === "number" && !Number.isFinite(v)) return String(v);
+  return JSON.stringify(v) ?? String(v);
+}
+
 /**
  * HF DeepSeek-V3 `config.json` object -> validated MiniDeepSeek config. Fields HF lacks fall
  * back to the preset defaults (V3's values); with `rope_scaling` null the YaRN fields take their
@@ -537,17 +544,17 @@ export function fromHfConfig(json: unknown): ModelConfig {
       return fallback!;
     }
     if (typeof v !== "number" || !Number.isFinite(v)) {
-      bad(field, `expected a number, got ${JSON.stringify(v)}`);
+      bad(field, `expected a number, got ${shownValue(v)}`);
     }
     return v as number;
   };
   const expect = (field: string, ok: (v: unknown) => boolean, want: string) => {
     if (j[field] !== undefined && !ok(j[field])) {
-      bad(field, `MiniDeepSeek implements only ${want}, got ${JSON.stringify(j[field])}`);
+      bad(field, `MiniDeepSeek implements only ${want}, got ${shownValue(j[field])}`);
     }
   };
   if (j.model_type !== "deepseek_v3") {
-    bad("model_type", `expected "deepseek_v3", got ${JSON.stringify(j.model_type)}`);
+    bad("model_type", `expected "deepseek_v3", got ${shownValue(j.model_type)}`);
   }
   expect("scoring_func", (v) => v === "sigmoid", '"sigmoid"');
   expect("topk_method", (v) => v === "noaux_tc", '"noaux_tc"');
@@ -571,12 +578,12 @@ export function fromHfConfig(json: unknown): ModelConfig {
     const r = rs as Record<string, unknown>;
     const type = r.type ?? r.rope_type;
     if (type !== "yarn") {
-      bad("rope_scaling.type", `MiniDeepSeek implements only "yarn", got ${JSON.stringify(type)}`);
+      bad("rope_scaling.type", `MiniDeepSeek implements only "yarn", got ${shownValue(type)}`);
     }
     const rn = (k: string, fallback?: number): number => {
       const v = r[k] ?? fallback;
       if (typeof v !== "number" || !Number.isFinite(v)) {
-        bad(`rope_scaling.${k}`, `expected a number, got ${JSON.stringify(v)}`);
+        bad(`rope_scaling.${k}`, `expected a number, got ${shownValue(v)}`);
       }
       return v as number;
     };

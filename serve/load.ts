@@ -14,11 +14,10 @@
 
 import { getDevice } from "../kernels/backend.ts";
 import { Decoder } from "../model/decode.ts";
-import { decodeSafetensors, fromHfConfig } from "../model/safetensors.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadTokenizer } from "../tokenizer/io.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { resolveCheckpoint } from "../train/checkpoint.ts";
+import { loadModelFiles, resolveCheckpoint } from "../train/checkpoint.ts";
 import type { LanguageModel } from "./model_api.ts";
 
 /** Options of {@linkcode loadModel}. */
@@ -56,27 +55,7 @@ export async function loadModel(
   options: LoadModelOptions = {},
 ): Promise<LanguageModel> {
   const ckpt = await resolveCheckpoint(dir) ?? dir;
-  const read = async (file: string) => {
-    try {
-      return await Deno.readFile(`${ckpt}/${file}`);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        throw new Error(
-          `--model ${dir}: no ${file} in ${ckpt}; pass a checkpoint (step-NNNNNN/) or a run directory`,
-        );
-      }
-      throw e;
-    }
-  };
-  const cfg = fromHfConfig(JSON.parse(new TextDecoder().decode(await read("config.json"))));
-  const { tensors } = decodeSafetensors(await read("model.safetensors"));
-  const params = new Map<string, Float32Array>();
-  for (const [name, t] of tensors) {
-    if (!(t.data instanceof Float32Array)) {
-      throw new Error(`${ckpt}/model.safetensors: tensor ${name} is ${t.dtype}, expected F32`);
-    }
-    params.set(name, t.data);
-  }
+  const { cfg, params } = await loadModelFiles(ckpt);
   const model = new DeepSeekV3(await getDevice(), cfg);
   model.load(params);
   const id = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";

@@ -26,6 +26,7 @@ import { benchmarkText } from "../data/mod.ts";
 import { trainBpe } from "../tokenizer/mod.ts";
 import {
   DpoTask,
+  pairCheck,
   type PairExample,
   pairSequences,
   readPreferencePairs,
@@ -436,3 +437,23 @@ Deno.test(
     model.arena.destroy();
   },
 );
+
+Deno.test("DPO pairs that are identical, have different or empty prompts, or empty replies are named", () => {
+  const u = (content: string | null) => ({ role: "user", content });
+  const a = (content: string | null) => ({ role: "assistant", content });
+  const cases: [unknown, RegExp][] = [
+    [{ prompt: "q", chosen: "same", rejected: "same" }, /are identical/],
+    [{ chosen: [u("q"), a("x")], rejected: [u("q"), a("x")] }, /are identical/],
+    [{ prompt: "", chosen: "x", rejected: "y" }, /^field "prompt" is empty/],
+    [{ prompt: "q", chosen: " ", rejected: "y" }, /^field "chosen" is empty/],
+    [{ chosen: [u("q"), a("x")], rejected: [u("other"), a("y")] }, /must share the prompt/],
+    [{ chosen: [u("q"), a(null)], rejected: [u("q"), a("y")] }, /chosen\[1\]\.content is missing/],
+    [{ chosen: [u(null), a("x")], rejected: [u(null), a("y")] }, /chosen\[0\]\.content is missing/],
+    [{ chosen: [a("x")], rejected: [a("y")] }, /"chosen" has no prompt/],
+  ];
+  for (const [record, re] of cases) {
+    const reason = pairCheck(record);
+    assert.ok(reason !== undefined && re.test(reason), `${JSON.stringify(record)}: ${reason}`);
+  }
+  assert.equal(pairCheck({ prompt: "q", chosen: "x", rejected: "y" }), undefined);
+});

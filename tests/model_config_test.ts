@@ -164,3 +164,28 @@ Deno.test("initParameters is deterministic, seed-dependent and has the init std"
     a.get("model.layers.1.mlp.experts.1.up_proj.weight"),
   );
 });
+
+Deno.test("config bounds refuse huge sizes at once, and say the memory a large config needs", async () => {
+  const { checkTrainingMemory, modelConfigFrom } = await import("../train/run_pretrain.ts");
+  const t0 = performance.now();
+  assert.throws(
+    () => modelConfigFrom("nano", '{"n_layers": 100000}', 512),
+    /^RangeError: --model: invalid model config field 'n_layers': expected an integer <= 1024, got 100000$/,
+  );
+  assert.ok(performance.now() - t0 < 1000, "refused before sizing anything");
+  assert.throws(() => resolveConfig("tiny", { dim: null as unknown as number }), {
+    message: "invalid model config field 'dim': expected a finite number, got null",
+  });
+  assert.throws(() => resolveConfig("tiny", { dim: 1e999 }), {
+    message: "invalid model config field 'dim': expected a finite number, got Infinity",
+  });
+  const big = resolveConfig("nano", { n_layers: 1000, dim: 4096, inter_dim: 16384 });
+  assert.throws(
+    () => checkTrainingMemory(big, { memoryBytes: 64 * 2 ** 30 }),
+    (e: Error) =>
+      /^--model: this config has [\d.]+e\+\d+ parameters; training it needs [\d.]+ GiB/.test(
+        e.message,
+      ) && e.message.includes("this machine has 64.0 GiB"),
+  );
+  checkTrainingMemory(resolveConfig("nano"), { memoryBytes: 64 * 2 ** 30 });
+});

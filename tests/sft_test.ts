@@ -16,6 +16,7 @@ import { type ChatMessage, renderChat, trainBpe } from "../tokenizer/mod.ts";
 import { JsonlError } from "../train/jsonl.ts";
 import {
   type ChatExample,
+  conversationCheck,
   evaluateChatLoss,
   packSequences,
   readConversations,
@@ -294,3 +295,46 @@ Deno.test(
     model.arena.destroy();
   },
 );
+
+Deno.test("SFT records with empty turns, null content, image-only turns or malformed tools are named", () => {
+  const user = { role: "user", content: "hi" }, reply = { role: "assistant", content: "hello" };
+  const cases: [unknown, RegExp][] = [
+    [{ messages: [user, reply], tools: [{}] }, /^tools\[0\]\.function must be an object/],
+    [{ messages: [user, reply], tools: [{ function: 1 }] }, /^tools\[0\]\.function must be/],
+    [
+      { messages: [user, reply], tools: [{ type: "function", function: { name: "" } }] },
+      /^tools\[0\]\.function\.name must be a non-empty string/,
+    ],
+    [{ messages: [{ role: "user", content: "" }, reply] }, /^messages\[0\]\.content is empty/],
+    [{ messages: [{ role: "user", content: null }, reply] }, /^messages\[0\]\.content is missing/],
+    [
+      { messages: [user, { role: "assistant", content: null }] },
+      /^messages\[1\]\.content is missing and it has no tool_calls: an empty reply/,
+    ],
+    [
+      { messages: [{ role: "user", content: [{ type: "image_url", image_url: {} }] }, reply] },
+      /^messages\[0\]\.content\[0\] must be a text part .*got a "image_url" part/,
+    ],
+  ];
+  for (const [record, re] of cases) {
+    const reason = conversationCheck(record);
+    assert.ok(reason !== undefined && re.test(reason), `${JSON.stringify(record)}: ${reason}`);
+  }
+  // Still accepted: text parts, a tool-call-only reply, an empty tool result, a full tool spec.
+  assert.equal(
+    conversationCheck({
+      messages: [
+        { role: "user", content: [{ type: "text", text: "weather?" }] },
+        {
+          role: "assistant",
+          content: null,
+          tool_calls: [{ function: { name: "w", arguments: {} } }],
+        },
+        { role: "tool", content: "" },
+        reply,
+      ],
+      tools: [{ type: "function", function: { name: "w", parameters: { type: "object" } } }],
+    }),
+    undefined,
+  );
+});

@@ -182,3 +182,36 @@ Deno.test("tokenizerFromJson() rejects unsupported files and names the field", (
   };
   assert.deepEqual(tokenizerFromJson(arrays).merges, tok.merges);
 });
+
+Deno.test("a tokenizer.json with an id far past its size, a duplicate id or no special tokens is named", async () => {
+  const json = toTokenizerJson(tok) as unknown as {
+    model: { vocab: Record<string, number> };
+    added_tokens: unknown[];
+  };
+  const t0 = performance.now();
+  const huge = structuredClone(json);
+  huge.model.vocab["zz"] = 2_000_000_000;
+  assert.throws(
+    () => tokenizerFromJson(huge, { source: "t/tokenizer.json" }),
+    /^Error: t\/tokenizer\.json: model\.vocab\["zz"\] is 2000000000, past the \d+ tokens/,
+  );
+  assert.ok(performance.now() - t0 < 2000, "refused without allocating 2e9 slots");
+  const dup = structuredClone(json);
+  dup.model.vocab["zz"] = 7;
+  assert.throws(() => tokenizerFromJson(dup, { source: "t/tokenizer.json" }), /gives id 7 to both/);
+  const dir = await Deno.makeTempDir();
+  try {
+    await saveTokenizer(tok, `${dir}/tok`);
+    const noAdded = { ...json, added_tokens: undefined };
+    await Deno.writeTextFile(`${dir}/tok/tokenizer.json`, JSON.stringify(noAdded));
+    await assert.rejects(
+      loadTokenizer(`${dir}/tok`),
+      (e: Error) =>
+        e.message.startsWith(
+          `${dir}/tok/tokenizer.json: no special token <|bos|>, <|eos|>, <|pad|> in added_tokens`,
+        ),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

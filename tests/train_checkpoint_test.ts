@@ -1,9 +1,16 @@
 import assert from "node:assert/strict";
+import { resolveConfig } from "../model/config.ts";
+import { initParameters, parameterTable } from "../model/params.ts";
+import { encodeSafetensors, toHfConfig } from "../model/safetensors.ts";
 import {
   type CheckpointData,
   CheckpointError,
   listCheckpoints,
   loadCheckpoint,
+  loadModelFiles,
+  NonFiniteCheckpointError,
+  removeLeftovers,
+  resolveCheckpoint,
   saveCheckpoint,
 } from "../train/checkpoint.ts";
 
@@ -14,13 +21,19 @@ const TABLE = [
   { name: "lm_head.weight", shape: [16, 8] },
 ];
 
-/** Values including the awkward ones a bit-exact format must keep: -0, NaN payloads, denormals. */
+/**
+ * Values including the awkward finite ones a bit-exact format must keep: -0, denormals, any bit
+ * pattern short of inf/NaN (a checkpoint refuses those; safetensors_test keeps NaN payloads).
+ */
 function tensor(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);
   const u = new Uint32Array(a.buffer);
-  for (let i = 0; i < n; i++) u[i] = Math.imul(i + 1, 2654435761 + seed) >>> 0;
+  for (let i = 0; i < n; i++) {
+    u[i] = Math.imul(i + 1, 2654435761 + seed) >>> 0;
+    if ((u[i] & 0x7f800000) === 0x7f800000) u[i] ^= 0x40000000; // inf/NaN -> a finite value
+  }
   a[0] = -0;
-  u[1] = 0x7fc01234; // a NaN with a payload
+  u[1] = 0x7f7fffff; // the largest finite f32
   u[2] = 0x00000001; // the smallest denormal
   return a;
 }
@@ -208,4 +221,169 @@ console.log("DONE");
   const after = (await Array.fromAsync(Deno.readDir(run))).map((e) => e.name).sort();
   assert.deepEqual(after, ["child.ts", "latest.json", "step-000001", "step-000003"]);
   await Deno.remove(run, { recursive: true });
+});
+
+Deno.test("a checkpoint with a non-finite parameter or moment is refused and nothing is written", async () => {
+  const dir = await Deno.makeTempDir();
+  await saveCheckpoint(dir, data(1));
+  for (const [which, field] of [["parameter", "params"], ["exp_avg_sq", "v"]] as const) {
+    const bad = data(2);
+    const t = (bad[field] as Map<string, Float32Array>).get("lm_head.weight")!;
+    t[5] = Infinity;
+    t[9] = NaN;
+    await assert.rejects(
+      saveCheckpoint(dir, bad),
+      (e: Error) =>
+        e instanceof NonFiniteCheckpointError && e.tensor === "lm_head.weight" &&
+        e.which === which && e.count === 2 && /^step 2: 2 value\(s\)/.test(e.message),
+    );
+  }
+  assert.deepEqual((await listCheckpoints(dir)).map((c) => c.step), [1]);
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+    "latest.json",
+    "step-000001",
+  ]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a failed checkpoint write (disk full) removes its partial files and names the last good one", async () => {
+  const dir = await Deno.makeTempDir();
+  await saveCheckpoint(dir, data(1));
+  const full = () => {
+    throw new Error("No space left on device (os error 28)");
+  };
+  for (const at of ["model.safetensors", "state.json"]) {
+    await assert.rejects(
+      saveCheckpoint(dir, data(2), {
+        blockBytes: 64,
+        onProgress: (p) => p.file === at && p.written >= 64 ? full() : undefined,
+      }),
+      (e: Error) =>
+        e instanceof CheckpointError &&
+        e.message.startsWith(`cannot write checkpoint ${dir}/step-000002: No space left`) &&
+        e.message.includes(`the last good checkpoint is ${dir}/step-000001`) &&
+        e.message.includes("partial files were removed"),
+    );
+    assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "latest.json",
+      "step-000001",
+    ]);
+  }
+  // The first checkpoint of a run has no last good one to name.
+  const fresh = await Deno.makeTempDir();
+  await assert.rejects(
+    saveCheckpoint(fresh, data(1), { onProgress: full }),
+    /there is no earlier checkpoint/,
+  );
+  assert.deepEqual([...Deno.readDirSync(fresh)], []);
+  await Deno.remove(dir, { recursive: true });
+  await Deno.remove(fresh, { recursive: true });
+});
+
+Deno.test("removeLeftovers() removes partial writes only", async () => {
+  const dir = await Deno.makeTempDir();
+  await saveCheckpoint(dir, data(1));
+  await Deno.mkdir(`${dir}/step-000002.tmp-77`);
+  await Deno.writeTextFile(`${dir}/latest.json.tmp-77`, "{");
+  await Deno.writeTextFile(`${dir}/metrics.jsonl.tmp-77`, "{");
+  await Deno.writeTextFile(`${dir}/mine.tmp-77`, "kept");
+  assert.deepEqual((await removeLeftovers(dir)).sort(), [
+    "latest.json.tmp-77",
+    "metrics.jsonl.tmp-77",
+    "step-000002.tmp-77",
+  ]);
+  assert.deepEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+    "latest.json",
+    "mine.tmp-77",
+    "step-000001",
+  ]);
+  assert.deepEqual(await removeLeftovers(`${dir}/missing`), []);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("latest.json naming a missing checkpoint is an error when no earlier one exists", async () => {
+  const dir = await Deno.makeTempDir();
+  await saveCheckpoint(dir, data(1));
+  await saveCheckpoint(dir, data(2));
+  await Deno.remove(`${dir}/step-000002`, { recursive: true });
+  const warnings: string[] = [];
+  assert.equal(
+    await resolveCheckpoint(dir, { onWarn: (m) => warnings.push(m) }),
+    `${dir}/step-000001`,
+  );
+  assert.match(warnings[0], /names step-000002, which is missing/);
+  await Deno.remove(`${dir}/step-000001`, { recursive: true });
+  await assert.rejects(
+    resolveCheckpoint(dir),
+    (e: Error) =>
+      e instanceof CheckpointError &&
+      e.message.startsWith(
+        `${dir}/latest.json names step-000002, but ${dir}/step-000002 is missing`,
+      ),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("loadModelFiles() names the file for a bad config.json, a truncated or mismatched model.safetensors", async () => {
+  const dir = await Deno.makeTempDir();
+  const cfg = resolveConfig("tiny");
+  const params = initParameters(cfg, 1);
+  const bytes = encodeSafetensors(
+    new Map(
+      parameterTable(cfg).map((p) => [
+        p.name,
+        { dtype: "F32" as const, shape: [...p.shape], data: params.get(p.name)! },
+      ]),
+    ),
+  );
+  const hf = toHfConfig(cfg);
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hf));
+  await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+  assert.equal((await loadModelFiles(dir)).params.size, params.size, "the good files load");
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hf).slice(0, 40));
+  await Deno.writeFile(`${dir}/model.safetensors`, bytes);
+  await assert.rejects(
+    loadModelFiles(dir),
+    (e: Error) =>
+      e instanceof CheckpointError && e.message.startsWith(`${dir}/config.json: invalid JSON`),
+  );
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...hf, hidden_size: 48 }));
+  await assert.rejects(
+    loadModelFiles(dir),
+    (e: Error) =>
+      e instanceof CheckpointError && e.message.startsWith(`${dir}/model.safetensors: `) &&
+      e.message.includes(`${dir}/config.json`),
+  );
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...hf, num_hidden_layers: 1e6 }));
+  await assert.rejects(
+    loadModelFiles(dir),
+    (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${dir}/config.json: `),
+  );
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hf));
+  await Deno.writeFile(`${dir}/model.safetensors`, bytes.subarray(0, bytes.length - 100));
+  await assert.rejects(
+    loadModelFiles(dir),
+    (e: Error) =>
+      e instanceof CheckpointError && e.message.startsWith(`${dir}/model.safetensors: `),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("loading refuses a checkpoint with NaN or inf values (written before saves checked)", async () => {
+  const dir = await Deno.makeTempDir();
+  await saveCheckpoint(dir, data(1));
+  const path = `${dir}/step-000001/optimizer.safetensors`;
+  const bytes = await Deno.readFile(path);
+  const headerLen = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  new DataView(bytes.buffer).setFloat32(8 + headerLen + 4, Infinity, true); // first tensor, [1]
+  await Deno.writeFile(path, bytes);
+  await assert.rejects(
+    loadCheckpoint(dir),
+    (e: Error) =>
+      e instanceof CheckpointError &&
+      /^.+optimizer\.safetensors: tensor '.+\.exp_avg(_sq)?' holds 1 NaN or infinite/.test(
+        e.message,
+      ),
+  );
+  await Deno.remove(dir, { recursive: true });
 });

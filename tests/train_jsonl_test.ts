@@ -76,3 +76,43 @@ Deno.test("JsonlWriter writes values that readJsonl reads back, appending when a
   ]]);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("readJsonl() names file:line for invalid UTF-8 and --skip-bad skips and counts it", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/d.jsonl`;
+  const enc = new TextEncoder();
+  const bytes = [
+    enc.encode('{"text":"a"}\n'),
+    new Uint8Array([0x7b, 0x22, 0x74, 0xff, 0xfe, 0x22, 0x7d, 0x0a]), // {"t\xff\xfe"}
+    enc.encode('{"text":"c \u00e9"}\r\n'),
+    new Uint8Array([0x00, 0x01, 0xc3, 0x28, 0x0a]), // binary, then an invalid 2-byte sequence
+    enc.encode('{"text":"e"}'),
+  ];
+  await Deno.writeFile(path, new Uint8Array(bytes.flatMap((b) => [...b])));
+  await assert.rejects(
+    () => collect(readJsonl(path)),
+    (e: Error) =>
+      e instanceof JsonlError && e.line === 2 &&
+      e.message.startsWith(`${path}:2: not valid UTF-8 (byte 0xff at column 4`),
+  );
+  const stream = readJsonl<{ text: string }>(path, { skipBad: true });
+  const got = await collect(stream);
+  assert.deepEqual(got.map((r) => [r.line, r.value.text]), [[1, "a"], [3, "c \u00e9"], [5, "e"]]);
+  assert.equal(stream.bad, 2);
+  assert.match(stream.firstErrors[1], /d\.jsonl:4: not valid UTF-8 \(byte 0xc3 at column 3/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("readJsonl() names the path when it is a directory or missing", async () => {
+  const dir = await Deno.makeTempDir();
+  await assert.rejects(
+    () => collect(readJsonl(dir)),
+    (e: Error) => e.message.startsWith(`${dir}: is a directory, not a JSONL file`),
+  );
+  await assert.rejects(
+    () => collect(readJsonl(`${dir}/nope.jsonl`)),
+    (e: Error) =>
+      e instanceof Deno.errors.NotFound && e.message.startsWith(`${dir}/nope.jsonl: no such file`),
+  );
+  await Deno.remove(dir, { recursive: true });
+});

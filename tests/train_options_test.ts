@@ -148,3 +148,38 @@ Deno.test("defineOptions() rejects a default of the wrong type", () => {
     /default of "steps" expects an integer/,
   );
 });
+
+Deno.test("training options have bounds that reject nonsense before anything runs", async () => {
+  const { PRETRAIN_OPTIONS } = await import("../train/run_pretrain.ts");
+  const bad: [string[], RegExp][] = [
+    [["--lr", "1e39"], /^--lr must be <= 1, got 1e39$/],
+    [["--grad-accum", "1000000000"], /^--grad-accum must be <= 4096/],
+    [["--batch-size", "1e6"], /^--batch-size must be <= 4096/],
+    [["--beta2", "1"], /^--beta2 must be <= 0\.999999/],
+    [["--steps", "1e12"], /^--steps must be <= 100000000/],
+  ];
+  for (const [argv, re] of bad) {
+    await assert.rejects(
+      resolveOptions(PRETRAIN_OPTIONS, argv),
+      (e: Error) => e instanceof OptionsError && re.test(e.message),
+    );
+  }
+  assert.throws(
+    () => checkConfigObject(PRETRAIN_OPTIONS, { gradAccum: 1e9 }, "run.json"),
+    /^OptionsError: run\.json: "gradAccum" must be <= 4096, got 1000000000$/,
+  );
+});
+
+Deno.test("config errors describe null and numbers past the f64 range as such", () => {
+  const schema = defineOptions([{ name: "lr", type: "number", default: 1, help: "lr" }] as const);
+  assert.throws(() => checkConfigObject(schema, { lr: null }, "run.json"), {
+    message: 'run.json: "lr" expects a number, got null',
+  });
+  assert.throws(
+    () => checkConfigObject(schema, JSON.parse('{"lr": 1e999}'), "run.json"),
+    {
+      message: 'run.json: "lr" expects a number, got Infinity (a number past the largest ' +
+        "64-bit float, ~1.8e308)",
+    },
+  );
+});

@@ -134,3 +134,53 @@ function countEosId(tokens: ArrayLike<number>, eos: number): number {
   for (let i = 0; i < tokens.length; i++) n += tokens[i] === eos ? 1 : 0;
   return n;
 }
+
+Deno.test("prepareShards() names file:line for invalid UTF-8 or binary text, skips and counts it with skipBad", async () => {
+  const dir = await Deno.makeTempDir();
+  const enc = new TextEncoder();
+  const txt = `${dir}/c.txt`;
+  await Deno.writeFile(
+    txt,
+    new Uint8Array([
+      ...enc.encode("first paragraph\n\n"),
+      0xff,
+      0xfe,
+      0x0a, // line 3: not UTF-8
+      ...enc.encode("ok line\nbin\u0000ary\n"), // line 5: a NUL byte
+    ]),
+  );
+  const jsonl = `${dir}/d.jsonl`;
+  await Deno.writeFile(
+    jsonl,
+    new Uint8Array([...enc.encode('{"text":"a"}\n{"text":"'), 0xc0, ...enc.encode('"}\n')]),
+  );
+  const opts = { tokenizer: CHARS, tokenizerPath: "chars", outDir: `${dir}/out`, seed: 1 };
+  await assert.rejects(
+    prepareShards({ ...opts, inputs: [txt] }),
+    (e: Error) => e instanceof JsonlError && e.message.startsWith(`${txt}:3: not valid UTF-8`),
+  );
+  await assert.rejects(
+    prepareShards({ ...opts, inputs: [jsonl] }),
+    (e: Error) => e instanceof JsonlError && e.message.startsWith(`${jsonl}:2: not valid UTF-8`),
+  );
+  const meta = await prepareShards({ ...opts, inputs: [txt, jsonl], skipBad: true });
+  assert.equal(meta.badLines, 3);
+  assert.deepEqual(meta.inputs.map((i) => [i.documents, i.badLines]), [[2, 2], [1, 1]]);
+  assert.match(meta.firstBadLines[1], /c\.txt:5: has a NUL byte/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("prepareShards() names an --input that is a directory or missing, before writing", async () => {
+  const dir = await Deno.makeTempDir();
+  const opts = { tokenizer: CHARS, tokenizerPath: "chars", outDir: `${dir}/out`, seed: 1 };
+  await assert.rejects(
+    prepareShards({ ...opts, inputs: [dir] }),
+    (e: Error) => e.message.startsWith(`prepare: --input ${dir}: is a directory`),
+  );
+  await assert.rejects(
+    prepareShards({ ...opts, inputs: [`${dir}/nope.txt`] }),
+    (e: Error) => e.message === `prepare: --input ${dir}/nope.txt: no such file`,
+  );
+  assert.deepEqual([...Deno.readDirSync(dir)], []);
+  await Deno.remove(dir, { recursive: true });
+});

@@ -231,12 +231,31 @@ export function tokenizerFromJson(json: unknown, options: { source?: string } = 
   if (!isRecord(model.vocab)) fail(source, "model.vocab must be an object of token -> id");
   if (!Array.isArray(model.merges)) fail(source, "model.merges must be an array");
 
+  if (json.added_tokens != null && !Array.isArray(json.added_tokens)) {
+    fail(source, "added_tokens must be an array of {id, content, special}");
+  }
+  const added: unknown[] = Array.isArray(json.added_tokens) ? json.added_tokens : [];
+  // Ids index arrays sized by the largest one: they must be dense (0..N-1, N the tokens the file
+  // defines), else one id of 2e9 would allocate for seconds and fail with "Invalid array length".
+  const idLimit = Object.keys(model.vocab).length + added.length;
+  const checkId = (id: unknown, what: string) => {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {
+      fail(source, `${what} must be a non-negative integer id, got ${JSON.stringify(id)}`);
+    }
+    if (id >= idLimit) {
+      fail(
+        source,
+        `${what} is ${id}, past the ${idLimit} tokens the file defines; ids must run 0..N-1`,
+      );
+    }
+  };
   const specialTokens: SpecialToken[] = [];
   const specialContent = new Set<string>();
-  for (const t of Array.isArray(json.added_tokens) ? json.added_tokens : []) {
+  for (const [i, t] of added.entries()) {
     if (!isRecord(t) || typeof t.content !== "string" || typeof t.id !== "number") {
       fail(source, "every added_tokens entry needs a string content and a number id");
     }
+    checkId(t.id, `added_tokens[${i}].id`);
     if (t.special !== true) {
       fail(
         source,
@@ -252,10 +271,19 @@ export function tokenizerFromJson(json: unknown, options: { source?: string } = 
 
   const tokenBytes: Array<Uint8Array | null> = [];
   const idOf = new Map<string, number>();
-  for (const [token, id] of Object.entries(model.vocab)) {
-    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {
-      fail(source, `model.vocab[${JSON.stringify(token)}] must be a non-negative integer id`);
+  const tokenOf = new Map<number, string>();
+  for (const [token, rawId] of Object.entries(model.vocab)) {
+    checkId(rawId, `model.vocab[${JSON.stringify(token)}]`);
+    const id = rawId as number;
+    const other = tokenOf.get(id);
+    if (other !== undefined) {
+      fail(
+        source,
+        `model.vocab gives id ${id} to both ${JSON.stringify(other)} and ` +
+          `${JSON.stringify(token)}`,
+      );
     }
+    tokenOf.set(id, token);
     idOf.set(token, id);
     while (tokenBytes.length <= id) tokenBytes.push(null);
     if (specialIds.has(id)) continue;

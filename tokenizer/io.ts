@@ -14,6 +14,7 @@ import {
   toTokenizerConfig,
   toTokenizerJson,
 } from "./hf_json.ts";
+import { BOS_TOKEN, EOS_TOKEN, PAD_TOKEN } from "./special_tokens.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 async function readJson(path: string): Promise<unknown> {
@@ -75,7 +76,19 @@ export async function saveTokenizer(
  */
 export async function loadTokenizer(dir: string): Promise<Tokenizer> {
   const path = `${dir}/tokenizer.json`;
-  return tokenizerFromJson(await readJson(path), { source: path });
+  const tok = tokenizerFromJson(await readJson(path), { source: path });
+  // Every stage needs these (documents end with eos, rows are padded, chats start with bos):
+  // say so here, naming the file, not later as "no special token" from deep inside a stage.
+  const have = new Set(tok.specialTokens.map((s) => s.content));
+  const missing = [BOS_TOKEN, EOS_TOKEN, PAD_TOKEN].filter((t) => !have.has(t));
+  if (missing.length > 0) {
+    throw new Error(
+      `${path}: no special token ${missing.join(", ")} in added_tokens (it has ${
+        have.size ? [...have].join(", ") : "none"
+      }); train a tokenizer with \`cli.ts tokenizer\`, or add them as special added_tokens`,
+    );
+  }
+  return tok;
 }
 
 /**

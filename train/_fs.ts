@@ -57,7 +57,7 @@ export async function writeFileSynced(path: string, bytes: Uint8Array): Promise<
  *
  * @param path The file to replace.
  * @param bytes The new content.
- * @throws When the directory is not writable.
+ * @throws {Error} naming `path` when it cannot be written (the partial temporary file is removed).
  * @example
  * ```ts
  * await atomicWriteFile("runs/demo/latest.json", new TextEncoder().encode('{"step":1}'));
@@ -65,8 +65,16 @@ export async function writeFileSynced(path: string, bytes: Uint8Array): Promise<
  */
 export async function atomicWriteFile(path: string, bytes: Uint8Array): Promise<void> {
   const tmp = `${path}.tmp-${Deno.pid}`;
-  await writeFileSynced(tmp, bytes);
-  await Deno.rename(tmp, path);
+  try {
+    await writeFileSynced(tmp, bytes);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    // A full disk must not keep the partial copy holding the space it ran out of.
+    await Deno.remove(tmp).catch(() => {});
+    throw new Error(`${path}: cannot write it (${(e as Error).message}); it was left unchanged`, {
+      cause: e,
+    });
+  }
   await syncDir(dirname(path));
 }
 

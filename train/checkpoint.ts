@@ -17,16 +17,22 @@
  * fsync each file and the directory, rename it to `step-000123/`, fsync the run directory, then
  * replace `latest.json` atomically (temp file, fsync, rename, fsync). Only then are leftover
  * `*.tmp-*` entries from earlier crashes removed and old checkpoints pruned. A kill at any moment
- * leaves `latest.json` naming a complete checkpoint (the old or the new one).
+ * leaves `latest.json` naming a complete checkpoint (the old or the new one). A save refuses a
+ * non-finite parameter or moment before writing anything; a failed write removes its temporary
+ * directory and names the last good checkpoint; {@linkcode removeLeftovers} clears what crashes
+ * left, at the start of a run.
  *
  * Left out: sharded files for models larger than memory, non-F32 dtypes (the arenas are f32).
  *
  * @module
  */
+import type { ModelConfig } from "../model/config.ts";
+import { parameterTable } from "../model/params.ts";
 import {
   checkTensors,
   decodeSafetensors,
   encodeSafetensors,
+  fromHfConfig,
   type SafeTensor,
 } from "../model/safetensors.ts";
 import { atomicWriteFile, exists, join, syncDir, writeAll } from "./_fs.ts";
@@ -124,11 +130,50 @@ export class CheckpointError extends Error {
    * Creates the error.
    *
    * @param message What is wrong and what to do.
+   * @param options `cause`: the underlying error.
    */
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "CheckpointError";
   }
+}
+
+/**
+ * Thrown by {@linkcode saveCheckpoint} when a parameter or an AdamW moment is NaN or infinite:
+ * such a checkpoint would load, then fail at once; nothing is written.
+ */
+export class NonFiniteCheckpointError extends CheckpointError {
+  /**
+   * Creates the error.
+   *
+   * @param tensor The first tensor holding a non-finite value (HF name).
+   * @param which `parameter`, `exp_avg` or `exp_avg_sq`.
+   * @param count How many values of the checkpoint are not finite.
+   * @param step The step the checkpoint is for.
+   */
+  constructor(
+    readonly tensor: string,
+    readonly which: string,
+    readonly count: number,
+    readonly step: number,
+  ) {
+    super(
+      `step ${step}: ${count} value(s) of the parameters or optimizer moments are not finite ` +
+        `(first: ${which} of '${tensor}'); the checkpoint was not written`,
+    );
+    this.name = "NonFiniteCheckpointError";
+  }
+}
+
+/** Counts the NaN/inf values of `data`; a plain pass over what the save holds anyway. */
+function countNonFinite(data: Float32Array): number {
+  let n = 0;
+  for (let i = 0; i < data.length; i++) {
+    // x - x is 0 for a finite x, NaN for NaN and +-inf: one compare per value.
+    const x = data[i];
+    if (x - x !== 0) n++;
+  }
+  return n;
 }
 
 /**
@@ -212,6 +257,22 @@ function checkData(data: CheckpointData): void {
       }
     }
   }
+  let bad = 0, first: [string, string] | null = null;
+  for (const t of table) {
+    for (
+      const [which, arr] of [
+        ["parameter", params.get(t.name)],
+        ["exp_avg", data.m.get(t.name)],
+        ["exp_avg_sq", data.v.get(t.name)],
+      ] as const
+    ) {
+      if (arr === undefined) continue;
+      const n = countNonFinite(arr);
+      if (n > 0 && first === null) first = [t.name, which];
+      bad += n;
+    }
+  }
+  if (first !== null) throw new NonFiniteCheckpointError(first[0], first[1], bad, state.step);
 }
 
 function f32(shape: readonly number[], data: Float32Array): SafeTensor {
@@ -277,6 +338,30 @@ export async function saveCheckpoint(
   const name = checkpointDirName(step);
   const final = join(runDir, name);
   const tmp = `${final}.tmp-${Deno.pid}`;
+  try {
+    return await writeCheckpoint(runDir, data, options, { step, name, final, tmp });
+  } catch (e) {
+    // A failed write (a full disk) must not leave the partial copy holding the space.
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    const previous = await resolveCheckpoint(runDir).catch(() => null);
+    const last = previous !== null && (await exists(previous))
+      ? `the last good checkpoint is ${previous}`
+      : "there is no earlier checkpoint";
+    throw new CheckpointError(
+      `cannot write checkpoint ${final}: ${(e as Error).message}; its partial files were ` +
+        `removed and ${last}. Free space (or fix the cause) and rerun with --resume`,
+      { cause: e },
+    );
+  }
+}
+
+async function writeCheckpoint(
+  runDir: string,
+  data: CheckpointData,
+  options: SaveOptions,
+  where: { step: number; name: string; final: string; tmp: string },
+): Promise<string> {
+  const { step, name, final, tmp } = where;
   await Deno.mkdir(runDir, { recursive: true });
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
   await Deno.mkdir(tmp);
@@ -331,15 +416,37 @@ export async function saveCheckpoint(
   return final;
 }
 
-async function cleanup(runDir: string, step: number, keep: number): Promise<void> {
-  for await (const e of Deno.readDir(runDir)) {
-    if (
-      TMP_ENTRY.test(e.name) &&
-      (STEP_DIR.test(e.name.split(".tmp-")[0]) || e.name.startsWith("latest.json"))
-    ) {
-      await Deno.remove(join(runDir, e.name), { recursive: true }).catch(() => {});
+/**
+ * Removes what crashed or failed writes left in a run directory: `step-*.tmp-*` checkpoint
+ * directories and `latest.json.tmp-*` / `metrics.jsonl.tmp-*` files. Complete checkpoints,
+ * `latest.json` and `metrics.jsonl` are never touched. Call it when a run starts.
+ *
+ * @param runDir The run directory (a missing one is fine).
+ * @returns The names removed.
+ * @example
+ * ```ts
+ * await removeLeftovers("runs/demo"); // ["step-000200.tmp-4242"]
+ * ```
+ */
+export async function removeLeftovers(runDir: string): Promise<string[]> {
+  const removed: string[] = [];
+  try {
+    for await (const e of Deno.readDir(runDir)) {
+      if (!TMP_ENTRY.test(e.name)) continue;
+      const base = e.name.split(".tmp-")[0];
+      if (STEP_DIR.test(base) || base === "latest.json" || base === "metrics.jsonl") {
+        await Deno.remove(join(runDir, e.name), { recursive: true }).catch(() => {});
+        removed.push(e.name);
+      }
     }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
+  return removed;
+}
+
+async function cleanup(runDir: string, step: number, keep: number): Promise<void> {
+  await removeLeftovers(runDir);
   if (keep > 0) {
     const older = (await listCheckpoints(runDir)).filter((c) => c.step < step);
     for (const c of older.slice(0, Math.max(0, older.length - (keep - 1)))) {
@@ -357,7 +464,7 @@ async function readJson(path: string): Promise<unknown> {
     if (e instanceof Deno.errors.NotFound) {
       throw new CheckpointError(`${path}: missing; the checkpoint is incomplete or not one`);
     }
-    throw e;
+    throw new CheckpointError(`${path}: cannot read it (${(e as Error).message})`);
   }
   try {
     return JSON.parse(text);
@@ -369,18 +476,24 @@ async function readJson(path: string): Promise<unknown> {
 /**
  * Finds the checkpoint directory a path designates: a checkpoint directory itself (it has
  * `state.json`), or a run directory, where `latest.json` names it. When `latest.json` is missing
- * or names a directory that is gone (a crash between the two renames), the newest complete
- * checkpoint is used.
+ * the newest complete checkpoint is used; when it names a directory that is gone, the newest
+ * complete earlier one is (with a warning through `onWarn`), and when there is none that is an
+ * error, never "no checkpoint yet".
  *
  * @param path A run directory or a checkpoint directory.
+ * @param options `onWarn`: told when `latest.json` names a missing checkpoint.
  * @returns The checkpoint directory, or null when the run directory has no checkpoint yet.
- * @throws {CheckpointError} for a malformed `latest.json` or a path that is neither.
+ * @throws {CheckpointError} for a malformed `latest.json`, one naming a missing checkpoint with
+ *   no earlier one to fall back on, or a path that is neither.
  * @example
  * ```ts
  * const dir = await resolveCheckpoint("runs/demo"); // "runs/demo/step-000123"
  * ```
  */
-export async function resolveCheckpoint(path: string): Promise<string | null> {
+export async function resolveCheckpoint(
+  path: string,
+  options: { onWarn?: (message: string) => void } = {},
+): Promise<string | null> {
   if (await exists(join(path, "state.json"))) return path;
   const latestPath = join(path, "latest.json");
   if (await exists(latestPath)) {
@@ -396,12 +509,31 @@ export async function resolveCheckpoint(path: string): Promise<string | null> {
     }
     const dir = join(path, latest.dir);
     if (await exists(join(dir, "state.json"))) return dir;
+    // latest.json names a checkpoint that is gone: the run had one, so "no checkpoint, start
+    // from step 0" would silently throw its progress away.
+    const older = (await listCheckpoints(path)).filter((c) => c.step < Number(latest.step));
+    const ok = [];
+    for (const c of older) if (await exists(join(c.dir, "state.json"))) ok.push(c);
+    if (ok.length === 0) {
+      throw new CheckpointError(
+        `${latestPath} names ${latest.dir}, but ${dir} is missing or incomplete and no earlier ` +
+          `checkpoint is there: restore ${dir}, or delete the run directory to start over`,
+      );
+    }
+    options.onWarn?.(
+      `${latestPath} names ${latest.dir}, which is missing or incomplete; using the newest ` +
+        `complete checkpoint, ${ok.at(-1)!.dir}`,
+    );
+    return ok.at(-1)!.dir;
   }
   if (!(await exists(path))) {
     throw new CheckpointError(`${path}: no such checkpoint or run directory`);
   }
   const all = await listCheckpoints(path);
-  return all.length > 0 ? all[all.length - 1].dir : null;
+  for (let i = all.length - 1; i >= 0; i--) {
+    if (await exists(join(all[i].dir, "state.json"))) return all[i].dir;
+  }
+  return null;
 }
 
 function onlyF32(file: string, tensors: Map<string, SafeTensor>): Map<string, Float32Array> {
@@ -425,12 +557,24 @@ async function readTensors(path: string): Promise<Map<string, SafeTensor>> {
     if (e instanceof Deno.errors.NotFound) {
       throw new CheckpointError(`${path}: missing; the checkpoint is incomplete or not one`);
     }
-    throw e;
+    throw new CheckpointError(`${path}: cannot read it (${(e as Error).message})`);
   }
   try {
     return decodeSafetensors(bytes).tensors;
   } catch (e) {
     throw new CheckpointError(`${path}: ${(e as Error).message}`);
+  }
+}
+
+function assertFinite(file: string, tensors: ReadonlyMap<string, Float32Array>, suffix: string) {
+  for (const [name, data] of tensors) {
+    const n = countNonFinite(data);
+    if (n > 0) {
+      throw new CheckpointError(
+        `${file}: tensor '${name}${suffix}' holds ${n} NaN or infinite value(s), so it cannot be ` +
+          `used; take an earlier checkpoint`,
+      );
+    }
   }
 }
 
@@ -442,7 +586,8 @@ async function readTensors(path: string): Promise<Map<string, SafeTensor>> {
  *   must be present with that shape, and no other.
  * @returns Tensors, moments, config and state.
  * @throws {CheckpointError} for a run directory without checkpoints, a missing file, a format
- *   version mismatch, or, naming the tensor, a missing/unexpected tensor or a shape mismatch.
+ *   version mismatch, or, naming the tensor, a missing/unexpected tensor, a shape mismatch or a
+ *   NaN/inf value.
  * @example
  * ```ts
  * const ck = await loadCheckpoint("runs/demo", { expect: parameterTable(cfg) });
@@ -514,8 +659,60 @@ export async function loadCheckpoint(
   for (const name of m.keys()) {
     if (!v.has(name)) throw new CheckpointError(`${optPath}: '${name}${V_SUFFIX}' is missing`);
   }
-  for (const name of v.keys()) {
-    if (!m.has(name)) throw new CheckpointError(`${optPath}: '${name}${M_SUFFIX}' is missing`);
-  }
+  // Saves refuse non-finite values; one written before that check (or edited) is named here,
+  // not after a resume as a NaN loss that blames the data.
+  assertFinite(modelPath, params, "");
+  assertFinite(optPath, m, M_SUFFIX);
+  assertFinite(optPath, v, V_SUFFIX);
   return { dir, table, params, m, v, hfConfig, state };
+}
+
+/**
+ * Reads a model directory's `config.json` and `model.safetensors` (a checkpoint, or any
+ * directory holding the two) and checks every tensor against the config, so a bad file is named
+ * before anything is allocated on the GPU.
+ *
+ * @param dir The directory.
+ * @returns The config and the parameters by HF name.
+ * @throws {CheckpointError} naming the file: missing, invalid JSON, a config field out of range,
+ *   a truncated or malformed safetensors file, or a tensor whose shape the config does not give.
+ * @example
+ * ```ts
+ * const { cfg, params } = await loadModelFiles("runs/demo/sft/step-000200");
+ * ```
+ */
+export async function loadModelFiles(
+  dir: string,
+): Promise<{ cfg: ModelConfig; params: Map<string, Float32Array> }> {
+  const configPath = join(dir, "config.json");
+  for (const file of ["config.json", "model.safetensors"]) {
+    if (!(await exists(join(dir, file)))) {
+      throw new CheckpointError(
+        `${dir}: no ${file} there; pass a checkpoint (step-NNNNNN/), a run directory or a ` +
+          `directory holding config.json and model.safetensors`,
+      );
+    }
+  }
+  let cfg: ModelConfig;
+  try {
+    cfg = fromHfConfig(await readJson(configPath));
+  } catch (e) {
+    if (e instanceof CheckpointError) throw e;
+    throw new CheckpointError(
+      `${configPath}: ${(e as Error).message.replace(/^hf config\.json:? ?/, "")}`,
+    );
+  }
+  const modelPath = join(dir, "model.safetensors");
+  const model = await readTensors(modelPath);
+  try {
+    checkTensors(model, parameterTable(cfg));
+  } catch (e) {
+    throw new CheckpointError(
+      `${modelPath}: ${(e as Error).message.replace(/^safetensors: /, "")}, from ${configPath}; ` +
+        `do the two files belong to the same model?`,
+    );
+  }
+  const params = onlyF32(modelPath, model);
+  assertFinite(modelPath, params, "");
+  return { cfg, params };
 }

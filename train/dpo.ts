@@ -81,7 +81,9 @@ export const pairCheck: JsonlCheck = (value) => {
       if (typeof v[k] !== "string") {
         return `field "${k}" must be a string in the {"prompt", "chosen", "rejected"} form`;
       }
+      if ((v[k] as string).trim() === "") return `field "${k}" is empty`;
     }
+    if (v.chosen === v.rejected) return IDENTICAL;
     return undefined;
   }
   for (const k of ["chosen", "rejected"]) {
@@ -92,8 +94,19 @@ export const pairCheck: JsonlCheck = (value) => {
       return `"${k}" must end with the assistant turn being compared, got role "${last.role}"`;
     }
   }
+  const chosen = v.chosen as unknown[], rejected = v.rejected as unknown[];
+  // DPO compares two replies to ONE prompt: log-ratios of different prompts mean nothing.
+  const prompt = (side: unknown[]) => JSON.stringify(side.slice(0, -1));
+  if (prompt(chosen) !== prompt(rejected)) {
+    return `"chosen" and "rejected" must share the prompt (every message before the last); ` +
+      `they differ`;
+  }
+  if (chosen.length < 2) return `"chosen" has no prompt before the reply being compared`;
+  if (JSON.stringify(chosen.at(-1)) === JSON.stringify(rejected.at(-1))) return IDENTICAL;
   return checkTools(v.tools);
 };
+
+const IDENTICAL = `"chosen" and "rejected" are identical: the pair has nothing to prefer`;
 
 /**
  * Reads preference pairs from a JSONL file.

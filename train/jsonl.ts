@@ -1,10 +1,11 @@
 /**
  * JSONL (one JSON value per line) reading and writing, streamed so files larger than memory work.
  *
- * The reader decodes UTF-8 with a `TextDecoderStream`, splits lines itself (`\n` or `\r\n`; a
- * leading BOM and blank lines are skipped), parses each line and optionally checks it against a
- * schema. A bad line is reported as `file:line: reason`; by default the first one throws, with
- * `skipBad` the reader goes on and counts them.
+ * The reader splits lines on bytes (`\n` or `\r\n`; a leading BOM and blank lines are skipped) and
+ * decodes each line as UTF-8 on its own, so a line of invalid UTF-8 or binary is one bad line like
+ * any other; it parses each line and optionally checks it against a schema. A bad line is
+ * reported as `file:line: reason`; by default the first one throws, with `skipBad` the reader goes
+ * on and counts them.
  *
  * Left out: JSON values spanning several lines, compressed input.
  *
@@ -89,6 +90,127 @@ export async function* splitLines(chunks: AsyncIterable<string>): AsyncGenerator
   if (rest.length > 0) yield rest.endsWith("\r") ? rest.slice(0, -1) : rest;
 }
 
+/** One line of a file read by {@linkcode readTextLines}. */
+export interface TextLine {
+  /** 1-based line number. */
+  line: number;
+  /** The decoded line (without its `\n` / `\r\n`), or null when it is not valid UTF-8. */
+  text: string | null;
+  /** Why `text` is null: `not valid UTF-8 (byte 0xff at column 7)`; else undefined. */
+  error?: string;
+}
+
+/**
+ * Opens a file for reading with errors that name it: a missing file, a directory, no permission.
+ *
+ * @param path The file.
+ * @param what What the file should be, for the message (`a JSONL file`).
+ * @returns The open file.
+ * @throws {Error} `data/: is a directory, not a JSONL file; pass a file (e.g. data/*.jsonl)`.
+ */
+export async function openForReading(path: string, what = "a file"): Promise<Deno.FsFile> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Deno.errors.NotFound(`${path}: no such file (expected ${what})`);
+    }
+    if (e instanceof Deno.errors.PermissionDenied) {
+      throw new Deno.errors.PermissionDenied(`${path}: permission denied (expected ${what})`);
+    }
+    throw new Error(`${path}: cannot open ${what} (${(e as Error).message})`);
+  }
+  const info = await file.stat();
+  if (info.isDirectory) {
+    file.close();
+    const dir = path.replace(/[\\/]+$/, "");
+    throw new Error(`${path}: is a directory, not ${what}; pass its files (e.g. ${dir}/*)`);
+  }
+  return file;
+}
+
+/**
+ * Streams a file's lines, decoding each line on its own (`\n` or `\r\n` endings, a BOM on the
+ * first line dropped), so one line of invalid UTF-8 is reported with its number, and a caller
+ * may skip it and go on. Memory is one chunk plus the longest line.
+ *
+ * @param path The file.
+ * @param options `what` the file should be, for open errors (default "a file").
+ * @returns The lines; `text` is null (and `error` says why) for a line that is not valid UTF-8.
+ * @throws {Error} naming the file when it is missing, a directory or unreadable.
+ * @example
+ * ```ts
+ * for await (const { line, text, error } of readTextLines("corpus.txt")) {
+ *   if (text === null) console.warn(`corpus.txt:${line}: ${error}`);
+ * }
+ * ```
+ */
+export async function* readTextLines(
+  path: string,
+  options: { what?: string } = {},
+): AsyncGenerator<TextLine> {
+  const file = await openForReading(path, options.what);
+  const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  let line = 0;
+  const decode = (bytes: Uint8Array): TextLine => {
+    line++;
+    let end = bytes.length;
+    if (end > 0 && bytes[end - 1] === 13) end--;
+    let start = 0;
+    if (line === 1 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) start = 3;
+    const body = bytes.subarray(start, end);
+    try {
+      return { line, text: decoder.decode(body) };
+    } catch {
+      return { line, text: null, error: `not valid UTF-8 (${firstInvalidByte(body)})` };
+    }
+  };
+  let rest: Uint8Array = new Uint8Array(0);
+  try {
+    for await (const chunk of file.readable) {
+      let data: Uint8Array = chunk;
+      if (rest.length > 0) {
+        data = new Uint8Array(rest.length + chunk.length);
+        data.set(rest);
+        data.set(chunk, rest.length);
+      }
+      let start = 0;
+      // Search only the new chunk: `rest` has no newline (keeps a very long line linear).
+      for (let nl = data.indexOf(10, rest.length); nl >= 0; nl = data.indexOf(10, start)) {
+        yield decode(data.subarray(start, nl));
+        start = nl + 1;
+      }
+      rest = data.slice(start);
+    }
+    if (rest.length > 0) yield decode(rest);
+  } catch (e) {
+    if (e instanceof Error && !e.message.includes(path)) {
+      throw new Error(`${path}:${line + 1}: cannot read (${e.message})`);
+    }
+    throw e;
+  }
+}
+
+/** Where the first invalid UTF-8 sequence of `bytes` starts: `byte 0xff at column 7`. */
+function firstInvalidByte(bytes: Uint8Array): string {
+  const d = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  // Grow a valid prefix by whole code points: cheap enough for an error path.
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i];
+    const n = b < 0x80 ? 1 : b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 1;
+    try {
+      d.decode(bytes.subarray(i, i + n));
+    } catch {
+      return `byte 0x${b.toString(16).padStart(2, "0")} at column ${i + 1}; is it a binary ` +
+        `file or another encoding? Convert it to UTF-8`;
+    }
+    i += n;
+  }
+  return "truncated sequence at the end of the line";
+}
+
 /**
  * Streams a JSONL file: yields `{ value, line }` per non-blank line.
  *
@@ -96,8 +218,10 @@ export async function* splitLines(chunks: AsyncIterable<string>): AsyncGenerator
  * @param options `check`, `skipBad`, `onBad`.
  * @returns An async iterable with running `bad` / `lines` counts.
  * @throws {JsonlError} (while iterating) for the first bad line unless `skipBad`:
- *   `data.jsonl:12: invalid JSON (Unexpected token ...)`, or the check's reason.
- * @throws {Deno.errors.NotFound} (while iterating) when the file does not exist.
+ *   `data.jsonl:12: invalid JSON (Unexpected token ...)`, `data.jsonl:3: not valid UTF-8 (...)`,
+ *   or the check's reason.
+ * @throws {Deno.errors.NotFound} (while iterating) when the file does not exist; an Error naming
+ *   the path for a directory.
  * @example
  * ```ts
  * const docs = readJsonl<{ text: string }>("corpus.jsonl", { check: fieldCheck({ text: "string" }) });
@@ -112,15 +236,12 @@ export function readJsonl<T = unknown>(
   let bad = 0, lines = 0;
   const firstErrors: string[] = [];
   async function* iterate(): AsyncGenerator<JsonlRecord<T>> {
-    const file = await Deno.open(path, { read: true });
-    const text = file.readable.pipeThrough(new TextDecoderStream("utf-8", { fatal: true }));
-    try {
-      for await (let raw of splitLines(text)) {
-        lines++;
-        if (lines === 1 && raw.charCodeAt(0) === 0xfeff) raw = raw.slice(1);
-        if (raw.trim().length === 0) continue;
-        let value: unknown;
-        let reason: string | undefined;
+    for await (const { line, text: raw, error } of readTextLines(path, { what: "a JSONL file" })) {
+      lines = line;
+      if (raw !== null && raw.trim().length === 0) continue;
+      let value: unknown;
+      let reason: string | undefined = error;
+      if (raw !== null) {
         try {
           value = JSON.parse(raw);
         } catch (e) {
@@ -129,22 +250,17 @@ export function readJsonl<T = unknown>(
             : raw;
           reason = `invalid JSON (${(e as Error).message}): ${JSON.stringify(preview)}`;
         }
-        if (reason === undefined && options.check) reason = options.check(value);
-        if (reason !== undefined) {
-          const err = new JsonlError(path, lines, reason);
-          if (!options.skipBad) throw err;
-          bad++;
-          if (firstErrors.length < 10) firstErrors.push(err.message);
-          options.onBad?.(err);
-          continue;
-        }
-        yield { value: value as T, line: lines };
       }
-    } catch (e) {
-      if (e instanceof TypeError && /decode|invalid/i.test(e.message)) {
-        throw new JsonlError(path, lines + 1, `not valid UTF-8 (${e.message})`);
+      if (reason === undefined && options.check) reason = options.check(value);
+      if (reason !== undefined) {
+        const err = new JsonlError(path, line, reason);
+        if (!options.skipBad) throw err;
+        bad++;
+        if (firstErrors.length < 10) firstErrors.push(err.message);
+        options.onBad?.(err);
+        continue;
       }
-      throw e;
+      yield { value: value as T, line };
     }
   }
   return {
@@ -277,7 +393,11 @@ export class JsonlWriter {
     const bytes = this.#enc.encode(this.#pending.join(""));
     this.#pending = [];
     this.#pendingChars = 0;
-    await writeAll(this.#file, bytes);
+    try {
+      await writeAll(this.#file, bytes);
+    } catch (e) {
+      throw new Error(`${this.path}: cannot write it (${(e as Error).message})`, { cause: e });
+    }
   }
 
   /**

@@ -6,7 +6,7 @@
  * clipping and AdamW on the GPU, the aux-loss-free bias update, the learning-rate schedule
  * (warmup, constant, cosine to 10%), validation, metrics, the progress bar, atomic checkpoints
  * with optimizer and data state, bit-exact resume, the loss plot, and a clean stop on a
- * non-finite loss that leaves the last good checkpoint as it was.
+ * non-finite loss, gradient or updated weight that leaves the last good checkpoint as it was.
  *
  * One step = one command batch per micro-batch plus the optimizer, and ONE small readback (the
  * loss, the gradient norm and the non-finite flag, packed into one buffer) which is what lets the
@@ -19,7 +19,14 @@ import { scale } from "../kernels/elementwise.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
 import { toHfConfig } from "../model/safetensors.ts";
 import type { DeepSeekV3 } from "../model/transformer.ts";
-import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  CheckpointError,
+  loadCheckpoint,
+  NonFiniteCheckpointError,
+  removeLeftovers,
+  resolveCheckpoint,
+  saveCheckpoint,
+} from "./checkpoint.ts";
 import { MetricsLog, type MetricsRecord, readMetrics } from "./metrics.ts";
 import { AdamW, ADAMW_DEFAULTS, type AdamWConfig } from "./optimizer.ts";
 import { writeLossPlot } from "./plot.ts";
@@ -142,31 +149,69 @@ export async function trainLoop(
     minLrRatio: opts.minLrRatio ?? 0.1,
   });
   await Deno.mkdir(opts.runDir, { recursive: true });
+  const leftovers = await removeLeftovers(opts.runDir);
+  if (leftovers.length > 0) {
+    log(`removed ${leftovers.length} partial file(s) of an earlier failed write: ${leftovers}`);
+  }
+  const metricsPath = `${opts.runDir}/metrics.jsonl`;
 
   let step = 0, tokensSeen = 0, lastGood: string | null = null;
   let bestVal = Infinity;
   if (opts.resume) {
     const from = typeof opts.resume === "string" ? opts.resume : opts.runDir;
-    const dir = await resolveCheckpoint(from);
+    const dir = await resolveCheckpoint(from, { onWarn: log });
     if (dir) {
       const ck = await loadCheckpoint(dir, { expect: model.arena.entries });
+      const statePath = `${ck.dir}/state.json`;
+      if (ck.state.stage !== undefined && ck.state.stage !== task.name) {
+        throw new CheckpointError(
+          `${statePath}: a ${ck.state.stage} checkpoint cannot resume ${task.name}; pass the ` +
+            `${task.name} run's --out (or start ${task.name} from it with --init)`,
+        );
+      }
+      if (ck.state.task === undefined) {
+        throw new CheckpointError(
+          `${statePath}: no "task" field (the data position), so a resumed run would replay ` +
+            `data from the start; restore the field from the checkpoint's original state.json`,
+        );
+      }
       model.load(ck.params);
       for (const [name, m] of ck.m) model.arena.upload(name, m, "m");
       for (const [name, v] of ck.v) model.arena.upload(name, v, "v");
       step = ck.state.step;
       tokensSeen = ck.state.tokensSeen;
       opt.step = Number(ck.state.optimizerStep ?? step);
-      if (ck.state.task !== undefined) task.restore(ck.state.task);
+      task.restore(ck.state.task);
       bestVal = Number((ck.state.metrics as { bestVal?: number } | undefined)?.bestVal ?? bestVal);
       lastGood = ck.dir;
       log(`resumed ${task.name} from ${ck.dir} at step ${step}`);
     } else if (typeof opts.resume === "string") {
       throw new Error(`--resume ${opts.resume}: no checkpoint found there`);
     } else {
+      // No checkpoint, but a log of steps: the run died before its first checkpoint, or its
+      // checkpoints were deleted. Starting over would truncate that log without a word.
+      const logged = (await readMetrics(metricsPath)).length;
+      if (logged > 0) {
+        throw new CheckpointError(
+          `--resume: ${opts.runDir} has no checkpoint to continue, but its metrics.jsonl holds ` +
+            `${logged} record(s) of an earlier run; to start over, move ${metricsPath} away (or ` +
+            `pass another --out)`,
+        );
+      }
       log(`no checkpoint in ${opts.runDir}: starting ${task.name} from step 0`);
     }
+  } else {
+    const earlier = await resolveCheckpoint(opts.runDir).catch(() => null);
+    const logged = earlier ? 0 : (await readMetrics(metricsPath)).length;
+    if (earlier || logged > 0) {
+      log(
+        `warning: ${opts.runDir} holds an earlier run (${
+          earlier ? `checkpoint ${earlier}` : `${logged} metrics records`
+        }); this run starts from step 0 and replaces its metrics.jsonl and latest.json ` +
+          `(--resume continues it instead)`,
+      );
+    }
   }
-  const metricsPath = `${opts.runDir}/metrics.jsonl`;
   const metrics = await MetricsLog.open(metricsPath, {
     resumeStep: step,
     fresh: step === 0,
@@ -188,23 +233,35 @@ export async function trainLoop(
       model.arena.readAll("v"),
     ]);
     await metrics.sync();
-    lastGood = await saveCheckpoint(opts.runDir, {
-      table: model.arena.entries,
-      params,
-      m,
-      v,
-      hfConfig: toHfConfig(model.cfg),
-      state: {
+    try {
+      lastGood = await saveCheckpoint(opts.runDir, {
+        table: model.arena.entries,
+        params,
+        m,
+        v,
+        hfConfig: toHfConfig(model.cfg),
+        state: {
+          step,
+          tokensSeen,
+          optimizerStep: opt.step,
+          task: task.state(),
+          stage: task.name,
+          run: opts.runInfo,
+          metrics: { lastLoss, bestVal, val },
+        },
+      }, { keep: opts.keep ?? 2 });
+    } catch (e) {
+      if (!(e instanceof NonFiniteCheckpointError)) throw e;
+      // The loss and gradients were finite, the update was not (a huge --lr): the weights are
+      // lost, and a checkpoint of them would fail at once after a resume.
+      throw new NonFiniteError(
         step,
-        tokensSeen,
-        optimizerStep: opt.step,
-        task: task.state(),
-        stage: task.name,
-        run: opts.runInfo,
-        metrics: { lastLoss, bestVal, val },
-      },
-    }, { keep: opts.keep ?? 2 });
-    return lastGood;
+        `${e.which === "parameter" ? "the parameter" : `the AdamW ${e.which} of`} ` +
+          `'${e.tensor}' after the update (${e.count} non-finite value(s) in all)`,
+        lastGood,
+      );
+    }
+    return lastGood!;
   };
   const validate = async () => {
     val = await noGrad(() => task.validate(model));

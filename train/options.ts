@@ -160,6 +160,22 @@ function checkValue(o: OptionSpec, v: unknown): string | undefined {
   }
 }
 
+/**
+ * A JSON value as an error message shows it: `null`, `string "abc"`, `array [1,2]`, and
+ * `Infinity (1e999 is past the largest 64-bit float)` where JSON.stringify would print null.
+ */
+export function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (v === undefined) return "nothing";
+  if (typeof v === "number" && !Number.isFinite(v)) {
+    return Number.isNaN(v) ? "NaN" : `${v} (a number past the largest 64-bit float, ~1.8e308)`;
+  }
+  if (typeof v === "number") return String(v);
+  const json = JSON.stringify(v);
+  const text = json !== undefined && json.length > 60 ? json.slice(0, 60) + "..." : json;
+  return `${Array.isArray(v) ? "array" : typeof v} ${text}`;
+}
+
 /** Parses a flag's text value; throws an OptionsError naming the flag. */
 function parseText(o: OptionSpec, text: string): unknown {
   const flag = flagName(o.name);
@@ -316,14 +332,7 @@ export function checkConfigObject(
       continue;
     }
     const err = checkValue(o, v);
-    if (err) {
-      const got = err.startsWith("expects")
-        ? `, got ${v === null ? "null" : Array.isArray(v) ? "array" : typeof v} ${
-          JSON.stringify(v)
-        }`
-        : `, got ${JSON.stringify(v)}`;
-      throw new OptionsError(`${source}: "${key}" ${err}${got}`);
-    }
+    if (err) throw new OptionsError(`${source}: "${key}" ${err}, got ${describeValue(v)}`);
     out[key] = v;
   }
   return out;

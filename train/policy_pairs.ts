@@ -47,7 +47,8 @@ export interface OnPolicyOptions {
  * Replaces each pair's rejected turn by `model`'s greedy reply to the prompt (the chosen
  * conversation without its last turn) when that reply differs from the chosen turn: the text
  * after trimming, or for a chosen tool call, the function name and the parsed arguments. Pairs
- * the model already answers as chosen are returned unchanged.
+ * the model already answers as chosen, or with nothing (an empty turn, which the DPO reader
+ * refuses), are returned unchanged.
  *
  * @returns The pairs in order and how many were replaced.
  * @example
@@ -72,6 +73,8 @@ export async function onPolicyPairs<P extends PairRecord>(
   let replaced = 0;
   const out = pairs.map((p, i) => {
     const text = replyText(tok, replies[i]).trim();
+    // An empty reply keeps the written reject: DPO records refuse empty turns.
+    if (text === "") return p;
     const reply = replyMessage(text);
     if (sameAssistantTurn(reply, p.chosen[p.chosen.length - 1])) return p;
     replaced++;

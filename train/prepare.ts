@@ -7,7 +7,9 @@
  *   line; the document is its `text` field (or
  *   another `field`). Bad lines stop the run with `file:line: reason`, or are counted with
  *   `skipBad`.
- * - anything else: plain UTF-8 text where blank lines separate documents (paragraphs).
+ * - anything else: plain UTF-8 text where blank lines separate documents (paragraphs). A line
+ *   that is not valid UTF-8 or holds a NUL byte (a binary file) stops the run with `file:line`,
+ *   or is dropped and counted with `skipBad`.
  *
  * Every document is encoded and followed by the tokenizer's eos id. Documents are split between
  * train and val by a seeded hash of their index in the input stream (`hash32(seed, index)`), so
@@ -17,7 +19,7 @@
  */
 import { isJsonlPath } from "../tokenizer/corpus.ts";
 import { atomicWriteFile, join } from "./_fs.ts";
-import { fieldCheck, readJsonl, splitLines } from "./jsonl.ts";
+import { fieldCheck, JsonlError, readJsonl, readTextLines } from "./jsonl.ts";
 import { hash32 } from "./rng.ts";
 import { dtypeForVocab, type ShardHeader, ShardWriter, type TokenDtype } from "./shards.ts";
 
@@ -101,25 +103,37 @@ export class PrepareError extends Error {
    * Creates the error.
    *
    * @param message What is wrong and what to do.
+   * @param options `cause`: the underlying error.
    */
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "PrepareError";
   }
 }
 
-async function* textDocuments(path: string): AsyncGenerator<string> {
-  const file = await Deno.open(path, { read: true });
-  const text = file.readable.pipeThrough(new TextDecoderStream("utf-8", { fatal: true }));
+/** Plain text's documents (paragraphs); a line of invalid UTF-8 or with a NUL byte is bad. */
+async function* textDocuments(
+  path: string,
+  skipBad: boolean,
+  onBad: (e: JsonlError) => void,
+): AsyncGenerator<string> {
   let para: string[] = [];
-  let first = true;
-  for await (let line of splitLines(text)) {
-    if (first && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
-    first = false;
-    if (line.trim().length === 0) {
+  for await (const { line, text, error } of readTextLines(path, { what: "a text file" })) {
+    const reason = text === null
+      ? error!
+      : text.includes("\0")
+      ? "has a NUL byte: is it a binary file? Pass UTF-8 text or JSONL"
+      : undefined;
+    if (reason !== undefined) {
+      const err = new JsonlError(path, line, reason);
+      if (!skipBad) throw err;
+      onBad(err);
+      continue;
+    }
+    if (text!.trim().length === 0) {
       if (para.length > 0) yield para.join("\n");
       para = [];
-    } else para.push(line);
+    } else para.push(text!);
   }
   if (para.length > 0) yield para.join("\n");
 }
@@ -151,6 +165,25 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareMet
   const field = options.field ?? "text";
   const every = options.progressEvery ?? 1000;
   if (inputs.length === 0) throw new PrepareError("prepare: no input files (pass --input FILE...)");
+  // Every input is checked before any output is written, so a typo costs no partial shards.
+  for (const path of inputs) {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(path);
+    } catch (e) {
+      throw new PrepareError(
+        `prepare: --input ${path}: ${
+          e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message
+        }`,
+      );
+    }
+    if (info.isDirectory) {
+      throw new PrepareError(
+        `prepare: --input ${path}: is a directory; pass its files (e.g. ` +
+          `--input ${path.replace(/[\\/]+$/, "")}/*.jsonl)`,
+      );
+    }
+  }
   if (!(valFraction >= 0 && valFraction < 1)) {
     throw new PrepareError(`prepare: --val-fraction must be in [0, 1), got ${valFraction}`);
   }
@@ -193,6 +226,11 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareMet
       const format = isJsonlPath(path) ? "jsonl" : "text";
       const entry = { path, format, documents: 0, badLines: 0 } as PrepareMeta["inputs"][number];
       meta.inputs.push(entry);
+      let textBad = 0;
+      const onTextBad = (e: JsonlError) => {
+        textBad++;
+        if (meta.firstBadLines.length < 10) meta.firstBadLines.push(e.message);
+      };
       const jsonl = format === "jsonl"
         ? readJsonl<Record<string, string>>(path, {
           check: fieldCheck({ [field]: "string" }),
@@ -203,7 +241,7 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareMet
         ? (async function* () {
           for await (const r of jsonl) yield r.value[field];
         })()
-        : textDocuments(path);
+        : textDocuments(path, options.skipBad ?? false, onTextBad);
       for await (const text of docs) {
         const ids = tokenizer.encode(text);
         const isVal = hash32(seed, docIndex++) < threshold;
@@ -221,7 +259,10 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareMet
           });
         }
       }
-      if (jsonl) {
+      if (!jsonl) {
+        entry.badLines = textBad;
+        meta.badLines += textBad;
+      } else {
         entry.badLines = jsonl.bad;
         meta.badLines += jsonl.bad;
         for (const m of jsonl.firstErrors) {
@@ -235,7 +276,12 @@ export async function prepareShards(options: PrepareOptions): Promise<PrepareMet
   } catch (e) {
     await train.abort();
     await val.abort();
-    throw e;
+    if (e instanceof JsonlError || e instanceof PrepareError) throw e;
+    // A write error (a full disk) names no file by itself.
+    throw new PrepareError(
+      `prepare: stopped (${(e as Error).message}); the partial shards in ${outDir} were removed`,
+      { cause: e },
+    );
   }
   if (trainHeader.count !== counts.train.tokens || valHeader.count !== counts.val.tokens) {
     throw new PrepareError("prepare: internal error: shard counts disagree with the tallies");

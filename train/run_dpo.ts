@@ -78,6 +78,7 @@ export const DPO_OPTIONS = defineOptions(
       type: "number",
       default: 0.1,
       min: 0,
+      max: 1000,
       help: "DPO temperature: how far the policy may move from the reference",
       why: "the DPO paper's and TRL's default",
     },
@@ -86,6 +87,7 @@ export const DPO_OPTIONS = defineOptions(
       type: "number",
       default: 0,
       min: 0,
+      max: 1000,
       help: "weight of the chosen replies' token NLL added to the DPO loss (TRL's rpo_alpha); " +
         "0: plain DPO",
       why: "plain DPO by default, as the DPO paper and TRL",

@@ -6,7 +6,7 @@
  * @module
  */
 import { chooseDevice, DEVICE_CHOICES, getDevice } from "../kernels/backend.ts";
-import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
+import { memoryNeeds, type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
 import { checkPrecision, parsePrecision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
@@ -40,16 +40,25 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       type: "integer",
       default: 300,
       min: 1,
+      max: 100_000_000,
       help: "optimizer steps",
       why: "the nano demo's budget on a CPU adapter",
     },
     DEVICE_OPTION,
-    { name: "batchSize", type: "integer", default: 8, min: 1, help: "sequences per micro-batch" },
+    {
+      name: "batchSize",
+      type: "integer",
+      default: 8,
+      min: 1,
+      max: 4096,
+      help: "sequences per micro-batch",
+    },
     {
       name: "seqLen",
       type: "integer",
       default: 128,
       min: 2,
+      max: 1 << 20,
       help: "tokens per sequence (<= the model's max_seq_len)",
     },
     {
@@ -57,6 +66,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       type: "integer",
       default: 1,
       min: 1,
+      max: 4096,
       help: "micro-batches per optimizer step",
     },
     {
@@ -64,6 +74,9 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       type: "number",
       default: 3e-3,
       min: 0,
+      // An AdamW step moves each weight by about lr: past 1 it is noise, and near the f32
+      // maximum it turns every weight into inf.
+      max: 1,
       help: "peak learning rate",
       why: "small models tolerate a high LR; V3 used 2.2e-4 at 671B",
     },
@@ -90,16 +103,26 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       type: "number",
       default: 0.1,
       min: 0,
+      max: 100,
       help: "AdamW decoupled weight decay on matrices",
       why: "V3",
     },
-    { name: "beta1", type: "number", default: 0.9, min: 0, max: 1, help: "AdamW beta1", why: "V3" },
+    {
+      name: "beta1",
+      type: "number",
+      default: 0.9,
+      min: 0,
+      // 1 would divide by 1 - beta^t = 0 in the bias correction.
+      max: 0.999999,
+      help: "AdamW beta1",
+      why: "V3",
+    },
     {
       name: "beta2",
       type: "number",
       default: 0.95,
       min: 0,
-      max: 1,
+      max: 0.999999,
       help: "AdamW beta2",
       why: "V3",
     },
@@ -130,6 +153,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       type: "integer",
       default: 8,
       min: 0,
+      max: 1_000_000,
       help: "validation batches per evaluation (0: the whole split)",
     },
     {
@@ -211,7 +235,37 @@ export function modelConfigFrom(
   if (typeof overrides !== "object" || overrides === null || Array.isArray(overrides)) {
     throw new Error(`--model: expected a JSON object of config fields, got ${overridesJson}`);
   }
-  return resolveConfig(preset as PresetName, { vocab_size: vocabSize, ...overrides });
+  try {
+    return resolveConfig(preset as PresetName, { vocab_size: vocabSize, ...overrides });
+  } catch (e) {
+    throw new RangeError(`--model: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Throws, before anything is allocated, when training `cfg` needs more memory than the machine
+ * has: 16 bytes per parameter (weights, gradients, two AdamW moments) live on the device, and a
+ * checkpoint reads weights and moments back into host memory, so host memory bounds both.
+ *
+ * @param cfg The resolved config.
+ * @param opts `flag` to name (default `--model`), `memoryBytes` (default: this machine's).
+ * @throws {RangeError} stating the parameters and the memory needed and available.
+ */
+export function checkTrainingMemory(
+  cfg: ModelConfig,
+  opts: { flag?: string; memoryBytes?: number } = {},
+): void {
+  const need = memoryNeeds(cfg);
+  const have = opts.memoryBytes ?? Deno.systemMemoryInfo().total;
+  if (need.trainBytes > have) {
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(b < 2 ** 30 ? 3 : 1)} GiB`;
+    throw new RangeError(
+      `${opts.flag ?? "--model"}: this config has ${need.params.toExponential(3)} parameters; ` +
+        `training it needs ${gib(need.trainBytes)} before activations (16 bytes per parameter: ` +
+        `weights, gradients and two AdamW moments), and this machine has ${gib(have)} of ` +
+        `memory. Use fewer or smaller layers (n_layers, dim, inter_dim, n_routed_experts)`,
+    );
+  }
 }
 
 /** Reads `meta.json` of a prepared data directory, with a clear error when it is missing. */
@@ -256,6 +310,7 @@ export async function runPretrain(
       `--seq-len ${values.seqLen} exceeds the model's max_seq_len ${cfg.max_seq_len}`,
     );
   }
+  checkTrainingMemory(cfg);
   const device = await getDevice();
   const model = DeepSeekV3.create(device, cfg, { seed: values.seed });
   const precision = parsePrecision(values.precision);

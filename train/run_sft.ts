@@ -8,10 +8,16 @@
  */
 import { chooseDevice, type Device, getDevice } from "../kernels/backend.ts";
 import { type ModelConfig, resolveConfig } from "../model/config.ts";
-import { fromHfConfig } from "../model/safetensors.ts";
+import { parameterTable } from "../model/params.ts";
+import { checkTensors, fromHfConfig } from "../model/safetensors.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadTokenizer, PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
-import { loadCheckpoint, type LoadedCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
+import {
+  CheckpointError,
+  loadCheckpoint,
+  type LoadedCheckpoint,
+  resolveCheckpoint,
+} from "./checkpoint.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
 import { defineOptions, type OptionSpec, type OptionValues } from "./options.ts";
 import { COMMON_TRAIN_OPTIONS, loopOptionsFrom, readPrepareMeta } from "./run_pretrain.ts";
@@ -55,6 +61,7 @@ export const REPLAY_OPTIONS = defineOptions([
     type: "integer",
     default: 2,
     min: 1,
+    max: 4096,
     help: "windows of pretraining text replayed per micro-batch (with --replay-data)",
   },
   {
@@ -62,6 +69,7 @@ export const REPLAY_OPTIONS = defineOptions([
     type: "integer",
     default: 128,
     min: 2,
+    max: 1 << 20,
     help: "tokens per replayed window (<= the model's max_seq_len)",
   },
   {
@@ -69,6 +77,7 @@ export const REPLAY_OPTIONS = defineOptions([
     type: "number",
     default: 1,
     min: 0,
+    max: 1000,
     help: "weight of the replayed text's next-token CE in the loss",
   },
 ]);
@@ -164,7 +173,22 @@ export interface LoadedModel {
 /** The model config a checkpoint was trained with: its run's `model`, else its config.json. */
 export function checkpointConfig(ck: LoadedCheckpoint): ModelConfig {
   const run = ck.state.run as { model?: ModelConfig } | undefined;
-  return run?.model ? resolveConfig(run.model) : fromHfConfig(ck.hfConfig);
+  const file = `${ck.dir}/${run?.model ? "state.json" : "config.json"}`;
+  let cfg: ModelConfig;
+  try {
+    cfg = run?.model ? resolveConfig(run.model) : fromHfConfig(ck.hfConfig);
+  } catch (e) {
+    throw new CheckpointError(`${file}: ${(e as Error).message}`);
+  }
+  try {
+    checkTensors(new Map(ck.table.map((t) => [t.name, t])), parameterTable(cfg));
+  } catch (e) {
+    throw new CheckpointError(
+      `${ck.dir}/model.safetensors: ${(e as Error).message.replace(/^safetensors: /, "")}, ` +
+        `from the config in ${file}; do the files belong to the same model?`,
+    );
+  }
+  return cfg;
 }
 
 /**

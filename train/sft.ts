@@ -78,10 +78,17 @@ export function checkMessages(messages: unknown, field: string): string | undefi
       return `${at}.role must be one of ${ROLES.join(", ")}, got ${JSON.stringify(role)}`;
     }
     const content = (m as Record<string, unknown>).content;
-    if (content !== undefined && content !== null && typeof content !== "string") {
-      if (!Array.isArray(content)) return `${at}.content must be a string, null or text parts`;
-    }
+    const text = contentText(content, `${at}.content`);
+    if (typeof text !== "string") return text.error;
     const calls = (m as Record<string, unknown>).tool_calls;
+    const hasCalls = Array.isArray(calls) && calls.length > 0;
+    // An empty turn trains on nothing but the template: almost always a broken export.
+    if (text.trim().length === 0 && role !== "tool" && !(role === "assistant" && hasCalls)) {
+      return `${at}.content is ${content === null || content === undefined ? "missing" : "empty"}` +
+        (role === "assistant"
+          ? " and it has no tool_calls: an empty reply"
+          : `: an empty ${role} turn`);
+    }
     if (calls !== undefined && calls !== null) {
       if (role !== "assistant") return `${at}.tool_calls is only allowed on assistant messages`;
       if (!Array.isArray(calls)) return `${at}.tool_calls must be an array`;
@@ -104,12 +111,65 @@ export function checkMessages(messages: unknown, field: string): string | undefi
   return undefined;
 }
 
-/** Checks an optional `tools` field. */
+/**
+ * The text of a message's content (a string or OpenAI text parts), or why it cannot be trained
+ * on: a part that is not text (an image would be dropped silently by the template, leaving a
+ * turn that no longer says what the reply answers).
+ */
+function contentText(content: unknown, at: string): string | { error: string } {
+  if (content === undefined || content === null) return "";
+  if (typeof content === "string") return content;
+  if (!Array.isArray(content)) return { error: `${at} must be a string, null or text parts` };
+  let text = "";
+  for (let i = 0; i < content.length; i++) {
+    const part = content[i] as Record<string, unknown> | null;
+    if (typeof part === "string") {
+      text += part;
+    } else if (
+      typeof part === "object" && part !== null && (part.type ?? "text") === "text" &&
+      typeof part.text === "string"
+    ) {
+      text += part.text;
+    } else {
+      const type = typeof part === "object" && part !== null ? JSON.stringify(part.type) : "";
+      return {
+        error: `${at}[${i}] must be a text part {"type": "text", "text": "..."}` +
+          (type && type !== '"text"' ? `, got a ${type} part (only text can be trained on)` : ""),
+      };
+    }
+  }
+  return text;
+}
+
+/**
+ * Checks an optional `tools` field: OpenAI function specs, each with a function name (the
+ * template renders them into the system prompt, so a malformed one is trained on as is).
+ */
 export function checkTools(tools: unknown): string | undefined {
   if (tools === undefined || tools === null) return undefined;
   if (!Array.isArray(tools)) return `"tools" must be an array of {"type": "function", ...}`;
+  const form = `{"type": "function", "function": {"name": "...", "parameters": {...}}}`;
   for (let i = 0; i < tools.length; i++) {
-    if (typeof tools[i] !== "object" || tools[i] === null) return `tools[${i}] must be an object`;
+    const t = tools[i] as Record<string, unknown> | null;
+    if (typeof t !== "object" || t === null || Array.isArray(t)) {
+      return `tools[${i}] must be an object ${form}`;
+    }
+    if (t.type !== undefined && t.type !== "function") {
+      return `tools[${i}].type must be "function", got ${JSON.stringify(t.type)}`;
+    }
+    const f = t.function as Record<string, unknown> | null | undefined;
+    if (typeof f !== "object" || f === null || Array.isArray(f)) {
+      return `tools[${i}].function must be an object ${form.slice(form.indexOf('{"name'), -1)}`;
+    }
+    if (typeof f.name !== "string" || f.name.trim() === "") {
+      return `tools[${i}].function.name must be a non-empty string`;
+    }
+    if (
+      f.parameters !== undefined &&
+      (typeof f.parameters !== "object" || f.parameters === null || Array.isArray(f.parameters))
+    ) {
+      return `tools[${i}].function.parameters must be a JSON Schema object`;
+    }
   }
   return undefined;
 }
