@@ -34,7 +34,7 @@
  */
 
 /** Longest run of whitespace bytes allowed between JSON tokens. */
-export const MAX_WHITESPACE = 8;
+export const MAX_WHITESPACE = 1;
 
 /** A compiled schema. */
 export type SchemaNode =
