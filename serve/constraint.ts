@@ -83,11 +83,22 @@ function maskJson(
   room: number,
   mask: Uint8Array,
 ): void {
+  const counts = new Map<string, number>();
+  // Tokens to finish: at most one per byte; when that bound is too loose, the finishing text's
+  // own encoding (a valid continuation, so an upper bound too).
+  const fits = (s: JsonMatcher): boolean => {
+    if (s.finishBytes() <= room) return true;
+    const text = s.finishText();
+    if (text === null) return false;
+    let n = counts.get(text);
+    if (n === undefined) counts.set(text, n = tok.encode(text).length);
+    return n + s.pendingBytes <= room;
+  };
   const walk = (node: TrieNode, s: JsonMatcher) => {
     for (const [b, kid] of node.kids) {
       const next = s.advance(b);
       if (!next) continue;
-      if (kid.ids.length > 0 && (room === Infinity || next.finishBytes() <= room)) {
+      if (kid.ids.length > 0 && (room === Infinity || fits(next))) {
         for (const id of kid.ids) mask[id] = 1;
       }
       walk(kid, next);
@@ -224,8 +235,8 @@ export function toolCallConstraint(
         case "json":
           if (state!.accepting) mask[close] = 1;
           if (!state!.closed) {
-            // Room for the rest of the JSON and the closing marker.
-            maskJson(tok, state!, budget <= TIGHT_BUDGET ? budget - 2 : Infinity, mask);
+            // Room for the rest of the JSON, the closing marker and a stop token.
+            maskJson(tok, state!, budget <= TIGHT_BUDGET ? budget - 3 : Infinity, mask);
           }
           return mask;
         case "closing":
@@ -234,10 +245,11 @@ export function toolCallConstraint(
         case "after":
         case "sep": {
           const more = calls === 0 || options.parallel;
-          if (more && budget - 1 >= minCall - 1) mask[open] = 1;
+          // A new call must fit whole: its markers, its JSON (one token per byte at worst), a stop.
+          if (more && budget - 1 >= minCall) mask[open] = 1;
           if (phase === "after") {
             if (calls > 0) { for (const id of options.stopIds) mask[id] = 1; }
-            if (calls > 0 && more && newline.length === 1 && budget - 1 >= minCall) {
+            if (calls > 0 && more && newline.length === 1 && budget - 2 >= minCall) {
               mask[newline[0]] = 1;
             }
             if (options.mode === "auto" && calls > 0) mask.fill(1);

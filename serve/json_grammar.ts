@@ -60,6 +60,7 @@ export interface PropNode {
 }
 
 const enc = new TextEncoder();
+const dec = new TextDecoder();
 const ANY: SchemaNode = { k: "any" };
 const ANY_OBJECT: SchemaNode = { k: "obj", props: [], free: true };
 
@@ -177,7 +178,7 @@ type Frame =
   // literal texts (true, enum members, keys): candidates still matching, bytes matched so far
   | { t: "L"; texts: Uint8Array[]; ids: number[]; pos: number }
   // free string: esc 0 none, 1 after '\', 2..5 hex digits left + 1; u8 continuation bytes left
-  | { t: "S"; esc: number; u8: number }
+  | { t: "S"; esc: number; u8: number; lo?: number; hi?: number }
   // number: st 0 after '-', 1 '0', 2 int digits, 3 '.', 4 frac digits, 5 'e', 6 exp sign, 7 exp digits
   | { t: "N"; int: boolean; st: number; len: number }
   // object: st 0 after '{', 1 after ',', 2 in key, 3 after key (wants ':'), 4 value, 5 after value
@@ -208,38 +209,47 @@ function push(up: Stack | null, f: Frame): Stack {
   return { f, up };
 }
 
-/** Bytes of the shortest value of a node. */
-function minLen(n: SchemaNode, depth = 0): number {
+/** The shortest value of a node, as text. */
+function minText(n: SchemaNode, depth = 0): string {
   n = deref(n);
-  if (depth > 32) return 1;
+  if (depth > 32) return "0";
   switch (n.k) {
     case "any":
     case "num":
-      return 1;
+      return "0";
     case "str":
-      return 2;
+      return '""';
     case "lit":
-      return Math.min(...n.texts.map((t) => enc.encode(t).length));
+      return shortest(n.texts);
     case "or":
-      return Math.min(...n.alts.map((a) => minLen(a, depth + 1)));
+      return shortest(n.alts.map((a) => minText(a, depth + 1)));
     case "arr":
-      return 2 + n.min * minLen(n.items, depth + 1) + Math.max(0, n.min - 1);
+      return "[" + Array.from({ length: n.min }, () => minText(n.items, depth + 1)).join(",") + "]";
     case "obj":
-      return 2 + requiredCost(n, 0, false, depth + 1);
+      return "{" + requiredText(n, 0, false, depth + 1) + "}";
   }
-  return 1;
+  return "0";
 }
 
-/** Bytes of the required members from property `idx` on, each with a leading ',' if `comma`. */
-function requiredCost(n: SchemaNode & { k: "obj" }, idx: number, comma: boolean, depth = 0) {
-  let bytes = 0, first = !comma;
+function shortest(texts: string[]): string {
+  return texts.reduce((a, b) => (b.length < a.length ? b : a));
+}
+
+/** The required members from property `idx` on, each with a leading ',' if `comma`. */
+function requiredText(
+  n: SchemaNode & { k: "obj" },
+  idx: number,
+  comma: boolean,
+  depth = 0,
+): string {
+  let out = "", first = !comma;
   for (let j = idx; j < n.props.length; j++) {
     const p = n.props[j];
     if (!p.required) continue;
-    bytes += (first ? 0 : 1) + p.key.length + 1 + minLen(p.node, depth);
+    out += (first ? "" : ",") + dec.decode(p.key) + ":" + minText(p.node, depth);
     first = false;
   }
-  return bytes;
+  return out;
 }
 
 function hasRequiredFrom(n: SchemaNode & { k: "obj" }, idx: number): boolean {
@@ -374,7 +384,11 @@ function step(s: Stack, b: number, out: Stack[]): void {
     }
     case "S": {
       if (f.u8 > 0) {
-        if ((b & 0xc0) === 0x80) out.push({ f: { ...f, u8: f.u8 - 1 }, up: s.up });
+        // The second byte of some lead bytes has a narrower range (no overlong forms, no
+        // surrogates, nothing past U+10FFFF: RFC 3629 sec. 4).
+        if (b >= (f.lo ?? 0x80) && b <= (f.hi ?? 0xbf)) {
+          out.push({ f: { t: "S", esc: 0, u8: f.u8 - 1 }, up: s.up });
+        }
         return;
       }
       if (f.esc === 1) {
@@ -395,8 +409,13 @@ function step(s: Stack, b: number, out: Stack[]): void {
       else if (b < 0x20 || b === 0x7f) return;
       else if (b < 0x80) out.push(s);
       else if (b >= 0xc2 && b <= 0xdf) out.push({ f: { ...f, u8: 1 }, up: s.up });
-      else if (b >= 0xe0 && b <= 0xef) out.push({ f: { ...f, u8: 2 }, up: s.up });
-      else if (b >= 0xf0 && b <= 0xf4) out.push({ f: { ...f, u8: 3 }, up: s.up });
+      else if (b >= 0xe0 && b <= 0xef) {
+        const lo = b === 0xe0 ? 0xa0 : 0x80, hi = b === 0xed ? 0x9f : 0xbf;
+        out.push({ f: { t: "S", esc: 0, u8: 2, lo, hi }, up: s.up });
+      } else if (b >= 0xf0 && b <= 0xf4) {
+        const lo = b === 0xf0 ? 0x90 : 0x80, hi = b === 0xf4 ? 0x8f : 0xbf;
+        out.push({ f: { t: "S", esc: 0, u8: 3, lo, hi }, up: s.up });
+      }
       return;
     }
     case "N": {
@@ -507,49 +526,58 @@ function step(s: Stack, b: number, out: Stack[]): void {
   }
 }
 
-/** Bytes needed to finish a stack, at least. */
-function finish(s: Stack | null): number {
-  if (!s) return Infinity;
+/**
+ * The shortest text that finishes a stack (null: none), plus the UTF-8 continuation bytes a
+ * half-written character still needs before it.
+ */
+function finish(s: Stack | null): string | null {
+  if (!s) return null;
   const f = s.f;
+  const then = (text: string, up: Stack | null): string | null => {
+    const rest = finish(up);
+    return rest === null ? null : text + rest;
+  };
   switch (f.t) {
     case "R":
-      return f.done ? 0 : Infinity;
+      return f.done ? "" : null;
     case "V":
-      return minLen(f.node) + finish(childDone(s.up, 0));
+      return then(minText(f.node), childDone(s.up, 0));
     case "L": {
-      let best = Infinity;
+      let best: string | null = null;
       for (const i of f.ids) {
-        const c = f.texts[i].length - f.pos + finish(childDone(s.up, i));
-        if (c < best) best = c;
+        const c = then(dec.decode(f.texts[i].subarray(f.pos)), childDone(s.up, i));
+        if (c !== null && (best === null || c.length < best.length)) best = c;
       }
       return best;
     }
     case "S":
-      return f.u8 + (f.esc === 1 ? 1 : f.esc >= 2 ? f.esc - 1 : 0) + 1 +
-        finish(childDone(s.up, -1));
+      return then(
+        (f.esc === 1 ? "n" : f.esc >= 2 ? "0".repeat(f.esc - 1) : "") + '"',
+        childDone(s.up, -1),
+      );
     case "N":
-      return (numberComplete(f) ? 0 : 1) + finish(childDone(s.up, -1));
+      return then(numberComplete(f) ? "" : "0", childDone(s.up, -1));
     case "O": {
       const n = f.node;
-      const close = 1 + finish(childDone(s.up, -1));
+      const close = then("}", childDone(s.up, -1));
+      if (close === null) return null;
       switch (f.st) {
         case 0:
-          return requiredCost(n, f.idx, false) + close;
+          return requiredText(n, f.idx, false) + close;
         case 1: {
-          if (hasRequiredFrom(n, f.idx)) return requiredCost(n, f.idx, false) + close;
-          if (n.free) return 4 + close; // "":0
-          let best = Infinity;
-          for (const j of allowedProps(n, f.idx)) {
-            best = Math.min(best, n.props[j].key.length + 1 + minLen(n.props[j].node));
-          }
-          return best + close;
+          if (hasRequiredFrom(n, f.idx)) return requiredText(n, f.idx, false) + close;
+          if (n.free) return '"":0' + close;
+          const opts = allowedProps(n, f.idx).map((j) =>
+            dec.decode(n.props[j].key) + ":" + minText(n.props[j].node)
+          );
+          return opts.length > 0 ? shortest(opts) + close : null;
         }
         case 3: {
-          const v = f.prop < 0 ? 1 : minLen(n.props[f.prop].node);
-          return 1 + v + requiredCost(n, f.prop + 1, true) + close;
+          const v = f.prop < 0 ? "0" : minText(n.props[f.prop].node);
+          return ":" + v + requiredText(n, f.prop + 1, true) + close;
         }
         case 5:
-          return requiredCost(n, f.idx, true) + close;
+          return requiredText(n, f.idx, true) + close;
         default:
           // st 2 and 4 have a child on top, which counts this frame through childDone.
           return close;
@@ -557,12 +585,14 @@ function finish(s: Stack | null): number {
     }
     case "A": {
       const n = f.node;
-      const close = 1 + finish(childDone(s.up, -1));
-      const item = minLen(n.items);
+      const close = then("]", childDone(s.up, -1));
+      if (close === null) return null;
+      const item = minText(n.items);
       const left = Math.max(0, n.min - f.n);
-      if (f.st === 1) return item + Math.max(0, left - 1) * (item + 1) + close;
-      if (f.st === 0) return (left > 0 ? left * item + (left - 1) : 0) + close;
-      return left * (item + 1) + close;
+      const items = (k: number) => Array.from({ length: k }, () => item).join(",");
+      if (f.st === 1) return items(Math.max(1, left)) + close;
+      if (f.st === 0) return items(left) + close;
+      return (left > 0 ? "," + items(left) : "") + close;
     }
   }
 }
@@ -644,8 +674,29 @@ export class JsonMatcher {
    * @returns The byte count.
    */
   finishBytes(): number {
-    let best = Infinity;
-    for (const s of this.#stacks) best = Math.min(best, finish(s));
+    const t = this.finishText();
+    return t === null ? Infinity : enc.encode(t).length + this.pendingBytes;
+  }
+
+  /**
+   * The shortest text that completes the value (`""` when accepting), after the UTF-8
+   * continuation bytes of a half-written character ({@linkcode JsonMatcher.pendingBytes}).
+   *
+   * @returns The text, or null if the value cannot be completed (never for a live state).
+   */
+  finishText(): string | null {
+    let best: string | null = null;
+    for (const s of this.#stacks) {
+      const t = finish(s);
+      if (t !== null && (best === null || t.length < best.length)) best = t;
+    }
     return best;
+  }
+
+  /** Continuation bytes a half-written UTF-8 character still needs (0 almost always). */
+  get pendingBytes(): number {
+    let most = 0;
+    for (const s of this.#stacks) if (s.f.t === "S") most = Math.max(most, s.f.u8);
+    return most;
   }
 }
