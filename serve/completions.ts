@@ -452,8 +452,13 @@ export class CompletionService {
         { param, code: "context_length_exceeded" },
       );
     }
-    if (req.maxTokens !== undefined && promptTokens + req.maxTokens > ctx) {
-      const field = req.maxTokensParam ?? "max_tokens";
+    // Requests that came through the parser (the HTTP API) are refused past the context, as
+    // OpenAI does; in-process callers (the REPL, `generate`) get the engine's cap.
+    if (
+      req.maxTokensParam !== undefined && req.maxTokens !== undefined &&
+      promptTokens + req.maxTokens > ctx
+    ) {
+      const field = req.maxTokensParam;
       throw new ApiError(
         400,
         `'${field}' is ${req.maxTokens}, but the model's context is ${ctx} tokens and the prompt ` +

@@ -197,7 +197,10 @@ export interface CommonRequest {
   includeUsage: boolean;
   /** Most output tokens (`max_completion_tokens` or `max_tokens`). */
   maxTokens: number | undefined;
-  /** The field `maxTokens` came from, for errors (`max_tokens` when defaulted). */
+  /**
+   * The field `maxTokens` came from (`max_tokens` when defaulted); set by the parsers, and then a
+   * `maxTokens` past the context is a 400 naming it rather than a cap.
+   */
   maxTokensParam?: string;
   /** Choices to generate (`n`, 1..{@linkcode MAX_N}). */
   n?: number;
