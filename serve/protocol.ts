@@ -473,11 +473,14 @@ function toolName(t: ToolSpec): string {
  * Validates a `/v1/chat/completions` body.
  *
  * Supported: `model`, `messages` (roles system, developer (= system), user, assistant with
- * `tool_calls` and `reasoning_content`, tool; string or text-part content), `stream`,
- * `stream_options.include_usage`, `max_completion_tokens` / `max_tokens`, `temperature` (0..2),
- * `top_p`, `top_k`, `min_p`, `presence_penalty`, `frequency_penalty`, `repetition_penalty`,
- * `logit_bias`, `seed`, `stop`, `n` (1), `tools`, `tool_choice` (`none`, `auto`, `required`, or
- * `{"type": "function", "function": {"name"}}`), `response_format` (`text` only).
+ * `tool_calls`, `reasoning_content` and DeepSeek's `prefix` on the last one, tool; string or
+ * text-part content; other fields such as Swarm's `sender` / `tool_name` ignored), `stream`,
+ * `stream_options.include_usage`, `max_completion_tokens` / `max_tokens` (each >= 1), `n`
+ * (1..{@linkcode MAX_N}), `temperature` (0..2), `top_p`, `top_k`, `min_p`, `presence_penalty`,
+ * `frequency_penalty`, `repetition_penalty`, `logit_bias`, `seed`, `stop`, `logprobs`,
+ * `top_logprobs` (0..20), `tools` (with `strict`), `tool_choice` (`none`, `auto`, `required`, or
+ * `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`, `response_format`
+ * (`text`, `json_object`, `json_schema`). Explicit nulls mean "not given".
  *
  * @param body The parsed JSON body.
  * @returns The typed request.
@@ -599,9 +602,9 @@ function parseResponseFormat(f: Fields): ResponseFormat {
  * Validates a `/v1/completions` body.
  *
  * Supported: `model`, `prompt` (a string, an array of one string, or an array of token ids),
- * `echo`, `stream`, `stream_options.include_usage`, `max_tokens` (default 16, as OpenAI),
- * `temperature`, `top_p`, `top_k`, `min_p`, penalties, `logit_bias`, `seed`, `stop`, `n` (1),
- * `best_of` (1).
+ * `echo`, `logprobs` (0..20 alternatives), `stream`, `stream_options.include_usage`, `max_tokens`
+ * (default 16, as OpenAI), `temperature`, `top_p`, `top_k`, `min_p`, penalties, `logit_bias`,
+ * `seed`, `stop`, `n`, `best_of` (1).
  *
  * @param body The parsed JSON body.
  * @returns The typed request.
