@@ -582,7 +582,8 @@ export class CompletionService {
       if (consumed) throw new Error("a chat run can be consumed once");
       consumed = true;
     };
-    const self = this;
+    const chatLogprob = (e: TokenLogprob) => this.#chatLogprob(e);
+    const splitReply = (text: string, seed: string) => this.#splitReply(text, showTools, seed);
     const promptTokens = prompt.length;
 
     /** One choice as chunks; `results[index]` is set when it ends. */
@@ -598,7 +599,7 @@ export class CompletionService {
       const newLogprobs = (): ChatTokenLogprob[] | null => {
         if (!wantLogprobs) return null;
         const all = gen.logprobs;
-        const out = all.slice(sentLogprobs).map((e) => self.#chatLogprob(e));
+        const out = all.slice(sentLogprobs).map((e) => chatLogprob(e));
         sentLogprobs = all.length;
         return out;
       };
@@ -676,7 +677,7 @@ export class CompletionService {
           model,
           system_fingerprint: null,
           choices: results.map((result, index) => {
-            const parts = self.#splitReply(result.text, showTools, `${id}#${index}`);
+            const parts = splitReply(result.text, `${id}#${index}`);
             return {
               index,
               message: {
@@ -687,7 +688,7 @@ export class CompletionService {
                 ...(parts.toolCalls.length > 0 ? { tool_calls: parts.toolCalls } : {}),
               },
               logprobs: wantLogprobs
-                ? { content: (result.logprobs ?? []).map((e) => self.#chatLogprob(e)) }
+                ? { content: (result.logprobs ?? []).map((e) => chatLogprob(e)) }
                 : null,
               finish_reason: mapFinish(result.finishReason, parts.toolCalls.length),
             };
@@ -796,7 +797,7 @@ export class CompletionService {
       if (consumed) throw new Error("a completion run can be consumed once");
       consumed = true;
     };
-    const self = this;
+    const textOf = (tokenId: number) => this.#text(tokenId);
     const promptTokens = prompt.length;
     // With a text prompt, the leading <|eos|> is context, not echoed text.
     const skip = textPrompt ? 1 : 0;
@@ -813,11 +814,11 @@ export class CompletionService {
       };
       let at = offset;
       entries.forEach((e, k) => {
-        const t = self.#text(ids[k]);
+        const t = textOf(ids[k]);
         out.tokens.push(t);
         out.token_logprobs.push(e ? e.logprob : null);
         out.top_logprobs.push(
-          e ? Object.fromEntries(e.top.map((x) => [self.#text(x.id), x.logprob])) : null,
+          e ? Object.fromEntries(e.top.map((x) => [textOf(x.id), x.logprob])) : null,
         );
         out.text_offset.push(at);
         at += t.length;

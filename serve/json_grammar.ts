@@ -653,8 +653,9 @@ export class JsonMatcher {
    */
   advanceText(bytes: Uint8Array | string): JsonMatcher | null {
     const b = typeof bytes === "string" ? enc.encode(bytes) : bytes;
-    let m: JsonMatcher | null = this;
-    for (let i = 0; i < b.length && m; i++) m = m.advance(b[i]);
+    if (b.length === 0) return this;
+    let m = this.advance(b[0]);
+    for (let i = 1; i < b.length && m; i++) m = m.advance(b[i]);
     return m;
   }
 
