@@ -14,12 +14,38 @@
  * The model was not trained for retrieval, so these embeddings are a baseline: texts that share
  * words and topics land near each other, paraphrases less reliably.
  *
+ * Token-id inputs are this model's ids unless the server is told that clients send ids of a
+ * tiktoken encoding (`foreignTokenIds`, `serve --embedding-token-ids cl100k_base`): Microsoft
+ * GraphRAG's query side, for one, chunks text with tiktoken and sends the chunks as ids. Those are
+ * decoded to text with that encoding and read as text.
+ *
  * @module
  */
 
 import { encodeBase64 } from "./_base64.ts";
 import { ApiError, requireObject } from "./protocol.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+
+/** The tiktoken encodings whose ids `/v1/embeddings` can take instead of the model's. */
+export const TIKTOKEN_ENCODINGS = ["cl100k_base", "o200k_base", "p50k_base", "r50k_base"] as const;
+
+/** One of {@linkcode TIKTOKEN_ENCODINGS}. */
+export type TiktokenEncoding = typeof TIKTOKEN_ENCODINGS[number];
+
+const tiktokens = new Map<string, Promise<(ids: number[]) => string>>();
+
+/** A decoder of a tiktoken encoding's ids (js-tiktoken's bundled ranks; loaded once, on use). */
+function tiktokenDecoder(name: TiktokenEncoding): Promise<(ids: number[]) => string> {
+  let d = tiktokens.get(name);
+  if (!d) {
+    d = import("js-tiktoken").then((m) => {
+      const enc = m.getEncoding(name);
+      return (ids: number[]) => enc.decode(ids);
+    });
+    tiktokens.set(name, d);
+  }
+  return d;
+}
 
 /** Most inputs in one request (OpenAI's limit). */
 export const MAX_EMBEDDING_INPUTS = 2048;
@@ -151,10 +177,27 @@ export async function createEmbeddings(
     embed: (tokens: readonly number[]) => Promise<Float32Array[]>;
     modelId: string;
     maxSeqLen: number;
+    /** Token-id inputs are ids of this tiktoken encoding (default: the model's own ids). */
+    foreignTokenIds?: TiktokenEncoding;
   },
 ): Promise<EmbeddingResponse> {
   const tok = options.tokenizer;
-  const encoded = req.inputs.map((x, i) => {
+  let inputs = req.inputs;
+  if (options.foreignTokenIds && inputs.some((x) => typeof x !== "string")) {
+    const decode = await tiktokenDecoder(options.foreignTokenIds);
+    inputs = inputs.map((x, i) => {
+      if (typeof x === "string") return x;
+      try {
+        return decode(x);
+      } catch {
+        throw bad(
+          `input[${i}]`,
+          `'input[${i}]' holds ids that are not ${options.foreignTokenIds} tokens`,
+        );
+      }
+    });
+  }
+  const encoded = inputs.map((x, i) => {
     const ids = typeof x === "string" ? [tok.eosId, ...tok.encode(x)] : x;
     if (ids.length > options.maxSeqLen) {
       throw new ApiError(

@@ -509,6 +509,12 @@ export function parseChatRequest(body: unknown): ChatRequest {
   }
   const common = parseCommon(f);
   const responseFormat = parseResponseFormat(f);
+  if (prefix !== undefined && responseFormat.type === "json") {
+    throw bad(
+      "response_format",
+      "'response_format' JSON modes cannot continue a prefix message; send one or the other",
+    );
+  }
   let topLogprobs: number | undefined;
   const lp = f.boolean("logprobs");
   const top = f.number("top_logprobs", { int: true, min: 0, max: 20 });

@@ -37,7 +37,7 @@
 import type { ToolSpec } from "../tokenizer/chat_template.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { CompletionService } from "./completions.ts";
-import { createEmbeddings, parseEmbeddingRequest } from "./embeddings.ts";
+import { createEmbeddings, parseEmbeddingRequest, type TiktokenEncoding } from "./embeddings.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 import type { LanguageModel } from "./model_api.ts";
 import { ApiError, parseChatRequest, parseCompletionRequest, requireObject } from "./protocol.ts";
@@ -75,6 +75,11 @@ export interface HandlerOptions {
   tools?: ServerTools;
   /** Called with one line per request (default: nothing). */
   log?: (line: string) => void;
+  /**
+   * `/v1/embeddings` reads token-id inputs as ids of this tiktoken encoding (GraphRAG's query side
+   * sends cl100k_base ids) instead of the model's own (default).
+   */
+  embeddingTokenIds?: TiktokenEncoding;
 }
 
 /** Options of {@linkcode createServer}. */
@@ -403,6 +408,7 @@ export function createHandler(options: HandlerOptions): Handler {
             embed: (t) => engine.embed(t),
             modelId,
             maxSeqLen: model.maxSeqLen,
+            foreignTokenIds: options.embeddingTokenIds,
           }),
         );
       },

@@ -417,3 +417,27 @@ Deno.test("Swarm's requests (explicit nulls, extra message fields) and the strea
     assert.equal((await back.json()).choices[0].message.content, "The tool says: sunny");
   });
 });
+
+Deno.test("embeddings read tiktoken ids as text when the server is told so (GraphRAG's query side)", async () => {
+  const { getEncoding } = await import("js-tiktoken");
+  const cl100k = getEncoding("cl100k_base");
+  const model = bigram();
+  const server = createServer({
+    model,
+    tokenizer: tok,
+    port: 0,
+    modelId: "api-test",
+    embeddingTokenIds: "cl100k_base",
+  });
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "x", maxRetries: 0 });
+  try {
+    const text = "The weather in Karo is rainy and cold.";
+    const embed = async (input: string | number[][]) =>
+      (await client.embeddings.create({ model: "api-test", input, encoding_format: "float" }))
+        .data[0].embedding;
+    const a = await embed(text), b = await embed([cl100k.encode(text)]);
+    assert.ok(a.every((x, i) => Math.abs(x - b[i]) < 1e-6), "the same text either way");
+  } finally {
+    await server.shutdown();
+  }
+});
