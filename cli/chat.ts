@@ -121,12 +121,23 @@ export async function httpBackend(
         seed: req.sampling.seed,
         tools: req.tools ?? undefined,
       };
-      const res = await fetch(`${base}/chat/completions`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify(body),
-        signal,
-      });
+      const send = () =>
+        fetch(`${base}/chat/completions`, {
+          method: "POST",
+          headers,
+          body: JSON.stringify(body),
+          signal,
+        });
+      let res = await send();
+      if (res.status === 400 && body.max_tokens !== undefined) {
+        // --max-tokens is a cap: when it passes what the context leaves, the server refuses it
+        // (as OpenAI does), and "until the context is full" is the same cap.
+        const err = await res.clone().json().catch(() => null);
+        if (err?.error?.code === "context_length_exceeded" && err.error.param === "max_tokens") {
+          body.max_tokens = undefined;
+          res = await send();
+        }
+      }
       if (!res.ok || res.body === null) throw await failure(res);
       let buf = "";
       for await (const piece of res.body.pipeThrough(new TextDecoderStream())) {

@@ -28,6 +28,7 @@ import {
   type ServerTools,
 } from "../serve/server.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { TIKTOKEN_ENCODINGS, type TiktokenEncoding } from "../serve/embeddings.ts";
 import { demoTools } from "./chat.ts";
 import { numberArg } from "./generate.ts";
 
@@ -57,6 +58,8 @@ export interface StartServeOptions {
   logRequests?: boolean;
   /** Receives the banner and log lines (default stderr). */
   write?: (line: string) => void;
+  /** Token-id inputs of `/v1/embeddings` are ids of this tiktoken encoding (default: the model's). */
+  embeddingTokenIds?: TiktokenEncoding;
 }
 
 /**
@@ -89,6 +92,7 @@ export function startServe(options: StartServeOptions): RunningServer {
       engine: { maxBatchSize: options.maxBatchSize, maxSequences: options.maxSequences },
       tools: options.tools,
       log: options.logRequests ? write : undefined,
+      embeddingTokenIds: options.embeddingTokenIds,
     });
   } catch (e) {
     if (e instanceof Deno.errors.AddrInUse) {
@@ -124,6 +128,7 @@ interface ServeFlags {
   demoTools: boolean;
   worldSeed?: number;
   quiet: boolean;
+  embeddingTokenIds: string;
 }
 
 /**
@@ -179,8 +184,22 @@ export function serveCommand(): Command {
       numberArg("--world-seed", { int: true }),
     )
     .option("--quiet", "do not log requests", false)
+    .option(
+      "--embedding-token-ids <encoding>",
+      `how /v1/embeddings reads token-id inputs: model (this model's ids) or a tiktoken encoding ` +
+        `(${
+          TIKTOKEN_ENCODINGS.join(", ")
+        }), for clients such as GraphRAG that tokenize with tiktoken`,
+      "model",
+    )
     .action(async (flags: ServeFlags) => {
       chooseDevice(flags.device);
+      const ids = flags.embeddingTokenIds;
+      if (ids !== "model" && !(TIKTOKEN_ENCODINGS as readonly string[]).includes(ids)) {
+        throw new Error(
+          `--embedding-token-ids ${ids}: use model or one of ${TIKTOKEN_ENCODINGS.join(", ")}`,
+        );
+      }
       const { model, tokenizer, modelId } = await loadForServing(flags.model, {
         maxSequences: flags.maxSequences,
         tokenizerDir: flags.tokenizer,
@@ -197,6 +216,7 @@ export function serveCommand(): Command {
         maxBodyBytes: flags.maxBodyBytes,
         tools: flags.demoTools ? demoTools(flags.worldSeed) : undefined,
         logRequests: !flags.quiet,
+        embeddingTokenIds: ids === "model" ? undefined : ids as TiktokenEncoding,
       });
       const stop = () => {
         console.error("shutting down");

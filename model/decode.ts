@@ -157,6 +157,8 @@ export class Decoder {
   readonly maxSeqLen: number;
   /** Cache slots: the most sequences open at once. */
   readonly maxSequences: number;
+  /** Length of {@linkcode Decoder.stepHidden}'s vectors: the model's dim. */
+  readonly hiddenSize: number;
   /** Whether MTP drafting ({@linkcode Decoder.mtpStep}) is available. */
   readonly hasMtp: boolean;
   /** Bytes of the main model's latent cache per token: `n_layers * (rkv + dr) * 4`. */
@@ -208,6 +210,7 @@ export class Decoder {
     this.#device = model.device;
     this.id = opts.id ?? "minideepseek";
     this.vocabSize = cfg.vocab_size;
+    this.hiddenSize = cfg.dim;
     this.maxSeqLen = L;
     this.maxSequences = S;
     this.hasMtp = Boolean(opts.mtp);
@@ -331,6 +334,28 @@ export class Decoder {
    */
   stepAll(items: readonly DecodeItem[]): Promise<Float32Array[][]> {
     return this.#mainStep(items, true);
+  }
+
+  /**
+   * {@linkcode step}, returning the final hidden state after every new token of each item (the
+   * output head's input: the last block's output after the final RMSNorm) instead of logits; the
+   * server pools them into embeddings.
+   * @returns Item i gets `tokens.length` arrays of `dim` floats.
+   * @throws as {@linkcode step}.
+   */
+  async stepHidden(items: readonly DecodeItem[]): Promise<Float32Array[][]> {
+    const plan = this.#plan(items, this.#len, null, "stepHidden");
+    if (plan.items.length === 0) return [];
+    const D = this.#cfg.dim, eps = this.#cfg.norm_eps;
+    const h = await this.#run(
+      plan,
+      (t) => rmsnorm(this.#mainBody(t), this.#model.param("model.norm.weight"), { eps }),
+    ) as Float32Array; // [N, D]
+    for (const it of plan.items) this.#len[it.slot] += it.count;
+    let row = 0;
+    return plan.items.map((it) =>
+      Array.from({ length: it.count }, () => h.subarray(D * row, D * ++row))
+    );
   }
 
   /**

@@ -38,6 +38,8 @@ abstract class CpuModel implements LanguageModel {
   readonly vocabSize: number;
   readonly maxSeqLen: number;
   readonly maxSequences: number;
+  /** Length of `stepHidden`'s vectors. */
+  readonly hiddenSize = 64;
   /** Batch size of every `step` so far. */
   readonly batchSizes: number[] = [];
   #stepDelayMs: number;
@@ -125,6 +127,27 @@ abstract class CpuModel implements LanguageModel {
     });
   }
 
+  /** Like `step`, with the logits after every token (the engine's prompt logprobs). */
+  async stepAll(items: readonly StepItem[]): Promise<Float32Array[][]> {
+    const last = await this.step(items);
+    return items.map(({ seq, tokens }, i) => {
+      const ctx = this.#seqs.get(seq) ?? [];
+      const before = ctx.length - tokens.length;
+      return tokens.map((_, k) =>
+        k === tokens.length - 1 ? last[i] : this.logits(ctx.slice(0, before + k + 1), 1)
+      );
+    });
+  }
+
+  /**
+   * Like `step`, with a hidden state per token: a fixed pseudo-random unit vector of the token id
+   * (64 floats), so texts that share tokens get similar pooled embeddings.
+   */
+  async stepHidden(items: readonly StepItem[]): Promise<Float32Array[][]> {
+    await this.step(items);
+    return items.map(({ tokens }) => tokens.map((t) => tokenVector(t)));
+  }
+
   /**
    * Next-token logits for a context.
    *
@@ -132,6 +155,22 @@ abstract class CpuModel implements LanguageModel {
    * @param added How many tokens this step added (1 when decoding).
    */
   protected abstract logits(context: readonly number[], added: number): Float32Array;
+}
+
+/** A fixed pseudo-random unit vector per token id (the CPU models' hidden states). */
+function tokenVector(id: number): Float32Array {
+  const v = new Float32Array(64);
+  let x = (id + 1) * 2654435761 >>> 0;
+  let norm = 0;
+  for (let i = 0; i < v.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    v[i] = ((x >>> 0) / 4294967296) * 2 - 1;
+    norm += v[i] * v[i];
+  }
+  for (let i = 0; i < v.length; i++) v[i] /= Math.sqrt(norm);
+  return v;
 }
 
 /** Options of {@linkcode ScriptedModel}. */

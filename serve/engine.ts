@@ -21,6 +21,13 @@
  * `<tool_call>` when a tool call is required: they are prefilled with the prompt, streamed as
  * text and counted as completion tokens.
  *
+ * A `constraint` (constrained decoding, `constraint.ts`) masks each sampled token; when it allows
+ * nothing (the budget is too small for the grammar) the generation ends with `length`.
+ * Logprobs are the model's own distribution (log-softmax of the raw logits, before penalties,
+ * temperature and masks, as vLLM reports them). Prompt logprobs need the logits after every
+ * prompt token: from `model.stepAll` when the model has it, else by prefilling one token per step.
+ * Embedding jobs ({@linkcode Engine.embed}) run between steps in a sequence of their own.
+ *
  * @example
  * ```ts ignore
  * const engine = new Engine(model, tokenizer, { maxBatchSize: 16 });
@@ -33,6 +40,7 @@
  */
 
 import { setImmediate } from "node:timers";
+import type { TokenConstraint } from "./constraint.ts";
 import type { LanguageModel, SeqHandle, StepItem } from "./model_api.ts";
 import { Sampler, type SamplingParams, StopStringMatcher } from "./sampling.ts";
 
@@ -67,6 +75,56 @@ export interface Usage {
   total_tokens: number;
 }
 
+/** A token's log-probability under the model, and the most likely alternatives. */
+export interface TokenLogprob {
+  /** The token id. */
+  id: number;
+  /** Its log-probability. */
+  logprob: number;
+  /** The `top` most likely tokens at that position, most likely first. */
+  top: { id: number; logprob: number }[];
+}
+
+/**
+ * Log-probability of `id` and the `k` most likely tokens, from raw logits.
+ *
+ * @param logits Next-token logits (only the first `limit` count).
+ * @param id The token to score.
+ * @param options `k` alternatives (0..20), `limit` ids considered (default all).
+ * @returns The entry.
+ * @example
+ * ```ts
+ * import { tokenLogprob } from "./engine.ts";
+ * tokenLogprob(Float32Array.of(0, 0), 1, { k: 1 }).logprob; // -0.693...
+ * ```
+ */
+export function tokenLogprob(
+  logits: Float32Array,
+  id: number,
+  options: { k: number; limit?: number },
+): TokenLogprob {
+  const n = Math.min(options.limit ?? logits.length, logits.length);
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[i] - max);
+  const lse = max + Math.log(sum);
+  const top: { id: number; logprob: number }[] = [];
+  if (options.k > 0) {
+    // A small sorted list: k is at most 20.
+    for (let i = 0; i < n; i++) {
+      const v = logits[i];
+      if (top.length === options.k && v <= top[top.length - 1].logprob) continue;
+      let at = top.length;
+      while (at > 0 && top[at - 1].logprob < v) at--;
+      top.splice(at, 0, { id: i, logprob: v });
+      if (top.length > options.k) top.pop();
+    }
+    for (const t of top) t.logprob -= lse;
+  }
+  return { id, logprob: id < n ? logits[id] - lse : -Infinity, top };
+}
+
 /** The outcome of a generation. */
 export interface GenerationResult {
   /** Everything streamed, concatenated. */
@@ -79,6 +137,10 @@ export interface GenerationResult {
   usage: Usage;
   /** The sampling seed used (the given one or a random one). */
   seed: number;
+  /** With `logprobs`: one entry per output token (a final stop token excluded). */
+  logprobs?: TokenLogprob[];
+  /** With `promptLogprobs`: per prompt token, null for the first (nothing predicts it). */
+  promptLogprobs?: (TokenLogprob | null)[];
 }
 
 /** Options of {@linkcode Engine.generate}. */
@@ -97,6 +159,12 @@ export interface GenerateOptions {
   hiddenTokenIds?: ReadonlySet<number>;
   /** Cancels the generation and frees its sequence. */
   signal?: AbortSignal;
+  /** Constrained decoding: masks every sampled token (default none). */
+  constraint?: TokenConstraint;
+  /** Report each output token's logprob and this many alternatives, 0..20 (default: none). */
+  logprobs?: number;
+  /** Report the logprob of every prompt token (with `logprobs` alternatives; default false). */
+  promptLogprobs?: boolean;
 }
 
 /** Options of the {@linkcode Engine} constructor. */
@@ -217,6 +285,8 @@ export interface Generation extends AsyncIterable<string> {
   readonly promptTokens: number;
   /** Cancels the generation: it ends with finish reason `cancelled` and frees its sequence. */
   cancel(): void;
+  /** With `logprobs`: the entries so far, growing as tokens come (read, do not modify). */
+  readonly logprobs: readonly TokenLogprob[];
 }
 
 function makeGeneration(
@@ -224,6 +294,7 @@ function makeGeneration(
   result: Promise<GenerationResult>,
   cancel: () => void,
   promptTokens: number,
+  logprobs: readonly TokenLogprob[],
 ): Generation {
   // Callers that only iterate must not see an unhandled rejection from `result`.
   result.catch(() => {});
@@ -232,6 +303,7 @@ function makeGeneration(
     result,
     promptTokens,
     cancel,
+    logprobs,
     [Symbol.asyncIterator](): AsyncIterator<string> {
       if (iterated) throw new Error("a Generation can be iterated only once");
       iterated = true;
@@ -262,6 +334,20 @@ interface Request {
   resolve: (r: GenerationResult) => void;
   reject: (e: unknown) => void;
   unlisten: () => void;
+  constraint: TokenConstraint | undefined;
+  /** Alternatives per logprob entry, or -1 for no logprobs. */
+  topK: number;
+  logprobs: TokenLogprob[];
+  promptLogprobs: (TokenLogprob | null)[] | undefined;
+  /** Needs the logits after every prefilled token (prompt or forced logprobs). */
+  wantAll: boolean;
+}
+
+/** An embedding job: the hidden states of a token sequence. */
+interface EmbedJob {
+  tokens: readonly number[];
+  resolve: (h: Float32Array[]) => void;
+  reject: (e: unknown) => void;
 }
 
 /**
@@ -283,6 +369,7 @@ export class Engine {
   readonly #maxPrefillTokens: number;
   readonly #maxQueue: number;
   #queue: Request[] = [];
+  #embeds: EmbedJob[] = [];
   #active: Request[] = [];
   #cursor = 0;
   #running: Promise<void> | undefined;
@@ -386,6 +473,11 @@ export class Engine {
       reject = rej;
     });
     const keptForced = forced.slice(0, Math.min(forced.length, maxTokens));
+    const topK = options.logprobs ?? -1;
+    if (!Number.isInteger(topK) || topK < -1 || topK > 20) {
+      throw new RangeError(`logprobs must be an integer from 0 to 20, got ${options.logprobs}`);
+    }
+    const promptLogprobs = options.promptLogprobs ?? false;
     const req: Request = {
       feed: [...prompt, ...keptForced],
       promptLength: prompt.length,
@@ -407,6 +499,11 @@ export class Engine {
       resolve,
       reject,
       unlisten: () => {},
+      constraint: options.constraint,
+      topK,
+      logprobs: [],
+      promptLogprobs: promptLogprobs ? [null] : undefined,
+      wantAll: promptLogprobs || (topK >= 0 && keptForced.length > 0),
     };
     const cancel = () => this.#cancel(req);
     const signal = options.signal;
@@ -417,7 +514,44 @@ export class Engine {
     }
     this.#queue.push(req);
     this.#wake();
-    return makeGeneration(channel, result, cancel, prompt.length);
+    return makeGeneration(channel, result, cancel, prompt.length, req.logprobs);
+  }
+
+  /**
+   * The model's final hidden state after every token of a text (see
+   * `LanguageModel.stepHidden`), computed between decoding steps in a sequence of its own.
+   *
+   * @param tokens Token ids (at least one, at most the context length).
+   * @returns One array per token.
+   * @throws {RangeError} For an empty input, an id outside the vocabulary, or a model without
+   *   `stepHidden`.
+   * @throws {ContextLengthError} For more tokens than the context holds.
+   */
+  embed(tokens: readonly number[]): Promise<Float32Array[]> {
+    if (this.#closed) return Promise.reject(new Error("the engine is closed"));
+    if (!this.model.stepHidden) {
+      return Promise.reject(new RangeError("this model does not expose hidden states"));
+    }
+    if (tokens.length === 0) return Promise.reject(new RangeError("the input is empty"));
+    const vocab = this.model.vocabSize;
+    for (const id of tokens) {
+      if (!Number.isInteger(id) || id < 0 || id >= vocab) {
+        return Promise.reject(
+          new RangeError(`token id ${id} is outside the model's vocabulary 0..${vocab - 1}`),
+        );
+      }
+    }
+    if (tokens.length > this.model.maxSeqLen) {
+      return Promise.reject(
+        new ContextLengthError(
+          `the input has ${tokens.length} tokens; the model's context is ${this.model.maxSeqLen}`,
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      this.#embeds.push({ tokens, resolve, reject });
+      this.#wake();
+    });
   }
 
   /**
@@ -431,6 +565,7 @@ export class Engine {
     for (const r of [...this.#queue, ...this.#active]) r.cancelled = true;
     this.#wake();
     await this.#running;
+    for (const j of this.#embeds.splice(0)) j.reject(new Error("the engine is closed"));
   }
 
   #cancel(req: Request): void {
@@ -446,20 +581,36 @@ export class Engine {
     this.#running = this.#loop().finally(() => {
       this.#running = undefined;
       // Work that arrived while the loop was winding down.
-      if (this.#queue.length > 0 || this.#active.length > 0) this.#wake();
+      if (this.#queue.length > 0 || this.#active.length > 0 || this.#embeds.length > 0) {
+        this.#wake();
+      }
     });
   }
 
   async #loop(): Promise<void> {
-    while (this.#queue.length > 0 || this.#active.length > 0) {
+    while (this.#queue.length > 0 || this.#active.length > 0 || this.#embeds.length > 0) {
       this.#dropCancelled();
+      if (this.#closed) { for (const j of this.#embeds.splice(0)) j.reject(new Error("closed")); }
+      // An embedding needs a free sequence slot; otherwise it waits for a generation to end.
+      if (this.#embeds.length > 0 && this.#active.length < this.model.maxSequences) {
+        await this.#runEmbed(this.#embeds.shift()!);
+      }
       this.#admit();
-      if (this.#active.length === 0) continue;
+      if (this.#active.length === 0) {
+        await new Promise((res) => setImmediate(res));
+        continue;
+      }
       const { items, members } = this.#buildBatch();
       let logits: Float32Array[];
+      let all: Float32Array[][] | undefined;
       try {
         this.#stats.steps++;
-        logits = await this.model.step(items);
+        const wantAll = this.model.stepAll &&
+          members.some((r) => r.wantAll && r.fed < r.promptLength + r.forced);
+        if (wantAll) {
+          all = await this.model.stepAll!(items);
+          logits = all.map((a) => a[a.length - 1]);
+        } else logits = await this.model.step(items);
         if (logits.length !== items.length) {
           throw new Error(`model.step returned ${logits.length} logits for ${items.length} items`);
         }
@@ -470,10 +621,15 @@ export class Engine {
       for (let i = 0; i < members.length; i++) {
         const r = members[i];
         if (r.done || r.cancelled) continue;
-        r.fed += items[i].tokens.length;
+        const n = items[i].tokens.length;
+        if (r.wantAll) {
+          const rows = all?.[i] ?? (n === 1 ? [logits[i]] : []);
+          rows.forEach((row, k) => this.#scorePrefill(r, r.fed + k, row));
+        }
+        r.fed += n;
         if (r.fed < r.feed.length) continue; // more prompt to prefill
         try {
-          this.#emit(r, r.sampler.sample(logits[i]));
+          this.#sampleNext(r, logits[i]);
         } catch (e) {
           this.#fail(r, e);
         }
@@ -481,6 +637,59 @@ export class Engine {
       // The model may have answered without leaving the microtask queue (CPU models); let I/O
       // run. setImmediate, unlike setTimeout(0), is not clamped to 4 ms when nested.
       await new Promise((res) => setImmediate(res));
+    }
+  }
+
+  /** Logprob of the prefilled token after position `p` (a prompt or forced token). */
+  #scorePrefill(r: Request, p: number, logits: Float32Array): void {
+    const next = p + 1;
+    if (next >= r.promptLength + r.forced) return;
+    const k = Math.max(r.topK, 0);
+    const entry = tokenLogprob(logits, r.feed[next], { k, limit: this.tokenizer.vocabSize });
+    if (next < r.promptLength) r.promptLogprobs?.push(entry);
+    else if (r.topK >= 0) r.logprobs.push(entry);
+  }
+
+  /** Samples the next token under the request's constraint and emits it. */
+  #sampleNext(r: Request, logits: Float32Array): void {
+    let mask: Uint8Array | undefined;
+    if (r.constraint) {
+      mask = r.constraint.allowed(r.maxTokens - r.output.length);
+      if (!mask.includes(1)) {
+        // The grammar cannot be followed in the tokens left.
+        this.#deliver(r, r.decoder.flush(), true);
+        this.#finish(r, "length");
+        return;
+      }
+    }
+    const id = r.sampler.sample(logits, mask);
+    if (r.topK >= 0 && !r.stopIds.has(id)) {
+      r.logprobs.push(tokenLogprob(logits, id, { k: r.topK, limit: this.tokenizer.vocabSize }));
+    }
+    r.constraint?.accept(id);
+    this.#emit(r, id);
+  }
+
+  async #runEmbed(job: EmbedJob): Promise<void> {
+    let seq: SeqHandle | undefined;
+    try {
+      seq = this.model.newSequence();
+      const out: Float32Array[] = [];
+      for (let at = 0; at < job.tokens.length; at += this.#maxPrefillTokens) {
+        const tokens = job.tokens.slice(at, at + this.#maxPrefillTokens);
+        const [h] = await this.model.stepHidden!([{ seq, tokens }]);
+        // Copies: the model may reuse its buffers on the next call.
+        for (const v of h) out.push(new Float32Array(v));
+      }
+      job.resolve(out);
+    } catch (e) {
+      job.reject(e);
+    } finally {
+      if (seq !== undefined) {
+        try {
+          this.model.release(seq);
+        } catch { /* nothing to free */ }
+      }
     }
   }
 
@@ -523,7 +732,9 @@ export class Engine {
       const r = this.#active[(start + k) % n];
       if (r.fed < r.feed.length) {
         if (budget <= 0) continue;
-        const take = Math.min(budget, r.feed.length - r.fed);
+        // Without stepAll, a prompt whose every position needs logits goes one token per step.
+        const one = r.wantAll && !this.model.stepAll;
+        const take = Math.min(budget, r.feed.length - r.fed, one ? 1 : Infinity);
         budget -= take;
         items.push({ seq: r.seq!, tokens: r.feed.slice(r.fed, r.fed + take) });
       } else {
@@ -584,6 +795,8 @@ export class Engine {
         total_tokens: r.promptLength + r.output.length,
       },
       seed: r.sampler.seed,
+      ...(r.topK >= 0 ? { logprobs: r.logprobs } : {}),
+      ...(r.promptLogprobs ? { promptLogprobs: r.promptLogprobs } : {}),
     });
   }
 

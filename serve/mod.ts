@@ -7,11 +7,16 @@
  * - {@linkcode Engine}: the request queue and continuous-batching loop.
  * - {@linkcode parseToolCalls}, {@linkcode ToolCallStreamParser}: `<tool_call>` output to OpenAI
  *   `tool_calls`.
- * - {@linkcode CompletionService}: chat and text completions without HTTP.
+ * - {@linkcode CompletionService}: chat and text completions without HTTP (n choices, logprobs,
+ *   DeepSeek's prefix completion and `reasoning_content`).
+ * - {@linkcode compileSchema}, {@linkcode JsonMatcher}, {@linkcode jsonConstraint},
+ *   {@linkcode toolCallConstraint}: constrained decoding (JSON mode, strict and required tools).
+ * - {@linkcode parseEmbeddingRequest}, {@linkcode createEmbeddings}: `/v1/embeddings` from the
+ *   model's pooled hidden states.
  * - {@linkcode createServer}, {@linkcode createHandler}: the HTTP server and the page at `/`.
  * - {@linkcode loadForServing}: a model directory to serve (the model part awaits the GPU decoder).
  *
- * Left out: `n > 1`, logprobs, JSON mode, embeddings, prefix caching.
+ * Left out: prefix caching, image input, fill-in-the-middle (`suffix`).
  *
  * @example
  * ```ts ignore
@@ -25,13 +30,43 @@
 export {
   type ChatCompletion,
   type ChatCompletionChunk,
+  type ChatDelta,
+  type ChatMessageBody,
   type ChatRun,
+  type ChatTokenLogprob,
   type CompletionRun,
   CompletionService,
   type OpenAIFinishReason,
+  ReasoningSplitter,
+  type SplitText,
   type TextCompletion,
+  type TextLogprobs,
   type ToolCallDelta,
 } from "./completions.ts";
+export {
+  type ConstrainedTool,
+  jsonConstraint,
+  type TokenConstraint,
+  toolCallConstraint,
+  type ToolCallConstraintOptions,
+  toolCallNode,
+} from "./constraint.ts";
+export {
+  createEmbeddings,
+  type EmbeddingRequest,
+  type EmbeddingResponse,
+  MAX_EMBEDDING_INPUTS,
+  parseEmbeddingRequest,
+  poolEmbedding,
+} from "./embeddings.ts";
+export {
+  anyObjectNode,
+  compileSchema,
+  JsonMatcher,
+  MAX_WHITESPACE,
+  type PropNode,
+  type SchemaNode,
+} from "./json_grammar.ts";
 export {
   ContextLengthError,
   Engine,
@@ -44,6 +79,8 @@ export {
   type Generation,
   type GenerationResult,
   type TextStreamDecoder,
+  type TokenLogprob,
+  tokenLogprob,
   type Usage,
 } from "./engine.ts";
 export {
@@ -62,9 +99,11 @@ export {
   type ChatRequest,
   type CommonRequest,
   type CompletionRequest,
+  MAX_N,
   parseChatRequest,
   parseCompletionRequest,
   requireObject,
+  type ResponseFormat,
   type ToolChoice,
   type UsageBody,
 } from "./protocol.ts";

@@ -13,7 +13,7 @@
  * The GPU decoder (`model/decode.ts`, latent KV cache with absorbed MLA) implements this interface;
  * `serve/_test_model.ts` has small deterministic CPU implementations for tests.
  *
- * Left out: logprobs of the prompt tokens, speculative drafting (MTP) and cache sharing between
+ * Left out: speculative drafting (MTP) and cache sharing between
  * sequences (prefix caching). An implementation may add them without changing the server.
  *
  * @example
@@ -73,6 +73,8 @@ export interface LanguageModel {
   readonly maxSeqLen: number;
   /** Most sequences open at once (KV-cache slots); `newSequence` beyond this throws. */
   readonly maxSequences: number;
+  /** Length of `stepHidden`'s vectors (optional, with `stepHidden`). */
+  readonly hiddenSize?: number;
   /**
    * Opens an empty sequence.
    *
@@ -98,6 +100,25 @@ export interface LanguageModel {
    *   vocabulary, or a sequence that would pass `maxSeqLen`.
    */
   step(items: readonly StepItem[]): Promise<Float32Array[]>;
+  /**
+   * {@linkcode LanguageModel.step}, returning the logits after EVERY token of each item: item i
+   * gets `tokens.length` arrays, the k-th predicting the token after `tokens[k]`. Optional: the
+   * engine uses it for prompt logprobs (`echo` with `logprobs`) and otherwise prefills such
+   * prompts one token per step.
+   *
+   * @param items As for `step`.
+   * @returns Per item, per token, a `Float32Array(vocabSize)`.
+   */
+  stepAll?(items: readonly StepItem[]): Promise<Float32Array[][]>;
+  /**
+   * {@linkcode LanguageModel.step}, returning the final hidden state (the input of the output head,
+   * after the final norm) after every token of each item instead of logits. Optional: the server's
+   * `/v1/embeddings` needs it.
+   *
+   * @param items As for `step`.
+   * @returns Per item, per token, a `Float32Array(hiddenSize)`.
+   */
+  stepHidden?(items: readonly StepItem[]): Promise<Float32Array[][]>;
   /** Frees everything (GPU buffers). Optional; the server calls it on shutdown if present. */
   dispose?(): void | Promise<void>;
 }

@@ -4,10 +4,11 @@
  *
  * Supported request fields are listed on {@linkcode parseChatRequest} and
  * {@linkcode parseCompletionRequest}. Fields this server does not implement but that clients send
- * by default (`user`, `metadata`, `store`, `parallel_tool_calls`, `service_tier`, ...) are
- * accepted and ignored; fields whose meaning it cannot honor (`n` other than 1, `logprobs: true`,
- * `response_format` other than text, `suffix`, `best_of` other than 1) are refused with 400 rather
- * than silently ignored.
+ * by default (`user`, `metadata`, `store`, `service_tier`, extra message fields such as Swarm's
+ * `sender`, ...) are accepted and ignored; explicit nulls mean "not given". Fields whose meaning it
+ * cannot honor (`suffix`, `best_of` other than 1, `response_format` `json_schema` with a schema
+ * the grammar cannot follow, `audio`, `modalities` other than text, image parts) are refused with
+ * 400 rather than silently ignored.
  *
  * Reference: the OpenAI API reference for `/v1/chat/completions` and `/v1/completions`.
  *
@@ -15,6 +16,7 @@
  */
 
 import type { ChatMessage, ToolSpec } from "../tokenizer/chat_template.ts";
+import { anyObjectNode, compileSchema, type SchemaNode } from "./json_grammar.ts";
 import type { SamplingParams } from "./sampling.ts";
 
 /**
@@ -195,20 +197,41 @@ export interface CommonRequest {
   includeUsage: boolean;
   /** Most output tokens (`max_completion_tokens` or `max_tokens`). */
   maxTokens: number | undefined;
+  /**
+   * The field `maxTokens` came from (`max_tokens` when defaulted); set by the parsers, and then a
+   * `maxTokens` past the context is a 400 naming it rather than a cap.
+   */
+  maxTokensParam?: string;
+  /** Choices to generate (`n`, 1..{@linkcode MAX_N}). */
+  n?: number;
   /** Sampling parameters, in `sampling.ts` names. */
   sampling: Partial<SamplingParams>;
   /** Stop strings. */
   stop: string[];
 }
 
+/** The reply's format: free text, or JSON following a grammar. */
+export type ResponseFormat = { type: "text" } | { type: "json"; node: SchemaNode };
+
 /** A validated `/v1/chat/completions` request. */
 export interface ChatRequest extends CommonRequest {
-  /** The conversation, in OpenAI form. */
+  /** The conversation, in OpenAI form (without a final prefix message). */
   messages: ChatMessage[];
   /** Tools shown to the model (null: none). */
   tools: ToolSpec[] | null;
   /** How the model may use them (default `auto` with tools, `none` without). */
   toolChoice: ToolChoice;
+  /** More than one tool call per reply (`parallel_tool_calls`, default true). */
+  parallelToolCalls?: boolean;
+  /** `response_format`. */
+  responseFormat?: ResponseFormat;
+  /** `logprobs: true`: the alternatives per token (`top_logprobs`, 0..20), else undefined. */
+  topLogprobs?: number | undefined;
+  /**
+   * DeepSeek's chat prefix completion: the text of a last assistant message with
+   * `"prefix": true`, which the reply continues.
+   */
+  prefix?: string | undefined;
 }
 
 /** A validated `/v1/completions` request. */
@@ -217,6 +240,20 @@ export interface CompletionRequest extends CommonRequest {
   prompt: string | number[];
   /** Return the prompt before the completion. */
   echo: boolean;
+  /** `logprobs`: alternatives per token (0..20), else undefined. */
+  logprobs?: number | undefined;
+}
+
+/** Most choices per request (`n`). */
+export const MAX_N = 16;
+
+/** Validates `max_completion_tokens` and `max_tokens` (both, when both are given). */
+function parseMaxTokens(f: Fields, fallback?: number): { maxTokens?: number; param: string } {
+  const range = { int: true, min: 1, max: Number.MAX_SAFE_INTEGER };
+  const mct = f.number("max_completion_tokens", range);
+  const mt = f.number("max_tokens", range);
+  if (mct !== undefined) return { maxTokens: mct, param: "max_completion_tokens" };
+  return { maxTokens: mt ?? fallback, param: "max_tokens" };
 }
 
 function requireOne(f: Fields, key: string, what: string): void {
@@ -233,8 +270,8 @@ function parseCommon(f: Fields, defaultMaxTokens?: number): CommonRequest {
   const includeUsage = so
     ? new Fields(so, "stream_options.").boolean("include_usage") ?? false
     : false;
-  const maxTokens = f.number("max_completion_tokens", { int: true, min: 1 }) ??
-    f.number("max_tokens", { int: true, min: 1 }) ?? defaultMaxTokens;
+  const { maxTokens, param: maxTokensParam } = parseMaxTokens(f, defaultMaxTokens);
+  const n = f.number("n", { int: true, min: 1, max: MAX_N }) ?? 1;
 
   const sampling: Partial<SamplingParams> = {
     temperature: f.number("temperature", { min: 0, max: 2 }),
@@ -278,11 +315,7 @@ function parseCommon(f: Fields, defaultMaxTokens?: number): CommonRequest {
   if (stop.length > 16) throw bad("stop", `'stop' may hold at most 16 strings; got ${stop.length}`);
   stop = stop.filter((x) => x.length > 0);
 
-  requireOne(f, "n", "choice");
-  if (f.has("logprobs") && f.raw("logprobs") !== false && f.raw("logprobs") !== 0) {
-    throw bad("logprobs", "'logprobs' is not supported by this server; leave it out");
-  }
-  return { model, stream, includeUsage, maxTokens, sampling, stop };
+  return { model, stream, includeUsage, maxTokens, maxTokensParam, n, sampling, stop };
 }
 
 const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
@@ -323,6 +356,12 @@ function parseMessages(list: unknown[]): ChatMessage[] {
         const part = p as { type: string; text?: unknown };
         if (part.type === "text" && typeof part.text !== "string") {
           throw bad(`${pf}.text`, `'${pf}.text' must be a string`);
+        }
+        if (part.type !== "text") {
+          throw bad(
+            `${pf}.type`,
+            `'${pf}.type' is "${part.type}": this model reads text only; send {"type": "text"} parts`,
+          );
         }
       });
     }
@@ -369,6 +408,15 @@ function parseMessages(list: unknown[]): ChatMessage[] {
       const id = f.string("tool_call_id");
       if (id !== undefined) out.tool_call_id = id;
     }
+    if (f.boolean("prefix")) {
+      if (role !== "assistant" || i !== list.length - 1) {
+        throw bad(
+          `${where}.prefix`,
+          `'${where}.prefix' may only be set on the last message, an assistant message`,
+        );
+      }
+      (out as { prefix?: boolean }).prefix = true;
+    }
     return out;
   });
 }
@@ -402,7 +450,17 @@ function parseTools(list: unknown[]): ToolSpec[] {
       );
     }
     ff.string("description");
-    ff.object("parameters");
+    const params = ff.object("parameters");
+    if (ff.boolean("strict") && params) {
+      try {
+        compileSchema(params);
+      } catch (e) {
+        throw bad(
+          `${where}.function.parameters`,
+          `${where}.function.parameters: ${(e as Error).message}`,
+        );
+      }
+    }
     return t as ToolSpec;
   });
 }
@@ -415,11 +473,14 @@ function toolName(t: ToolSpec): string {
  * Validates a `/v1/chat/completions` body.
  *
  * Supported: `model`, `messages` (roles system, developer (= system), user, assistant with
- * `tool_calls` and `reasoning_content`, tool; string or text-part content), `stream`,
- * `stream_options.include_usage`, `max_completion_tokens` / `max_tokens`, `temperature` (0..2),
- * `top_p`, `top_k`, `min_p`, `presence_penalty`, `frequency_penalty`, `repetition_penalty`,
- * `logit_bias`, `seed`, `stop`, `n` (1), `tools`, `tool_choice` (`none`, `auto`, `required`, or
- * `{"type": "function", "function": {"name"}}`), `response_format` (`text` only).
+ * `tool_calls`, `reasoning_content` and DeepSeek's `prefix` on the last one, tool; string or
+ * text-part content; other fields such as Swarm's `sender` / `tool_name` ignored), `stream`,
+ * `stream_options.include_usage`, `max_completion_tokens` / `max_tokens` (each >= 1), `n`
+ * (1..{@linkcode MAX_N}), `temperature` (0..2), `top_p`, `top_k`, `min_p`, `presence_penalty`,
+ * `frequency_penalty`, `repetition_penalty`, `logit_bias`, `seed`, `stop`, `logprobs`,
+ * `top_logprobs` (0..20), `tools` (with `strict`), `tool_choice` (`none`, `auto`, `required`, or
+ * `{"type": "function", "function": {"name"}}`), `parallel_tool_calls`, `response_format`
+ * (`text`, `json_object`, `json_schema`). Explicit nulls mean "not given".
  *
  * @param body The parsed JSON body.
  * @returns The typed request.
@@ -435,14 +496,38 @@ export function parseChatRequest(body: unknown): ChatRequest {
   const list = f.array("messages");
   if (!list) throw bad("messages", "'messages' is required: an array of {role, content}");
   const messages = parseMessages(list);
+  let prefix: string | undefined;
+  const last = messages[messages.length - 1] as ChatMessage & { prefix?: boolean };
+  if (last.prefix) {
+    messages.pop();
+    if (messages.length === 0) {
+      throw bad("messages", "a prefix message needs at least one message before it");
+    }
+    prefix = typeof last.content === "string"
+      ? last.content
+      : (last.content ?? []).map((p) => (p as { text?: string }).text ?? "").join("");
+  }
   const common = parseCommon(f);
-  const rf = f.object("response_format");
-  if (rf && rf.type !== "text") {
+  const responseFormat = parseResponseFormat(f);
+  if (prefix !== undefined && responseFormat.type === "json") {
     throw bad(
       "response_format",
-      '\'response_format\' must be {"type": "text"}: JSON modes are not supported',
+      "'response_format' JSON modes cannot continue a prefix message; send one or the other",
     );
   }
+  let topLogprobs: number | undefined;
+  const lp = f.boolean("logprobs");
+  const top = f.number("top_logprobs", { int: true, min: 0, max: 20 });
+  if (top !== undefined && !lp) {
+    throw bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  }
+  if (lp) topLogprobs = top ?? 0;
+  const parallelToolCalls = f.boolean("parallel_tool_calls") ?? true;
+  const modalities = f.array("modalities");
+  if (modalities && modalities.some((m) => m !== "text")) {
+    throw bad("modalities", "'modalities' may only hold \"text\": this model writes text");
+  }
+  if (f.has("audio")) throw bad("audio", "'audio' output is not supported: this model writes text");
   const toolList = f.array("tools");
   const tools = toolList && toolList.length > 0 ? parseTools(toolList) : null;
   let toolChoice: ToolChoice = tools ? "auto" : "none";
@@ -480,16 +565,52 @@ export function parseChatRequest(body: unknown): ChatRequest {
       `'tool_choice' names the function '${toolChoice.name}', which is not in 'tools'`,
     );
   }
-  return { ...common, messages, tools, toolChoice };
+  return {
+    ...common,
+    messages,
+    tools,
+    toolChoice,
+    parallelToolCalls,
+    responseFormat,
+    topLogprobs,
+    prefix,
+  };
+}
+
+function parseResponseFormat(f: Fields): ResponseFormat {
+  const rf = f.object("response_format");
+  if (!rf) return { type: "text" };
+  const type = rf.type;
+  if (type === "text" || type === undefined) return { type: "text" };
+  if (type === "json_object") return { type: "json", node: anyObjectNode() };
+  if (type === "json_schema") {
+    const js = new Fields(rf, "response_format.").object("json_schema");
+    if (!js) {
+      throw bad(
+        "response_format.json_schema",
+        "'response_format.json_schema' is required: {name, schema, strict}",
+      );
+    }
+    const schema = js.schema ?? {};
+    try {
+      return { type: "json", node: compileSchema(schema) };
+    } catch (e) {
+      throw bad("response_format.json_schema.schema", (e as Error).message);
+    }
+  }
+  throw bad(
+    "response_format.type",
+    `'response_format.type' must be "text", "json_object" or "json_schema"; got ${describe(type)}`,
+  );
 }
 
 /**
  * Validates a `/v1/completions` body.
  *
  * Supported: `model`, `prompt` (a string, an array of one string, or an array of token ids),
- * `echo`, `stream`, `stream_options.include_usage`, `max_tokens` (default 16, as OpenAI),
- * `temperature`, `top_p`, `top_k`, `min_p`, penalties, `logit_bias`, `seed`, `stop`, `n` (1),
- * `best_of` (1).
+ * `echo`, `logprobs` (0..20 alternatives), `stream`, `stream_options.include_usage`, `max_tokens`
+ * (default 16, as OpenAI), `temperature`, `top_p`, `top_k`, `min_p`, penalties, `logit_bias`,
+ * `seed`, `stop`, `n`, `best_of` (1).
  *
  * @param body The parsed JSON body.
  * @returns The typed request.
@@ -521,7 +642,8 @@ export function parseCompletionRequest(body: unknown): CompletionRequest {
   if (f.has("suffix")) throw bad("suffix", "'suffix' (fill in the middle) is not supported");
   requireOne(f, "best_of", "completion");
   const common = parseCommon(f, 16);
-  return { ...common, prompt, echo: f.boolean("echo") ?? false };
+  const logprobs = f.number("logprobs", { int: true, min: 0, max: 20 });
+  return { ...common, prompt, echo: f.boolean("echo") ?? false, logprobs };
 }
 
 /** Token counts in OpenAI form. */

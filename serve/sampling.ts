@@ -447,16 +447,19 @@ export class Sampler {
    * Picks the next token and records it (see {@linkcode Sampler.accept}).
    *
    * @param logits Next-token logits; not modified.
+   * @param mask Tokens allowed (1) or not (0), from constrained decoding (default: all allowed).
+   *   Applied first, so penalties and sampling only ever see allowed tokens.
    * @returns The token id.
    * @throws {RangeError} If `logits` is empty.
    */
-  sample(logits: Float32Array): number {
+  sample(logits: Float32Array, mask?: Uint8Array): number {
     const p = this.params;
     const l = new Float32Array(
       this.#limit !== undefined && this.#limit < logits.length
         ? logits.subarray(0, this.#limit)
         : logits,
     );
+    if (mask) { for (let i = 0; i < l.length; i++) if (!mask[i]) l[i] = -Infinity; }
     if (p.logitBias.size > 0) applyLogitBias(l, p.logitBias);
     applyRepetitionPenalty(l, this.#seen, p.repetitionPenalty);
     applyPresenceFrequencyPenalty(l, this.#counts, {

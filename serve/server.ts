@@ -7,7 +7,8 @@
  * | `/health` | GET | `{status: "ok", model, queued, active, ...}` |
  * | `/v1/models`, `/v1/models/{id}` | GET | the served model |
  * | `/v1/chat/completions` | POST | chat, streaming (SSE) or not, with `tools` |
- * | `/v1/completions` | POST | text completion, streaming or not |
+ * | `/v1/completions` | POST | text completion, streaming or not, with `logprobs` and `echo` |
+ * | `/v1/embeddings` | POST | vectors from the model's hidden states (`embeddings.ts`) |
  * | `/api/tools` | GET | the demo tools the page may offer (`[]` when none) |
  * | `/api/tools/run` | POST | runs one demo tool: `{name, arguments}` -> `{content}` |
  *
@@ -36,6 +37,7 @@
 import type { ToolSpec } from "../tokenizer/chat_template.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { CompletionService } from "./completions.ts";
+import { createEmbeddings, parseEmbeddingRequest, type TiktokenEncoding } from "./embeddings.ts";
 import { Engine, type EngineOptions } from "./engine.ts";
 import type { LanguageModel } from "./model_api.ts";
 import { ApiError, parseChatRequest, parseCompletionRequest, requireObject } from "./protocol.ts";
@@ -73,6 +75,11 @@ export interface HandlerOptions {
   tools?: ServerTools;
   /** Called with one line per request (default: nothing). */
   log?: (line: string) => void;
+  /**
+   * `/v1/embeddings` reads token-id inputs as ids of this tiktoken encoding (GraphRAG's query side
+   * sends cl100k_base ids) instead of the model's own (default).
+   */
+  embeddingTokenIds?: TiktokenEncoding;
 }
 
 /** Options of {@linkcode createServer}. */
@@ -286,6 +293,7 @@ export function createHandler(options: HandlerOptions): Handler {
   const engine = new Engine(model, tokenizer, options.engine);
   const service = new CompletionService(engine, tokenizer, { modelId });
   const created = Math.floor(Date.now() / 1000);
+  const hiddenSize = model.hiddenSize;
   const modelCard = {
     id: modelId,
     object: "model",
@@ -381,6 +389,28 @@ export function createHandler(options: HandlerOptions): Handler {
         info.completed?.catch(() => abort.abort());
         const run = service.startCompletion(body, abort.signal);
         return body.stream ? sse(run.chunks(), abort) : deferredJson(run.response(), abort);
+      },
+    }],
+    ["/v1/embeddings", {
+      methods: ["POST"],
+      auth: true,
+      run: async (req) => {
+        const body = parseEmbeddingRequest(await readJsonBody(req, maxBody), hiddenSize);
+        checkModel(body.model);
+        if (!model.stepHidden) {
+          throw new ApiError(404, "this model does not expose hidden states for embeddings", {
+            code: "not_found",
+          });
+        }
+        return json(
+          await createEmbeddings(body, {
+            tokenizer,
+            embed: (t) => engine.embed(t),
+            modelId,
+            maxSeqLen: model.maxSeqLen,
+            foreignTokenIds: options.embeddingTokenIds,
+          }),
+        );
       },
     }],
     ["/api/tools", {

@@ -7,6 +7,7 @@ import OpenAI from "openai";
 import { testDevice } from "./_util.ts";
 import { resolveConfig } from "../model/config.ts";
 import { toHfConfig } from "../model/safetensors.ts";
+import { Decoder } from "../model/decode.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadForServing } from "../serve/load.ts";
 import { createServer } from "../serve/server.ts";
@@ -63,6 +64,51 @@ Deno.test(
     } finally {
       await server.shutdown();
       await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "Decoder.stepHidden returns the head's input: lm_head of it gives step()'s logits; /v1/embeddings pools it",
+  GPU_TEST,
+  async () => {
+    const tok = trainBpe(["the weather in Rona is sunny and warm today. ".repeat(20)], {
+      vocabSize: 300,
+    });
+    const cfg = resolveConfig("tiny", { vocab_size: tok.vocabSize, max_seq_len: 128 });
+    const model = DeepSeekV3.create(await testDevice(), cfg, { seed: 5 });
+    const head = (await model.weights()).get("lm_head.weight")!; // [V, D]
+    const dec = new Decoder(model, { maxBatch: 2 });
+    const ids = tok.encode("the weather in Rona");
+    const a = dec.newSequence(), b = dec.newSequence();
+    const [logits] = await dec.step([{ seq: a, tokens: ids }]);
+    const [states] = await dec.stepHidden([{ seq: b, tokens: ids }]);
+    assert.equal(states.length, ids.length);
+    assert.equal(states[0].length, cfg.dim);
+    const h = states[states.length - 1], D = cfg.dim;
+    for (let v = 0; v < cfg.vocab_size; v += 7) {
+      let dot = 0;
+      for (let d = 0; d < D; d++) dot += head[v * D + d] * h[d];
+      assert.ok(Math.abs(dot - logits[v]) < 1e-3 + 1e-3 * Math.abs(logits[v]), `logit ${v}`);
+    }
+    dec.release(a);
+    dec.release(b);
+    const server = createServer({ model: dec, tokenizer: tok, port: 0 });
+    try {
+      const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "x", maxRetries: 0 });
+      const r = await client.embeddings.create({
+        model: "minideepseek",
+        input: ["the weather in Rona", "sunny and warm"],
+        encoding_format: "float",
+      });
+      for (const d of r.data) {
+        assert.equal(d.embedding.length, cfg.dim);
+        assert.ok(Math.abs(Math.hypot(...d.embedding) - 1) < 1e-4);
+      }
+    } finally {
+      await server.shutdown();
+      dec.dispose();
+      model.arena.destroy();
     }
   },
 );

@@ -162,9 +162,20 @@ export const APP_JS: string = String.raw`"use strict";
     if (els.tools.checked && state.toolSchemas.length > 0) body.tools = state.toolSchemas;
     var bubble = addBubble("assistant", "");
     bubble.row.classList.add("streaming");
-    var res = await fetch("/v1/chat/completions", {
-      method: "POST", headers: headers(), body: JSON.stringify(body), signal: signal
-    });
+    var send = function () {
+      return fetch("/v1/chat/completions", {
+        method: "POST", headers: headers(), body: JSON.stringify(body), signal: signal
+      });
+    };
+    var res = await send();
+    if (res.status === 400) {
+      // "Max tokens" is a cap: past what the context leaves, ask for the rest of the context.
+      var err = await res.clone().json().catch(function () { return null; });
+      if (err && err.error && err.error.code === "context_length_exceeded" && err.error.param === "max_tokens") {
+        delete body.max_tokens;
+        res = await send();
+      }
+    }
     if (!res.ok) {
       bubble.row.remove();
       throw new Error(await errorText(res));
