@@ -16,6 +16,7 @@ export * from "./config.ts";
 export * from "./params.ts";
 export * from "./reference.ts";
 export * from "./safetensors.ts";
+export * from "./hf_config.ts";
 export * from "./mla.ts";
 export * from "./ffn.ts";
 export * from "./transformer.ts";

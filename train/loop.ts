@@ -17,7 +17,7 @@
 import { noGrad, Tape } from "../kernels/autograd.ts";
 import { scale } from "../kernels/elementwise.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
-import { toHfConfig } from "../model/safetensors.ts";
+import { toHfConfig } from "../model/hf_config.ts";
 import type { DeepSeekV3 } from "../model/transformer.ts";
 import { loadCheckpoint, resolveCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { MetricsLog, type MetricsRecord, readMetrics } from "./metrics.ts";

@@ -8,7 +8,7 @@
  */
 import { getGpu, type Gpu } from "../kernels/gpu.ts";
 import { type ModelConfig, resolveConfig } from "../model/config.ts";
-import { fromHfConfig } from "../model/safetensors.ts";
+import { fromHfConfig } from "../model/hf_config.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadTokenizer, PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
 import { loadCheckpoint, type LoadedCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
