@@ -76,7 +76,7 @@ Deno.test("formatHfJson() writes float fields with a decimal point, other number
   assert.match(text, /"attention_dropout": 0\.0,/);
   assert.match(text, /"rms_norm_eps": 0\.000001,/);
   assert.match(text, /"hidden_size": 128,/);
-  assert.match(text, /"n_group": 1,/);
+  assert.match(text, /"n_group": 2,/);
   assert.match(text, /"num_nextn_predict_layers": 1,/);
   const yarn = formatHfJson(toHfConfig(PRESETS.tiny));
   assert.match(yarn, /"factor": 2\.0,/);
