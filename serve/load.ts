@@ -4,21 +4,22 @@
  * by the GPU incremental decoder (`model/decode.ts`: latent KV cache, absorbed MLA, batched
  * steps).
  *
- * A "model directory" is a checkpoint (`step-NNNNNN/`) or a run directory (its `latest.json`
- * checkpoint is used). The tokenizer is looked for in the given `tokenizerDir`, else in the
- * model directory and its ancestors, each also with a `tokenizer/` subfolder, which finds the
- * demo's `runs/demo/tokenizer` from `runs/demo/sft/step-000200`.
+ * A "model directory" is a checkpoint (`step-NNNNNN/`), a run directory (its `latest.json`
+ * checkpoint is used) or a Hugging Face DeepSeek-V3 directory (`cli.ts export`'s). The tokenizer
+ * is the given `tokenizerDir`, else the one `findModelTokenizer` finds: the directory itself, the
+ * tokenizer its run recorded, or its ancestors and their `tokenizer/` subfolders (the demo's
+ * `runs/demo/tokenizer` from `runs/demo/sft/step-000200`).
  *
  * @module
  */
 
 import { getGpu } from "../kernels/gpu.ts";
 import { Decoder } from "../model/decode.ts";
-import { decodeSafetensors, fromHfConfig } from "../model/safetensors.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadTokenizer } from "../tokenizer/io.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { resolveCheckpoint } from "../train/checkpoint.ts";
+import { findModelTokenizer, readModelDir } from "../train/model_dir.ts";
 import type { LanguageModel } from "./model_api.ts";
 
 /** Options of {@linkcode loadModel}. */
@@ -42,10 +43,11 @@ export interface LoadedModel {
 /**
  * Loads a trained model for batched incremental decoding on the GPU.
  *
- * @param dir A checkpoint directory (`config.json`, `model.safetensors`) or a run directory.
+ * @param dir A checkpoint directory, a run directory, or a Hugging Face DeepSeek-V3 directory
+ *   (an export, or transformers' `save_pretrained`), read by `train/model_dir.ts`.
  * @param options KV-cache slots (`maxSequences`, default 8).
  * @returns The model as a {@linkcode LanguageModel}.
- * @throws {Error} Naming the file when the checkpoint is missing or malformed.
+ * @throws {Error} Naming the file when the directory is missing or malformed.
  * @example
  * ```ts ignore
  * const model = await loadModel("runs/demo/dpo");
@@ -55,49 +57,16 @@ export async function loadModel(
   dir: string,
   options: LoadModelOptions = {},
 ): Promise<LanguageModel> {
-  const ckpt = await resolveCheckpoint(dir) ?? dir;
-  const read = async (file: string) => {
-    try {
-      return await Deno.readFile(`${ckpt}/${file}`);
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) {
-        throw new Error(
-          `--model ${dir}: no ${file} in ${ckpt}; pass a checkpoint (step-NNNNNN/) or a run directory`,
-        );
-      }
-      throw e;
-    }
-  };
-  const cfg = fromHfConfig(JSON.parse(new TextDecoder().decode(await read("config.json"))));
-  const { tensors } = decodeSafetensors(await read("model.safetensors"));
-  const params = new Map<string, Float32Array>();
-  for (const [name, t] of tensors) {
-    if (!(t.data instanceof Float32Array)) {
-      throw new Error(`${ckpt}/model.safetensors: tensor ${name} is ${t.dtype}, expected F32`);
-    }
-    params.set(name, t.data);
+  let md;
+  try {
+    md = await readModelDir(dir);
+  } catch (e) {
+    throw new Error(`--model ${dir}: ${(e as Error).message}`);
   }
-  const model = new DeepSeekV3(await getGpu(), cfg);
-  model.load(params);
+  const model = new DeepSeekV3(await getGpu(), md.cfg);
+  model.load(md.params);
   const id = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
   return new Decoder(model, { maxBatch: options.maxSequences ?? 8, id });
-}
-
-/** The first directory holding `tokenizer.json` among `dir`, its ancestors and their `tokenizer/`. */
-export async function findTokenizerDir(dir: string): Promise<string | null> {
-  let d = dir.replace(/[\\/]+$/, "");
-  for (let up = 0; up < 4 && d; up++) {
-    for (const c of [d, `${d}/tokenizer`]) {
-      try {
-        await Deno.stat(`${c}/tokenizer.json`);
-        return c;
-      } catch { /* keep looking */ }
-    }
-    const parent = d.includes("/") ? d.slice(0, d.lastIndexOf("/")) : (d === "." ? "" : ".");
-    if (parent === d) break;
-    d = parent;
-  }
-  return null;
 }
 
 /** Options of {@linkcode loadForServing}. */
@@ -130,13 +99,20 @@ export async function loadForServing(
     throw new Error(`--model ${dir}: no such directory; pass a trained model's directory`);
   }
   if (!info.isDirectory) throw new Error(`--model ${dir}: not a directory`);
-  const tokDir = options.tokenizerDir ?? await findTokenizerDir(dir);
-  if (!tokDir) {
-    throw new Error(
-      `--model ${dir}: no tokenizer.json in it or its parent directories; pass --tokenizer DIR`,
-    );
+  let tokenizer: Tokenizer;
+  if (options.tokenizerDir) tokenizer = await loadTokenizer(options.tokenizerDir);
+  else {
+    const ckpt = (await resolveCheckpoint(dir).catch(() => null)) ?? dir;
+    const state = await Deno.readTextFile(`${ckpt}/state.json`).then(JSON.parse, () => null);
+    try {
+      tokenizer = (await findModelTokenizer({ dir: ckpt, state }, null)).tok;
+    } catch {
+      throw new Error(
+        `--model ${dir}: no tokenizer.json in it, in the tokenizer its run recorded, or in its ` +
+          "parent directories; pass --tokenizer DIR",
+      );
+    }
   }
-  const tokenizer = await loadTokenizer(tokDir);
   const model = await loadModel(dir, options);
   const modelId = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
   return { model, tokenizer, modelId };

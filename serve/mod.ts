@@ -47,7 +47,6 @@ export {
   type Usage,
 } from "./engine.ts";
 export {
-  findTokenizerDir,
   type LoadedModel,
   loadForServing,
   type LoadForServingOptions,

@@ -10,7 +10,7 @@
  *       step-000123/
  *         model.safetensors         parameters, HF DeepSeek-V3 names, F32
  *         optimizer.safetensors     "<name>.exp_avg" (m) and "<name>.exp_avg_sq" (v), F32
- *         config.json               HF DeepSeek-V3 config (`toHfConfig`)
+ *         config.json               HF DeepSeek-V3 config (`toHfConfig`, `formatHfJson`)
  *         state.json                {format, step, tokensSeen, rng, sampler, run, metrics, ...}
  *
  * Save protocol (crash-safe at every point): write everything into `step-000123.tmp-<pid>/`,
@@ -23,6 +23,7 @@
  *
  * @module
  */
+import { formatHfJson } from "../model/hf_config.ts";
 import {
   checkTensors,
   decodeSafetensors,
@@ -305,7 +306,9 @@ export async function saveCheckpoint(
     encodeSafetensors(optim, { metadata: meta }),
     options,
   );
-  await writeBlocks(join(tmp, "config.json"), "config.json", json(data.hfConfig), options);
+  // Float fields stay floats (`formatHfJson`): transformers refuses `routed_scaling_factor: 1`.
+  const config = new TextEncoder().encode(formatHfJson(data.hfConfig));
+  await writeBlocks(join(tmp, "config.json"), "config.json", config, options);
   const state = {
     ...data.state,
     format: CHECKPOINT_FORMAT,

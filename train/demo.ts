@@ -24,7 +24,7 @@ import {
 import { prepareShards } from "./prepare.ts";
 import { PRETRAIN_OPTIONS, runPretrain } from "./run_pretrain.ts";
 import { resolveOptions } from "./options.ts";
-import { loadModel, runSft, SFT_OPTIONS } from "./run_sft.ts";
+import { loadModelForTraining, runSft, SFT_OPTIONS } from "./run_sft.ts";
 import { onPolicyPairs } from "./policy_pairs.ts";
 import { DPO_OPTIONS, runDpo } from "./run_dpo.ts";
 import { EVAL_OPTIONS, runEval } from "./run_eval.ts";
@@ -237,7 +237,7 @@ export async function runDemo(
       train: `${out}/corpus/dpo_policy.jsonl`,
       heldOut: `${out}/corpus/dpo_policy_heldout.jsonl`,
     };
-    const { model } = await loadModel(`${out}/sft`);
+    const { model } = await loadModelForTraining(`${out}/sft`);
     try {
       for (
         const [name, pairs, file] of [

@@ -26,7 +26,7 @@ import { COMMON_TRAIN_OPTIONS, loopOptionsFrom } from "./run_pretrain.ts";
 import {
   checkVocab,
   countTruncated,
-  loadModel,
+  loadModelForTraining,
   loadReplay,
   padIdOf,
   REPLAY_OPTIONS,
@@ -63,7 +63,8 @@ export const DPO_OPTIONS = defineOptions(
       name: "init",
       type: "string",
       default: null,
-      help: "the SFT checkpoint (or run directory) the policy starts from",
+      help: "the SFT checkpoint (or run directory, or Hugging Face DeepSeek-V3 directory) the " +
+        "policy starts from",
     },
     {
       name: "ref",
@@ -156,7 +157,12 @@ export function pairsFingerprint(
 
 /** SHA-256 of a file, as hex. */
 async function fileDigest(path: string): Promise<string> {
-  const bytes = await Deno.readFile(path);
+  // A sharded Hugging Face directory: its index names the shards.
+  const index = path.replace(/model\.safetensors$/, "model.safetensors.index.json");
+  const bytes = await Deno.readFile(path).catch(async (e) => {
+    if (e instanceof Deno.errors.NotFound && index !== path) return await Deno.readFile(index);
+    throw e;
+  });
   const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -188,7 +194,7 @@ export async function runDpo(
   if (!values.init) throw new Error("--init is required: the SFT checkpoint (or run directory)");
   const refPath = values.ref ?? values.init;
   const resuming = values.resume && (await resolveCheckpoint(values.out).catch(() => null));
-  const start = await loadModel(resuming ? values.out : values.init);
+  const start = await loadModelForTraining(resuming ? values.out : values.init, { log });
   const model = start.model;
   try {
     const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, start.checkpoint);
@@ -251,7 +257,9 @@ export async function runDpo(
     } else {
       const t0 = performance.now();
       const sameAsStart = !resuming && refPath === values.init;
-      const refModel = sameAsStart ? start : await loadModel(refPath, { gpu: model.gpu });
+      const refModel = sameAsStart
+        ? start
+        : await loadModelForTraining(refPath, { gpu: model.gpu, log });
       const o = { B: values.batchSize, T, padId };
       try {
         const lp = await sequenceLogps(

@@ -10,7 +10,7 @@ import { defineOptions, type OptionValues } from "./options.ts";
 import { type PairExample, readPreferencePairs, tokenizePairs } from "./dpo.ts";
 import { type EvalSets, evaluateModel, renderEvalReport, type ReportRow } from "./eval.ts";
 import { readShard } from "./shards.ts";
-import { loadModel, padIdOf, resolveTokenizer } from "./run_sft.ts";
+import { loadModelForTraining, padIdOf, resolveTokenizer } from "./run_sft.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 
 /** The `eval` options. */
@@ -167,7 +167,7 @@ export async function runEval(
   const rows: ReportRow[] = [];
   let data: { sets: EvalSets; tok: Tokenizer; padId: number } | null = null;
   for (let i = 0; i < values.model.length; i++) {
-    const { model, checkpoint } = await loadModel(values.model[i]);
+    const { model, checkpoint } = await loadModelForTraining(values.model[i]);
     try {
       if (!data) {
         // One tokenizer for all: every model is prompted with the same ids.
@@ -179,8 +179,9 @@ export async function runEval(
           padId: padIdOf(tok),
         };
       }
-      const run = (checkpoint.state.run ?? {}) as { stage?: string };
-      const name = values.name[i] ?? run.stage ?? String(checkpoint.state.stage ?? values.model[i]);
+      const run = (checkpoint.state?.run ?? {}) as { stage?: string };
+      const name = values.name[i] ?? run.stage ??
+        String(checkpoint.state?.stage ?? values.model[i]);
       const e = await evaluateModel(model, data.sets, {
         tok: data.tok,
         B: values.batchSize,

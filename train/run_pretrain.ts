@@ -1,7 +1,7 @@
 /**
  * `pretrain` as a function: the option table (shared by the CLI's flags, its JSON config file
- * and `--help`) and {@linkcode runPretrain}, which loads shards, builds or resumes the model and
- * runs the shared loop.
+ * and `--help`) and {@linkcode runPretrain}, which loads shards, builds the model (fresh, from
+ * `--init`'s checkpoint or Hugging Face directory, or resumed) and runs the shared loop.
  *
  * @module
  */
@@ -14,6 +14,7 @@ import { type LoopResult, trainLoop } from "./loop.ts";
 import { defineOptions, type OptionValues } from "./options.ts";
 import type { PrepareMeta } from "./prepare.ts";
 import { PretrainTask } from "./pretrain.ts";
+import { readModelDir } from "./model_dir.ts";
 import { readShard } from "./shards.ts";
 
 /** Options shared by every training stage (pretrain, SFT, DPO). */
@@ -174,6 +175,13 @@ export const PRETRAIN_OPTIONS = defineOptions(
       default: "{}",
       help: "JSON overrides of model config fields, e.g. '{\"n_layers\": 4}'",
     },
+    {
+      name: "init",
+      type: "string",
+      default: null,
+      help: "continue pretraining from this checkpoint, run directory or Hugging Face " +
+        "DeepSeek-V3 directory (its config replaces --preset / --model; optimizer state starts fresh)",
+    },
     ...COMMON_TRAIN_OPTIONS,
   ] as const,
 );
@@ -230,6 +238,18 @@ export async function runPretrain(
   const train = (await readShard(`${values.data}/train.bin`)).tokens;
   const val = (await readShard(`${values.data}/val.bin`)).tokens;
   let cfg = modelConfigFrom(values.preset, values.model, meta.vocabSize);
+  // --init: the model directory's config and weights (a resumed run below still wins).
+  const init = values.init ? await readModelDir(values.init, { missingMtp: "init" }) : null;
+  if (init) {
+    cfg = init.cfg;
+    for (const n of init.notes) log(`${values.init}: ${n}`);
+    if (meta.vocabSize > cfg.vocab_size) {
+      throw new Error(
+        `--init ${values.init}: its vocab_size ${cfg.vocab_size} is smaller than the prepared ` +
+          `data's ${meta.vocabSize} ids; prepare --data with the model's tokenizer`,
+      );
+    }
+  }
   if (values.resume) {
     // The checkpoint's own config wins over flags, so a resumed run is the same model.
     const dir = await resolveCheckpoint(values.out);
@@ -246,6 +266,7 @@ export async function runPretrain(
   }
   const gpu = await getGpu();
   const model = DeepSeekV3.create(gpu, cfg, { seed: values.seed });
+  if (init && init.cfg === cfg) model.load(init.params);
   const precision = parsePrecision(values.precision);
   checkPrecision(gpu, precision);
   model.precision = precision;
@@ -263,7 +284,13 @@ export async function runPretrain(
   try {
     return await trainLoop(model, task, {
       ...loopOptionsFrom(values),
-      runInfo: { ...values, model: cfg },
+      // The tokenizer is recorded so that later stages and `export` find it.
+      runInfo: {
+        ...values,
+        model: cfg,
+        tokenizer: meta.tokenizer,
+        ...(init ? { initCheckpoint: init.dir } : {}),
+      },
       log,
     });
   } finally {

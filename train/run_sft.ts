@@ -2,16 +2,17 @@
  * `sft` as a function: the option table (flags, JSON config file, `--help`) and
  * {@linkcode runSft}, which loads a pretraining checkpoint (its config included), reads and
  * tokenizes the conversations, and runs the shared loop on {@linkcode SftTask}. Also the helpers
- * every post-training stage shares: loading a model from a checkpoint and finding its tokenizer.
+ * every post-training stage shares: loading a model (a checkpoint or a Hugging Face directory)
+ * and finding its tokenizer.
  *
  * @module
  */
 import { getGpu, type Gpu } from "../kernels/gpu.ts";
-import { type ModelConfig, resolveConfig } from "../model/config.ts";
-import { fromHfConfig } from "../model/hf_config.ts";
+import type { ModelConfig } from "../model/config.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
-import { loadTokenizer, PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
-import { loadCheckpoint, type LoadedCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
+import { PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
+import { resolveCheckpoint } from "./checkpoint.ts";
+import { findModelTokenizer, type ModelDir, readModelDir } from "./model_dir.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
 import { defineOptions, type OptionSpec, type OptionValues } from "./options.ts";
 import { COMMON_TRAIN_OPTIONS, loopOptionsFrom, readPrepareMeta } from "./run_pretrain.ts";
@@ -80,7 +81,8 @@ const SOURCE_OPTIONS = defineOptions(
       name: "init",
       type: "string",
       default: null,
-      help: "checkpoint (or run directory) to start from; its config is the model's config",
+      help: "checkpoint, run directory or Hugging Face DeepSeek-V3 directory to start from; " +
+        "its config is the model's config",
     },
     {
       name: "tokenizer",
@@ -151,64 +153,57 @@ export const SFT_OPTIONS = defineOptions(
 /** Resolved `sft` options. */
 export type SftValues = OptionValues<typeof SFT_OPTIONS>;
 
-/** A model loaded from a checkpoint, with where it came from. */
-export interface LoadedModel {
+/** A model loaded for training, with where it came from. */
+export interface TrainingModel {
   /** The model on the GPU. */
   model: DeepSeekV3;
-  /** Its configuration (the checkpoint's). */
+  /** Its configuration (the checkpoint's or the Hugging Face directory's). */
   cfg: ModelConfig;
-  /** The checkpoint read. */
-  checkpoint: LoadedCheckpoint;
-}
-
-/** The model config a checkpoint was trained with: its run's `model`, else its config.json. */
-export function checkpointConfig(ck: LoadedCheckpoint): ModelConfig {
-  const run = ck.state.run as { model?: ModelConfig } | undefined;
-  return run?.model ? resolveConfig(run.model) : fromHfConfig(ck.hfConfig);
+  /** The model directory read (`dir`, `state.json` when a checkpoint, notes). */
+  checkpoint: ModelDir;
 }
 
 /**
- * Loads a checkpoint's parameters into a new model with the checkpoint's config.
+ * Loads a training checkpoint, run directory or Hugging Face DeepSeek-V3 directory into a new
+ * model with that directory's config. A Hugging Face directory without MTP weights keeps its
+ * `num_nextn_predict_layers`, with fresh MTP weights (reported through `log`).
  *
- * @param path A checkpoint or run directory (`--init`, `--model`).
- * @param opts `gpu` (default: the process GPU).
- * @throws {CheckpointError} naming the path when there is no checkpoint there.
- * @example const { model } = await loadModel("runs/pretrain");
+ * @param path A checkpoint, run or Hugging Face directory (`--init`, `--model`).
+ * @param opts `gpu` (default: the process GPU); `log` for conversion notes.
+ * @throws {CheckpointError} naming the path when there is no model there.
+ * @example
+ * ```ts ignore
+ * const { model, cfg } = await loadModelForTraining("runs/pretrain");
+ * ```
  */
-export async function loadModel(path: string, opts: { gpu?: Gpu } = {}): Promise<LoadedModel> {
-  const checkpoint = await loadCheckpoint(path);
-  const cfg = checkpointConfig(checkpoint);
+export async function loadModelForTraining(
+  path: string,
+  opts: { gpu?: Gpu; log?: (line: string) => void } = {},
+): Promise<TrainingModel> {
+  const checkpoint = await readModelDir(path, { missingMtp: "init" });
+  for (const n of checkpoint.notes) opts.log?.(`${path}: ${n}`);
+  const cfg = checkpoint.cfg;
   const model = new DeepSeekV3(opts.gpu ?? await getGpu(), cfg);
   model.load(checkpoint.params);
   return { model, cfg, checkpoint };
 }
 
 /**
- * The tokenizer of a run: `flag` when given, else the one recorded by the checkpoint's run
- * (`tokenizer` of a post-training run, or the prepared data's `meta.json` of a pretraining run).
+ * The tokenizer of a model being trained further: `flag` when given, else the one found by
+ * {@linkcode findModelTokenizer} (the directory itself, the tokenizer its run recorded, its
+ * ancestors).
  *
- * @throws naming the flag when neither is available.
+ * @throws naming the flag when none is found.
+ * @example
+ * ```ts ignore
+ * const { tok, dir } = await resolveTokenizer(null, start.checkpoint);
+ * ```
  */
 export async function resolveTokenizer(
   flag: string | null,
-  ck: LoadedCheckpoint,
+  ck: Pick<ModelDir, "dir" | "state">,
 ): Promise<{ tok: Tokenizer; dir: string }> {
-  let dir = flag;
-  const run = (ck.state.run ?? {}) as { tokenizer?: unknown; data?: unknown };
-  if (!dir && typeof run.tokenizer === "string") dir = run.tokenizer;
-  if (!dir && typeof run.data === "string") {
-    try {
-      const meta = JSON.parse(await Deno.readTextFile(`${run.data}/meta.json`));
-      if (typeof meta.tokenizer === "string") dir = meta.tokenizer;
-    } catch { /* fall through to the error below */ }
-  }
-  if (!dir) {
-    throw new Error(
-      `--tokenizer: not given, and the checkpoint ${ck.dir} does not record its tokenizer; ` +
-        "pass --tokenizer DIR (the directory with tokenizer.json)",
-    );
-  }
-  return { tok: await loadTokenizer(dir), dir };
+  return await findModelTokenizer(ck, flag);
 }
 
 /**
@@ -257,9 +252,9 @@ export async function runSft(
   const from = values.resume && (await resolveCheckpoint(values.out).catch(() => null))
     ? values.out
     : values.init;
-  const { model, cfg, checkpoint } = await loadModel(from);
+  const { model, cfg, checkpoint } = await loadModelForTraining(from, { log });
   try {
-    const initCk = from === values.init ? checkpoint : await loadCheckpoint(values.init);
+    const initCk = from === values.init ? checkpoint : await readModelDir(values.init);
     const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, initCk);
     checkVocab(tok, cfg, { dir: tokDir });
     if (values.seqLen > cfg.max_seq_len) {
