@@ -35,12 +35,7 @@ import { parameterTable } from "../model/params.ts";
 import { bf16FromF32, encodeSafetensors, type SafeTensor } from "../model/safetensors.ts";
 import { toTokenizerConfig, toTokenizerJson } from "../tokenizer/hf_json.ts";
 import { loadTokenizerConfig } from "../tokenizer/io.ts";
-import {
-  BOS_TOKEN,
-  EOS_TOKEN,
-  IM_END_TOKEN,
-  PAD_TOKEN,
-} from "../tokenizer/special_tokens.ts";
+import { BOS_TOKEN, EOS_TOKEN, IM_END_TOKEN, PAD_TOKEN } from "../tokenizer/special_tokens.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { defineOptions, type OptionValues } from "./options.ts";
 import { findModelTokenizer, readModelDir } from "./model_dir.ts";

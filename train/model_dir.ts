@@ -210,9 +210,7 @@ export async function readModelDir(
   }
   const dir = (await resolveCheckpoint(path)) ?? path;
   const statePath = join(dir, "state.json");
-  const state = (await exists(statePath))
-    ? await readJsonFile(statePath, dir) as TrainState
-    : null;
+  const state = (await exists(statePath)) ? await readJsonFile(statePath, dir) as TrainState : null;
   const configPath = join(dir, "config.json");
   const hfConfig = await readJsonFile(configPath, `${path}`) as Record<string, unknown>;
   const run = state?.run as { model?: ModelConfig } | undefined;
