@@ -37,50 +37,63 @@ import { toTokenizerConfig, toTokenizerJson } from "../tokenizer/hf_json.ts";
 import { loadTokenizerConfig } from "../tokenizer/io.ts";
 import { BOS_TOKEN, EOS_TOKEN, IM_END_TOKEN, PAD_TOKEN } from "../tokenizer/special_tokens.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { defineOptions, type OptionValues } from "./options.ts";
+import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
 import { findModelTokenizer, readModelDir } from "./model_dir.ts";
 import { join, writeFileSynced } from "./_fs.ts";
 
 /** The `export` options (flags, JSON config file and `--help`). */
-export const EXPORT_OPTIONS = defineOptions(
-  [
-    {
-      name: "model",
-      type: "string",
-      default: null,
-      help: "the run directory or checkpoint to export (or a Hugging Face directory to rewrite)",
-    },
-    {
-      name: "out",
-      type: "string",
-      default: null,
-      help: "the Hugging Face model directory to write (created; its files are replaced)",
-    },
-    {
-      name: "tokenizer",
-      type: "string",
-      default: null,
-      help: "tokenizer directory (default: the one the run recorded, or found next to --model)",
-    },
-    {
-      name: "dtype",
-      type: "string",
-      default: "float32",
-      choices: ["float32", "bfloat16"],
-      help: "dtype of model.safetensors",
-      why: "training keeps f32 weights: f32 reproduces our logits exactly",
-    },
-    {
-      name: "mtp",
-      type: "boolean",
-      default: true,
-      help: "keep the MTP module (layer num_hidden_layers, as V3's release); --no-mtp drops it",
-    },
-  ] as const,
+export const EXPORT_OPTIONS: OptionTable<ExportValues> = declareOptions<ExportValues>()(
+  defineOptions(
+    [
+      {
+        name: "model",
+        type: "string",
+        default: null,
+        help: "the run directory or checkpoint to export (or a Hugging Face directory to rewrite)",
+      },
+      {
+        name: "out",
+        type: "string",
+        default: null,
+        help: "the Hugging Face model directory to write (created; its files are replaced)",
+      },
+      {
+        name: "tokenizer",
+        type: "string",
+        default: null,
+        help: "tokenizer directory (default: the one the run recorded, or found next to --model)",
+      },
+      {
+        name: "dtype",
+        type: "string",
+        default: "float32",
+        choices: ["float32", "bfloat16"],
+        help: "dtype of model.safetensors",
+        why: "training keeps f32 weights: f32 reproduces our logits exactly",
+      },
+      {
+        name: "mtp",
+        type: "boolean",
+        default: true,
+        help: "keep the MTP module (layer num_hidden_layers, as V3's release); --no-mtp drops it",
+      },
+    ] as const,
+  ),
 );
 
 /** Resolved `export` options. */
-export type ExportValues = OptionValues<typeof EXPORT_OPTIONS>;
+export interface ExportValues {
+  /** The run directory or checkpoint to export (or a Hugging Face directory to rewrite). */
+  model: string | null;
+  /** The Hugging Face model directory to write (created; its files are replaced). */
+  out: string | null;
+  /** Tokenizer directory (default: the one the run recorded, or found next to --model). */
+  tokenizer: string | null;
+  /** Dtype of model.safetensors. */
+  dtype: string;
+  /** Keep the MTP module (layer num_hidden_layers, as V3's release); --no-mtp drops it. */
+  mtp: boolean;
+}
 
 /** Options of {@linkcode exportHf}. */
 export interface ExportOptions {

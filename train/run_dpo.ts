@@ -21,8 +21,8 @@ import {
 } from "./dpo.ts";
 import type { PairExample } from "./dpo.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
-import { defineOptions, type OptionValues } from "./options.ts";
-import { COMMON_TRAIN_OPTIONS, loopOptionsFrom } from "./run_pretrain.ts";
+import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
+import { COMMON_TRAIN_OPTIONS, type CommonTrainValues, loopOptionsFrom } from "./run_pretrain.ts";
 import {
   checkVocab,
   countTruncated,
@@ -30,13 +30,14 @@ import {
   loadReplay,
   padIdOf,
   REPLAY_OPTIONS,
+  type ReplayValues,
   resolveTokenizer,
   withDefaults,
 } from "./run_sft.ts";
 import { splitHeldOut } from "./sft.ts";
 
 /** The `dpo` options. */
-export const DPO_OPTIONS = defineOptions(
+export const DPO_OPTIONS: OptionTable<DpoValues> = declareOptions<DpoValues>()(defineOptions(
   [
     {
       name: "data",
@@ -118,10 +119,29 @@ export const DPO_OPTIONS = defineOptions(
       checkpointEvery: { default: 0 },
     }),
   ] as const,
-);
+));
 
 /** Resolved `dpo` options. */
-export type DpoValues = OptionValues<typeof DPO_OPTIONS>;
+export interface DpoValues extends CommonTrainValues, ReplayValues {
+  /** Pairs JSONL: {"chosen": [...], "rejected": [...], "tools"?} or {"prompt", "chosen", "rejected"}. */
+  data: string | null;
+  /** Held-out pairs JSONL (default: every k-th pair of --data, see --val-fraction). */
+  valData: string | null;
+  /** Share of --data held out for validation when --val-data is not given. */
+  valFraction: number;
+  /** The SFT checkpoint (or run directory, or Hugging Face DeepSeek-V3 directory) the policy starts from. */
+  init: string | null;
+  /** The frozen reference checkpoint (default: --init). */
+  ref: string | null;
+  /** DPO temperature: how far the policy may move from the reference. */
+  beta: number;
+  /** Weight of the chosen replies' token NLL added to the DPO loss (TRL's rpo_alpha); 0: plain DPO. */
+  rpoAlpha: number;
+  /** Tokenizer directory (default: the one the --init run recorded). */
+  tokenizer: string | null;
+  /** Skip malformed JSONL lines (reported as file:line) instead of stopping. */
+  skipBad: boolean;
+}
 
 /** `<out>/reference_logps.json`: the reference's summed response log-probabilities. */
 export interface ReferenceCache {

@@ -14,8 +14,13 @@ import { PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
 import { resolveCheckpoint } from "./checkpoint.ts";
 import { findModelTokenizer, type ModelDir, readModelDir } from "./model_dir.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
-import { defineOptions, type OptionSpec, type OptionValues } from "./options.ts";
-import { COMMON_TRAIN_OPTIONS, loopOptionsFrom, readPrepareMeta } from "./run_pretrain.ts";
+import { declareOptions, defineOptions, type OptionSpec, type OptionTable } from "./options.ts";
+import {
+  COMMON_TRAIN_OPTIONS,
+  type CommonTrainValues,
+  loopOptionsFrom,
+  readPrepareMeta,
+} from "./run_pretrain.ts";
 import type { ReplaySpec } from "./replay.ts";
 import { readShard } from "./shards.ts";
 import {
@@ -40,6 +45,18 @@ export function withDefaults<const S extends readonly OptionSpec[]>(
     if (!schema.some((o) => o.name === name)) throw new Error(`withDefaults: no option "${name}"`);
   }
   return schema.map((o) => changes[o.name] ? { ...o, ...changes[o.name] } : o) as unknown as S;
+}
+
+/** Resolved `--replay-*` options of a post-training stage. */
+export interface ReplayValues {
+  /** Prepared pretraining data directory (train.bin) to replay next to the stage's data, so post-training does not wipe what pretraining taught (default: no replay). */
+  replayData: string | null;
+  /** Windows of pretraining text replayed per micro-batch (with --replay-data). */
+  replayBatchSize: number;
+  /** Tokens per replayed window (<= the model's max_seq_len). */
+  replaySeqLen: number;
+  /** Weight of the replayed text's next-token CE in the loss. */
+  replayWeight: number;
 }
 
 /** The `--replay-*` flags of a post-training stage. */
@@ -100,7 +117,7 @@ const SOURCE_OPTIONS = defineOptions(
 );
 
 /** The `sft` options. */
-export const SFT_OPTIONS = defineOptions(
+export const SFT_OPTIONS: OptionTable<SftValues> = declareOptions<SftValues>()(defineOptions(
   [
     {
       name: "data",
@@ -148,10 +165,25 @@ export const SFT_OPTIONS = defineOptions(
       checkpointEvery: { default: 0 },
     }),
   ] as const,
-);
+));
 
 /** Resolved `sft` options. */
-export type SftValues = OptionValues<typeof SFT_OPTIONS>;
+export interface SftValues extends CommonTrainValues, ReplayValues {
+  /** Conversations JSONL: {"conversations" | "messages": [...], "tools"?: [...]}. */
+  data: string | null;
+  /** Held-out conversations JSONL (default: every k-th record of --data, see --val-fraction). */
+  valData: string | null;
+  /** Share of --data held out for validation when --val-data is not given. */
+  valFraction: number;
+  /** Also train the MTP module and the balance loss, as pretraining (--no-mtp: main CE only). */
+  mtp: boolean;
+  /** Checkpoint, run directory or Hugging Face DeepSeek-V3 directory to start from; its config is the model's config. */
+  init: string | null;
+  /** Tokenizer directory (default: the one the --init run was trained with). */
+  tokenizer: string | null;
+  /** Skip malformed JSONL lines (reported as file:line) instead of stopping. */
+  skipBad: boolean;
+}
 
 /** A model loaded for training, with where it came from. */
 export interface TrainingModel {
@@ -318,7 +350,7 @@ export async function runSft(
  *   the window is longer than the model's max_seq_len (and as `readShard` for a bad file).
  */
 export async function loadReplay(
-  values: OptionValues<typeof REPLAY_OPTIONS>,
+  values: ReplayValues,
   cfg: ModelConfig,
   log: (line: string) => void,
   stage: string,
