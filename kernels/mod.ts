@@ -2,6 +2,18 @@
  * The WebGPU runtime and kernels: device, tensors, the autograd tape, parameter arenas and every
  * op family with its CPU twin.
  *
+ * @example A GEMM on the GPU against its CPU twin
+ * ```ts
+ * import { getGpu, matmul, matmulCpu, Tensor } from "@minideepseek/minideepseek/kernels";
+ *
+ * const gpu = await getGpu();
+ * const a = new Float32Array([1, 2, 3, 4, 5, 6]); // [2, 3]
+ * const b = new Float32Array([1, 0, 0, 1, 1, 1]); // [3, 2]
+ * const c = matmul(Tensor.from(gpu, a, [2, 3]), Tensor.from(gpu, b, [3, 2]));
+ * console.log(await c.readF32()); // [4, 5, 10, 11]
+ * console.log(matmulCpu(a, b, { aShape: [2, 3], bShape: [3, 2] })); // the same
+ * ```
+ *
  * @module
  */
 export * from "./gpu.ts";

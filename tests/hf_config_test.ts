@@ -82,7 +82,10 @@ Deno.test("formatHfJson() writes float fields with a decimal point, other number
   assert.match(yarn, /"factor": 2\.0,/);
   assert.match(yarn, /"beta_fast": 32\.0,/);
   assert.match(yarn, /"original_max_position_embeddings": 32,/);
-  assert.equal(formatHfJson({ mscale: 1e21, x: [1] }), '{\n  "mscale": 1e+21,\n  "x": [\n    1\n  ]\n}\n');
+  assert.equal(
+    formatHfJson({ mscale: 1e21, x: [1] }),
+    '{\n  "mscale": 1e+21,\n  "x": [\n    1\n  ]\n}\n',
+  );
   // The text parses back to the same values.
   assert.deepEqual(fromHfConfig(JSON.parse(text)), resolveConfig("nano"));
 });

@@ -21,7 +21,7 @@
  * Left out: multi-GPU data or model parallelism, sharded checkpoints on write.
  *
  * @example Pretrain a tiny model a few steps on a token stream, then generate greedily
- * ```ts ignore
+ * ```ts
  * import { getGpu } from "@minideepseek/minideepseek";
  * import { DeepSeekV3, resolveConfig } from "@minideepseek/minideepseek/model";
  * import { generateTokens, PretrainTask, trainLoop } from "@minideepseek/minideepseek/train";
@@ -38,10 +38,11 @@
  * });
  * console.log(result.lastLoss, result.checkpoint); // runs/example/step-000005
  * const [reply] = await generateTokens(model, [[1, 2, 3]], { maxTokens: 8, stop: [] });
+ * console.log(reply); // 8 greedy token ids
  * ```
  *
  * @example Export a run for Hugging Face transformers
- * ```ts ignore
+ * ```ts
  * import { exportHf } from "@minideepseek/minideepseek/train";
  * await exportHf("runs/demo/dpo", "hf/minideepseek");
  * // python: AutoModelForCausalLM.from_pretrained("hf/minideepseek")
