@@ -106,6 +106,13 @@ export interface LoopResult {
 
 /** Thrown when a step's loss or gradient is not finite; the run stops without checkpointing. */
 export class NonFiniteError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param step The step whose loss or gradient was not finite.
+   * @param what What was not finite (`loss`, `gradient norm`).
+   * @param lastGood The last checkpoint written, or null.
+   */
   constructor(readonly step: number, what: string, lastGood: string | null) {
     super(
       `step ${step}: ${what} is not finite; stopped without writing a checkpoint. ` +
