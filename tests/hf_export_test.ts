@@ -26,7 +26,8 @@ import {
 } from "../tokenizer/mod.ts";
 import { benchmarkText } from "../data/mod.ts";
 import { generateTokens } from "../train/eval.ts";
-import { exportHf } from "../train/export.ts";
+import { exportHf, runExport } from "../train/export.ts";
+import { buildCli } from "../cli.ts";
 import { trainLoop } from "../train/loop.ts";
 import { readModelDir } from "../train/model_dir.ts";
 import { runSft, SFT_OPTIONS } from "../train/run_sft.ts";
@@ -275,6 +276,31 @@ Deno.test(
         /unexpected tensor 'model\.layers\.1\.mlp\.extra/,
       );
 
+      // The command line: a checkpoint directory (not the run) and its flags.
+      const logged: string[] = [];
+      const realLog = console.log;
+      console.log = (s: string) => logged.push(s);
+      try {
+        await buildCli().parseAsync([
+          ...["deno", "cli.ts", "export", "--model", `${root}/run/step-000001`],
+          ...["--out", `${root}/hfcli`, "--no-mtp"],
+        ]);
+      } finally {
+        console.log = realLog;
+      }
+      assert.match(logged.join("\n"), /export: .*step-000001 \(tokenizer .*tokenizer\) -> /);
+      assert.equal((await readModelDir(`${root}/hfcli`)).cfg.mtp_depth, 0);
+      await assert.rejects(
+        () =>
+          runExport({
+            model: `${root}/run`,
+            out: null,
+            tokenizer: null,
+            dtype: "float32",
+            mtp: true,
+          }),
+        /--out is required/,
+      );
       await assert.rejects(
         () => exportHf(`${root}/run`, `${root}/x`, { tokenizer: `${root}/nowhere` }),
         /nowhere/,
