@@ -31,9 +31,13 @@ export interface ParamSpec {
 
 /** One parameter's place in the arenas. */
 export interface ArenaEntry {
+  /** HF tensor name. */
   name: string;
+  /** Row-major shape. */
   shape: readonly number[];
+  /** Whether AdamW applies weight decay to it. */
   decay: boolean;
+  /** Whether the optimizer updates it (false: the MoE gate bias, moved by the bias update). */
   trainable: boolean;
   /** Chunk index. */
   chunk: number;
@@ -45,9 +49,13 @@ export interface ArenaEntry {
 
 /** The four arenas' buffers for one chunk. */
 export interface ArenaChunk {
+  /** Parameters. */
   params: GPUBuffer;
+  /** Gradients. */
   grads: GPUBuffer;
+  /** AdamW first moments. */
   m: GPUBuffer;
+  /** AdamW second moments. */
   v: GPUBuffer;
   /** Bytes used (a multiple of 4). */
   bytes: number;

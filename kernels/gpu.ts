@@ -50,7 +50,9 @@ interface Profiler {
 export interface GpuInfo {
   /** Human-readable adapter description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   description: string;
+  /** The adapter's vendor, as WebGPU reports it (may be empty). */
   vendor: string;
+  /** The adapter's architecture, as WebGPU reports it (may be empty). */
   architecture: string;
   /** True for a software/fallback adapter such as Mesa's lavapipe. */
   isFallback: boolean;
@@ -62,8 +64,11 @@ export interface GpuInfo {
 
 /** A storage binding: a whole tensor's byte range inside a buffer. */
 export interface Binding {
+  /** The buffer. */
   buffer: GPUBuffer;
+  /** Byte offset of the range. */
   offset: number;
+  /** Byte size of the range. */
   size: number;
 }
 
@@ -81,6 +86,11 @@ export class NoAdapterError extends Error {
 
 /** Thrown for a WebGPU validation or out-of-memory error; the message names the kernel. */
 export class GpuError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param message What failed, naming the kernel.
+   */
   constructor(message: string) {
     super(message);
     this.name = "GpuError";
@@ -143,6 +153,7 @@ export class Params {
   bytes(): Uint8Array {
     return new Uint8Array(this.view.buffer, 0, Math.max(16, roundUp(this.words * 4, 16)));
   }
+  /** The byte offset of the next word. */
   private next(): number {
     if (this.words >= PARAMS_SLOT / 4) throw new GpuError("Params: more than 64 words");
     return 4 * this.words++;
@@ -176,6 +187,13 @@ export class Gpu {
   totalSubmits = 0;
   private profiler: Profiler | null = null;
 
+  /**
+   * Wraps a device; use `getGpu()` to make one.
+   *
+   * @param adapter The adapter the device came from.
+   * @param device The device.
+   * @param info What `cli.ts info` prints.
+   */
   constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: GpuInfo) {
     this.info = info;
     this.paramsBuffer = device.createBuffer({
@@ -409,6 +427,7 @@ export class Gpu {
       .sort((a, b) => b.ms - a.ms);
   }
 
+  /** A compute pass of its own with timestamp writes, for one profiled dispatch. */
   private profiledPass(label: string): GPUComputePassEncoder {
     const p = this.profiler!;
     const encoder = this.currentEncoder(true);
@@ -474,11 +493,13 @@ export class Gpu {
     return id;
   }
 
+  /** The open compute pass of the current batch, begun if needed. */
   private computePass(): GPUComputePassEncoder {
     if (!this.pass) this.pass = this.currentEncoder(false).beginComputePass();
     return this.pass;
   }
 
+  /** The current batch's command encoder (ending the open pass when `endPass`). */
   private currentEncoder(endPass: boolean): GPUCommandEncoder {
     if (endPass && this.pass) {
       this.pass.end();
@@ -488,6 +509,7 @@ export class Gpu {
     return this.encoder;
   }
 
+  /** Writes the batch's dispatch params and submits its command buffer. */
   private submitBatch(): void {
     if (!this.encoder) return;
     if (this.pass) {
@@ -519,6 +541,7 @@ export class Gpu {
     this.totalSubmits++;
   }
 
+  /** Awaits the error scopes of earlier submits; throws a {@linkcode GpuError} for any error. */
   private async checkErrors(): Promise<void> {
     if (this.pendingErrors.length === 0) return;
     const pending = this.pendingErrors;

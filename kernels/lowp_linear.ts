@@ -77,7 +77,9 @@ export interface HalfMatrix {
 
 /** What {@linkcode assertF16} needs of a GPU. */
 export interface F16Capable {
+  /** Whether the device has `shader-f16`. */
   readonly hasF16: boolean;
+  /** The adapter, for the error message. */
   readonly info: { description: string };
 }
 

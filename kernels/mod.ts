@@ -38,3 +38,4 @@ export * from "./moe_gemm.ts";
 export * from "./quant.ts";
 export * from "./lowp_linear.ts";
 export * from "./latent_attention.ts";
+export type { Floats } from "./_rows.ts";

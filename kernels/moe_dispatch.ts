@@ -25,13 +25,15 @@ import { launch, launch1d } from "./_launch.ts";
 import { GpuError, grid1d } from "./gpu.ts";
 import { Tensor } from "./tensor.ts";
 
-/** Host arrays the CPU twins accept: f32 to mirror the GPU, f64 for finite differences. */
-type Floats = Float32Array | Float64Array;
+import type { Floats } from "./_rows.ts";
 
 /** Sizes of a dispatch: N tokens, K slots per token, D features. */
 export interface DispatchShape {
+  /** Tokens. */
   N: number;
+  /** Routed slots per token. */
   K: number;
+  /** Features. */
   D: number;
 }
 

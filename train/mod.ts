@@ -53,7 +53,29 @@
 export * from "./checkpoint.ts";
 export * from "./jsonl.ts";
 export * from "./metrics.ts";
-export * from "./options.ts";
+// The options layer without `optionsCommand` (the CLI's commander glue).
+export {
+  checkConfigObject,
+  CONFIG_FLAG,
+  declareOptions,
+  defineOptions,
+  type Difference,
+  flagName,
+  loadConfigFile,
+  OptionsError,
+  type OptionSource,
+  type OptionSpec,
+  type OptionTable,
+  type OptionType,
+  type OptionValues,
+  parseFlags,
+  renderOptionsHelp,
+  type ResolvedOptions,
+  resolveOptions,
+  type SameValues,
+  type SchemaValues,
+  type ValueOf,
+} from "./options.ts";
 export * from "./plot.ts";
 export * from "./prepare.ts";
 export * from "./progress.ts";
