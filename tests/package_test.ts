@@ -66,6 +66,28 @@ Deno.test("every entry point has a module doc with an example", async () => {
   }
 });
 
+Deno.test("deno publish --dry-run: no slow types, no test fixtures among the files", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["publish", "--dry-run", "--allow-dirty"],
+    cwd: ROOT,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.ok(out.success, text);
+  assert.match(text, /Checking for slow types/);
+  const files = [...text.matchAll(/file:\/\/\S+?\/((?:[\w.-]+\/)*[\w.-]+\.\w+) \(/g)].map((m) =>
+    m[1]
+  );
+  for (const f of ["mod.ts", "serve/mod.ts", "train/export.ts", "model/hf_config.ts"]) {
+    assert.ok(files.some((x) => x.endsWith(f)), `${f} is published`);
+  }
+  for (const f of files) {
+    assert.doesNotMatch(f, /(^|\/)(tests|bench|\.ci)\/|_test_model\.ts$|_test\.ts$/, f);
+  }
+});
+
 Deno.test(
   "one script through the package: pretrain a few steps, DPO a few steps, save, load, generate, export",
   GPU_TEST,
