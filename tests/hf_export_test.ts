@@ -24,7 +24,9 @@ import {
   type Tokenizer,
   trainBpe,
 } from "../tokenizer/mod.ts";
-import { benchmarkText } from "../data/mod.ts";
+import { benchmarkText, toJsonl } from "../data/mod.ts";
+import { prepareShards } from "../train/prepare.ts";
+import { PRETRAIN_OPTIONS, runPretrain } from "../train/run_pretrain.ts";
 import { generateTokens } from "../train/eval.ts";
 import { exportHf, runExport } from "../train/export.ts";
 import { buildCli } from "../cli.ts";
@@ -424,3 +426,79 @@ Deno.test({
     }
   },
 });
+
+Deno.test(
+  "pretrain --init continues from an exported directory with its weights and config",
+  GPU_TEST,
+  async () => {
+    const root = await Deno.makeTempDir({ prefix: "mds-init-" });
+    try {
+      const text = benchmarkText({ chars: 6_000 });
+      const tok = trainBpe([text], { vocabSize: 300 });
+      await saveTokenizer(tok, `${root}/tok`);
+      await Deno.writeTextFile(
+        `${root}/pre.jsonl`,
+        toJsonl(
+          Array.from({ length: 20 }, (_, i) => ({ text: text.slice(i * 300, i * 300 + 300) })),
+        ),
+      );
+      await prepareShards({
+        inputs: [`${root}/pre.jsonl`],
+        tokenizer: tok,
+        tokenizerPath: `${root}/tok`,
+        outDir: `${root}/data`,
+        valFraction: 0.2,
+        seed: 1,
+      });
+      const run = async (args: string[]) =>
+        await runPretrain(
+          (await resolveOptions(PRETRAIN_OPTIONS, [
+            ...["--data", `${root}/data`, "--batch-size", "2", "--seq-len", "32"],
+            ...["--no-progress", "--eval-every", "0", ...args],
+          ])).values,
+          { log: () => {} },
+        );
+      // A model of another shape than the flags ask for: --init's config wins.
+      await run([
+        "--out",
+        `${root}/a`,
+        "--preset",
+        "tiny",
+        "--model",
+        '{"n_layers": 3}',
+        "--steps",
+        "1",
+      ]);
+      await exportHf(`${root}/a`, `${root}/hf`, { mtp: false });
+      const exported = await readModelDir(`${root}/hf`);
+      // lr 0: the step leaves the weights as loaded (only the MoE biases move).
+      const r = await run([
+        "--out",
+        `${root}/b`,
+        "--init",
+        `${root}/hf`,
+        "--lr",
+        "0",
+        "--steps",
+        "1",
+      ]);
+      const b = await readModelDir(`${root}/b`);
+      assert.equal(b.cfg.n_layers, 3);
+      assert.deepEqual(b.cfg, exported.cfg);
+      for (const [name, w] of exported.params) {
+        if (!name.endsWith("e_score_correction_bias")) {
+          assert.deepEqual(b.params.get(name), w, name);
+        }
+      }
+      const state = JSON.parse(await Deno.readTextFile(`${r.checkpoint}/state.json`));
+      assert.equal(state.run.initCheckpoint, `${root}/hf`);
+      assert.equal(state.run.tokenizer, `${root}/tok`, "pretraining records its tokenizer");
+      await assert.rejects(
+        () => run(["--out", `${root}/c`, "--init", `${root}/nowhere`]),
+        /nowhere: no such model/,
+      );
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
