@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import { f16ToF32, f32ToF16, Scope } from "../kernels/tensor.ts";
 import { resolveConfig } from "../model/config.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
+import { initParameters } from "../model/params.ts";
 import { fromHfConfig } from "../model/hf_config.ts";
 import { decodeSafetensors, encodeSafetensors, type SafeTensor } from "../model/safetensors.ts";
 import {
@@ -209,6 +210,25 @@ Deno.test(
       assert.deepEqual(md16.notes, ["widened BF16 tensors to F32"]);
       const e = md16.params.get("lm_head.weight")!, w = weights.get("lm_head.weight")!;
       for (let i = 0; i < w.length; i++) assert.ok(Math.abs(e[i] - w[i]) <= Math.abs(w[i]) / 128);
+
+      // transformers' save_pretrained writes no MTP layer but keeps num_nextn_predict_layers:
+      // inference reads a model without MTP, training gets fresh MTP weights.
+      const noMtp = `${root}/nomtp`;
+      await Deno.mkdir(noMtp);
+      await Deno.copyFile(`${out}/config.json`, `${noMtp}/config.json`);
+      const main = new Map(
+        [...decodeSafetensors(await Deno.readFile(`${out}/model.safetensors`)).tensors]
+          .filter(([n]) => !n.startsWith(`model.layers.${cfg.n_layers}.`)),
+      );
+      await Deno.writeFile(`${noMtp}/model.safetensors`, encodeSafetensors(main));
+      assert.equal((await readModelDir(noMtp)).cfg.mtp_depth, 0);
+      const fresh = await readModelDir(noMtp, { missingMtp: "init", seed: 7 });
+      assert.deepEqual(fresh.cfg, cfg);
+      assert.match(fresh.notes.join(), /initialized fresh/);
+      const init = initParameters(cfg, 7);
+      for (const [name, w] of fresh.params) {
+        assert.deepEqual(w, main.has(name) ? weights.get(name) : init.get(name), name);
+      }
 
       // Other writers' layouts: shards named by an index, experts fused into 3-D tensors
       // (`mlp.experts.gate_up_proj` [E, 2I, D], `mlp.experts.down_proj` [E, D, I]), F16.
