@@ -3,7 +3,7 @@
  * {@linkcode runExport}.
  *
  *     deno run -A cli.ts export --model runs/demo/dpo --out hf/minideepseek
- *     python -c "from transformers import AutoModelForCausalLM as M; M.from_pretrained('hf/minideepseek')"
+ *     python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('hf/minideepseek')"
  *
  * @module
  */

@@ -278,7 +278,9 @@ async function hasTokenizer(dir: string): Promise<boolean> {
   return await exists(join(dir, "tokenizer.json"));
 }
 
-/** The first directory holding `tokenizer.json` among `dir`, its ancestors and their `tokenizer/`. */
+/**
+ * The first directory holding `tokenizer.json` among `dir`, its ancestors and their `tokenizer/`.
+ */
 export async function findTokenizerDir(dir: string): Promise<string | null> {
   let d = dir.replace(/[\\/]+$/, "");
   for (let up = 0; up < 4 && d; up++) {

@@ -123,19 +123,27 @@ export const DPO_OPTIONS: OptionTable<DpoValues> = declareOptions<DpoValues>()(d
 
 /** Resolved `dpo` options. */
 export interface DpoValues extends CommonTrainValues, ReplayValues {
-  /** Pairs JSONL: {"chosen": [...], "rejected": [...], "tools"?} or {"prompt", "chosen", "rejected"}. */
+  /**
+   * Pairs JSONL: {"chosen": [...], "rejected": [...], "tools"?} or {"prompt", "chosen",
+   * "rejected"}.
+   */
   data: string | null;
   /** Held-out pairs JSONL (default: every k-th pair of --data, see --val-fraction). */
   valData: string | null;
   /** Share of --data held out for validation when --val-data is not given. */
   valFraction: number;
-  /** The SFT checkpoint (or run directory, or Hugging Face DeepSeek-V3 directory) the policy starts from. */
+  /**
+   * The SFT checkpoint (or run directory, or Hugging Face DeepSeek-V3 directory) the policy starts
+   * from.
+   */
   init: string | null;
   /** The frozen reference checkpoint (default: --init). */
   ref: string | null;
   /** DPO temperature: how far the policy may move from the reference. */
   beta: number;
-  /** Weight of the chosen replies' token NLL added to the DPO loss (TRL's rpo_alpha); 0: plain DPO. */
+  /**
+   * Weight of the chosen replies' token NLL added to the DPO loss (TRL's rpo_alpha); 0: plain DPO.
+   */
   rpoAlpha: number;
   /** Tokenizer directory (default: the one the --init run recorded). */
   tokenizer: string | null;

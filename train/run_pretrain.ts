@@ -198,7 +198,10 @@ export interface PretrainValues extends CommonTrainValues {
   precision: string;
   /** JSON overrides of model config fields, e.g. '{"n_layers": 4}'. */
   model: string;
-  /** Continue pretraining from this checkpoint, run directory or Hugging Face DeepSeek-V3 directory (its config replaces --preset / --model; optimizer state starts fresh). */
+  /**
+   * Continue pretraining from this checkpoint, run directory or Hugging Face DeepSeek-V3 directory
+   * (its config replaces --preset / --model; optimizer state starts fresh).
+   */
   init: string | null;
 }
 

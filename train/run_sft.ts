@@ -49,7 +49,10 @@ export function withDefaults<const S extends readonly OptionSpec[]>(
 
 /** Resolved `--replay-*` options of a post-training stage. */
 export interface ReplayValues {
-  /** Prepared pretraining data directory (train.bin) to replay next to the stage's data, so post-training does not wipe what pretraining taught (default: no replay). */
+  /**
+   * Prepared pretraining data directory (train.bin) to replay next to the stage's data, so post-
+   * training does not wipe what pretraining taught (default: no replay).
+   */
   replayData: string | null;
   /** Windows of pretraining text replayed per micro-batch (with --replay-data). */
   replayBatchSize: number;
@@ -177,7 +180,10 @@ export interface SftValues extends CommonTrainValues, ReplayValues {
   valFraction: number;
   /** Also train the MTP module and the balance loss, as pretraining (--no-mtp: main CE only). */
   mtp: boolean;
-  /** Checkpoint, run directory or Hugging Face DeepSeek-V3 directory to start from; its config is the model's config. */
+  /**
+   * Checkpoint, run directory or Hugging Face DeepSeek-V3 directory to start from; its config is
+   * the model's config.
+   */
   init: string | null;
   /** Tokenizer directory (default: the one the --init run was trained with). */
   tokenizer: string | null;
