@@ -19,6 +19,7 @@ import { tokenizerCommand } from "./cli/tokenizer.ts";
 import { sftCommand } from "./cli/sft.ts";
 import { dpoCommand } from "./cli/dpo.ts";
 import { evalCommand } from "./cli/eval.ts";
+import { exportCommand } from "./cli/export.ts";
 
 /** Builds the top-level program with every subcommand registered. */
 export function buildCli(): Command {
@@ -35,6 +36,7 @@ export function buildCli(): Command {
   program.addCommand(sftCommand());
   program.addCommand(dpoCommand());
   program.addCommand(evalCommand());
+  program.addCommand(exportCommand());
   program.addCommand(generateCommand());
   program.addCommand(chatCommand());
   program.addCommand(serveCommand());

@@ -6,14 +6,16 @@
 #
 #   bash bench/cpu.sh                 # results and a summary under $OUT (default runs/cpu_bench)
 #
-# Environment: OUT; BENCH_PYTHON (a python with torch 2.x CPU; default: .venv/bin/python, made
-# with `python3 -m venv .venv && .venv/bin/pip install torch`); MINIDEEPSEEK_THREADS (default:
+# Environment: OUT; BENCH_PYTHON (a python with torch 2.x CPU; default: the venv .ci/run makes in
+# ~/.cache/minideepseek/venv, else .venv/bin/python from `python3 -m venv .venv && .venv/bin/pip
+# install torch`); MINIDEEPSEEK_THREADS (default:
 # the core count; torch gets the same); CPU_BENCH_STEPS (timed steps, default 5).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/cpu_bench}
 mkdir -p "$OUT"
-PY=${BENCH_PYTHON:-.venv/bin/python}
+PY=${BENCH_PYTHON:-${XDG_CACHE_HOME:-$HOME/.cache}/minideepseek/venv/bin/python}
+[ -x "$PY" ] || PY=.venv/bin/python
 THREADS=${MINIDEEPSEEK_THREADS:-$(nproc)}
 STEPS=${CPU_BENCH_STEPS:-5}
 export MINIDEEPSEEK_THREADS=$THREADS NO_COLOR=1

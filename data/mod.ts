@@ -15,10 +15,11 @@
  *
  * @example
  * ```ts
- * import { buildCorpus, describeCorpus, toJsonl } from "./data/mod.ts";
+ * import { buildCorpus, describeCorpus, toJsonl } from "@minideepseek/minideepseek/data";
  * const corpus = buildCorpus({ seed: 1234, scale: 1 });
  * console.log(describeCorpus(corpus).summary);
  * const sftJsonl = toJsonl(corpus.sft);
+ * console.log(sftJsonl.split("\n")[0]);
  * ```
  *
  * @module

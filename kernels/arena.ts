@@ -32,9 +32,13 @@ export interface ParamSpec {
 
 /** One parameter's place in the arenas. */
 export interface ArenaEntry {
+  /** HF tensor name. */
   name: string;
+  /** Row-major shape. */
   shape: readonly number[];
+  /** Whether AdamW applies weight decay to it. */
   decay: boolean;
+  /** Whether the optimizer updates it (false: the MoE gate bias, moved by the bias update). */
   trainable: boolean;
   /** Chunk index. */
   chunk: number;
@@ -46,9 +50,13 @@ export interface ArenaEntry {
 
 /** The four arenas' buffers for one chunk. */
 export interface ArenaChunk {
+  /** Parameters. */
   params: DeviceBuffer;
+  /** Gradients. */
   grads: DeviceBuffer;
+  /** AdamW first moments. */
   m: DeviceBuffer;
+  /** AdamW second moments. */
   v: DeviceBuffer;
   /** Bytes used (a multiple of 4). */
   bytes: number;

@@ -15,7 +15,7 @@
 import { Tensor } from "./tensor.ts";
 
 /** One recorded op. */
-interface TapeEntry {
+export interface TapeEntry {
   /** Kernel family name, for debugging. */
   name: string;
   /** Encodes the op's backward. */

@@ -357,10 +357,15 @@ export function concatBroadcastHeadsBackward(
 
 /** Shape of the MLA key build, for the CPU twins. */
 export interface BroadcastHeadsShape {
+  /** Batch. */
   B: number;
+  /** Time. */
   T: number;
+  /** Heads. */
   H: number;
+  /** Per-head width of the first part (the per-head input). */
   da: number;
+  /** Width of the shared part broadcast to every head. */
   ds: number;
 }
 

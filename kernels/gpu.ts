@@ -105,6 +105,7 @@ export class Params {
   bytes(): Uint8Array {
     return new Uint8Array(this.view.buffer, 0, Math.max(16, roundUp(this.words * 4, 16)));
   }
+  /** The byte offset of the next word. */
   private next(): number {
     if (this.words >= PARAMS_SLOT / 4) throw new DeviceError("Params: more than 64 words");
     return 4 * this.words++;
@@ -140,6 +141,13 @@ export class Gpu {
   totalSubmits = 0;
   private profiler: Profiler | null = null;
 
+  /**
+   * Wraps a device; use `getGpu()` to make one.
+   *
+   * @param adapter The adapter the device came from.
+   * @param device The device.
+   * @param info What `cli.ts info` prints.
+   */
   constructor(readonly adapter: GPUAdapter, readonly device: GPUDevice, info: DeviceInfo) {
     this.info = info;
     this.paramsBuffer = device.createBuffer({
@@ -393,6 +401,7 @@ export class Gpu {
       .sort((a, b) => b.ms - a.ms);
   }
 
+  /** A compute pass of its own with timestamp writes, for one profiled dispatch. */
   private profiledPass(label: string): GPUComputePassEncoder {
     const p = this.profiler!;
     const encoder = this.currentEncoder(true);
@@ -458,11 +467,13 @@ export class Gpu {
     return id;
   }
 
+  /** The open compute pass of the current batch, begun if needed. */
   private computePass(): GPUComputePassEncoder {
     if (!this.pass) this.pass = this.currentEncoder(false).beginComputePass();
     return this.pass;
   }
 
+  /** The current batch's command encoder (ending the open pass when `endPass`). */
   private currentEncoder(endPass: boolean): GPUCommandEncoder {
     if (endPass && this.pass) {
       this.pass.end();
@@ -472,6 +483,7 @@ export class Gpu {
     return this.encoder;
   }
 
+  /** Writes the batch's dispatch params and submits its command buffer. */
   private submitBatch(): void {
     if (!this.encoder) return;
     if (this.pass) {
@@ -503,6 +515,7 @@ export class Gpu {
     this.totalSubmits++;
   }
 
+  /** Awaits the error scopes of earlier submits; throws a {@linkcode GpuError} for any error. */
   private async checkErrors(): Promise<void> {
     if (this.pendingErrors.length === 0) return;
     const pending = this.pendingErrors;

@@ -82,7 +82,9 @@ export interface HalfMatrix {
 
 /** What {@linkcode assertF16} needs of a device. */
 export interface F16Capable {
+  /** Whether the device has `shader-f16`. */
   readonly hasF16: boolean;
+  /** The adapter or backend, for the error message. */
   readonly info: { description: string; backend?: string };
 }
 

@@ -2,6 +2,18 @@
  * The runtime and kernels: the two backends (WebGPU and the CPU backend), tensors, the autograd
  * tape, parameter arenas and every op family with its CPU twin.
  *
+ * @example A GEMM on the process's backend (a GPU, else the CPU backend) against its CPU twin
+ * ```ts
+ * import { getDevice, matmul, matmulCpu, Tensor } from "@minideepseek/minideepseek/kernels";
+ *
+ * const device = await getDevice();
+ * const a = new Float32Array([1, 2, 3, 4, 5, 6]); // [2, 3]
+ * const b = new Float32Array([1, 0, 0, 1, 1, 1]); // [3, 2]
+ * const c = matmul(Tensor.from(device, a, [2, 3]), Tensor.from(device, b, [3, 2]));
+ * console.log(await c.readF32()); // [4, 5, 10, 11]
+ * console.log(matmulCpu(a, b, { aShape: [2, 3], bShape: [3, 2] })); // the same
+ * ```
+ *
  * @module
  */
 export * from "./device.ts";
@@ -30,3 +42,4 @@ export * from "./moe_gemm.ts";
 export * from "./quant.ts";
 export * from "./lowp_linear.ts";
 export * from "./latent_attention.ts";
+export type { Floats } from "./_rows.ts";

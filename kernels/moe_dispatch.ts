@@ -35,13 +35,15 @@ import {
   hostTokensFromRows,
 } from "./host/moe_dispatch.ts";
 
-/** Host arrays the CPU twins accept: f32 to mirror the GPU, f64 for finite differences. */
-type Floats = Float32Array | Float64Array;
+import type { Floats } from "./_rows.ts";
 
 /** Sizes of a dispatch: N tokens, K slots per token, D features. */
 export interface DispatchShape {
+  /** Tokens. */
   N: number;
+  /** Routed slots per token. */
   K: number;
+  /** Features. */
   D: number;
 }
 

@@ -49,8 +49,7 @@ import { type Binding, DeviceError } from "./device.ts";
 import { hostGroupedRows, hostGroupedTiles, hostGroupedWeight } from "./host/matmul.ts";
 import { Tensor } from "./tensor.ts";
 
-/** Host arrays the CPU twins accept: f32 to mirror the GPU, f64 for finite differences. */
-type Floats = Float32Array | Float64Array;
+import type { Floats } from "./_rows.ts";
 
 /** Sizes of a grouped linear layer. */
 export interface GroupedShape {
@@ -81,7 +80,7 @@ const TN_VEC = 16, TN_SCALAR = 4;
 const TM_DW = 12;
 
 /** Rows of one row tile of the grouped GEMM (the tile table is built for this size). */
-export const GROUPED_ROW_TILE = TM;
+export const GROUPED_ROW_TILE: number = TM;
 
 /**
  * Number of row tiles a grid must cover for `rows` routed rows over `E` experts: each expert

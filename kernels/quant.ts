@@ -440,8 +440,11 @@ export interface QuantizedCpu {
   q: Uint32Array;
   /** [R or ceil(R/128), ceil(C/128)] scales. */
   scales: Float32Array;
+  /** R: rows of the quantized matrix. */
   rows: number;
+  /** C: its columns. */
   cols: number;
+  /** True for 128x128 weight blocks, false for 1x128 activation tiles. */
   block: boolean;
 }
 

@@ -720,6 +720,7 @@ export interface GenerateStats {
 export interface GenerateResult {
   /** Generated tokens per prompt (the prompt excluded). */
   tokens: number[][];
+  /** Steps, MTP calls, drafts and accepted drafts. */
   stats: GenerateStats;
 }
 

@@ -29,6 +29,7 @@ import type { ModelConfig } from "./config.ts";
 
 /** What an attention call needs besides its input. */
 export interface MlaContext {
+  /** The model's config. */
   cfg: ModelConfig;
   /** Looks a parameter up by its HF name. */
   param: (name: string) => Tensor;

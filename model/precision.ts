@@ -33,8 +33,14 @@ export const PRECISIONS: readonly Precision[] = ["f32", "f16", "fp8"];
 /** A linear layer without bias: `y [..., out] = x [..., in] @ W^T`, W [out, in], with autograd. */
 export type LinearFn = (x: Tensor, w: Tensor) => Tensor;
 
-/** The f32 linear (no alpha), for the layers that always stay f32 (head, gate). */
-export const linearF32: LinearFn = (x, w) => linear(x, w);
+/**
+ * The f32 linear (no alpha), for the layers that always stay f32 (head, gate).
+ *
+ * @param x Input [..., in].
+ * @param w Weight [out, in].
+ * @returns `x @ w^T` [..., out].
+ */
+export const linearF32: LinearFn = (x: Tensor, w: Tensor): Tensor => linear(x, w);
 
 /**
  * The linear op of `precision`, for the model's projection layers.

@@ -39,8 +39,9 @@ export interface HostBatch {
   tokens: Int32Array;
   /** i32 [B*T] next-token targets, negative = ignored. */
   targets: Int32Array;
-  /** Sequences and their length. */
+  /** Sequences in the batch. */
   B: number;
+  /** Positions per sequence. */
   T: number;
   /** Optional i32 [B*T] segment ids: attention stays inside a segment (packed conversations). */
   seg?: Int32Array;
@@ -344,7 +345,9 @@ export class DeepSeekV3 {
 
 /** A batch on the GPU, made by {@linkcode DeepSeekV3.upload}. */
 export interface DeviceBatch {
+  /** Sequences in the batch. */
   B: number;
+  /** Positions per sequence. */
   T: number;
   /** i32 [N] */
   tokens: Tensor;

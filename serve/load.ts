@@ -4,10 +4,11 @@
  * by the GPU incremental decoder (`model/decode.ts`: latent KV cache, absorbed MLA, batched
  * steps).
  *
- * A "model directory" is a checkpoint (`step-NNNNNN/`) or a run directory (its `latest.json`
- * checkpoint is used). The tokenizer is looked for in the given `tokenizerDir`, else in the
- * model directory and its ancestors, each also with a `tokenizer/` subfolder, which finds the
- * demo's `runs/demo/tokenizer` from `runs/demo/sft/step-000200`.
+ * A "model directory" is a checkpoint (`step-NNNNNN/`), a run directory (its `latest.json`
+ * checkpoint is used) or a Hugging Face DeepSeek-V3 directory (`cli.ts export`'s). The tokenizer
+ * is the given `tokenizerDir`, else the one `findModelTokenizer` finds: the directory itself, the
+ * tokenizer its run recorded, or its ancestors and their `tokenizer/` subfolders (the demo's
+ * `runs/demo/tokenizer` from `runs/demo/sft/step-000200`).
  *
  * @module
  */
@@ -17,7 +18,8 @@ import { Decoder } from "../model/decode.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadTokenizer } from "../tokenizer/io.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
-import { loadModelFiles, resolveCheckpoint } from "../train/checkpoint.ts";
+import { resolveCheckpoint } from "../train/checkpoint.ts";
+import { findModelTokenizer, readModelDir } from "../train/model_dir.ts";
 import type { LanguageModel } from "./model_api.ts";
 
 /** Options of {@linkcode loadModel}. */
@@ -41,10 +43,11 @@ export interface LoadedModel {
 /**
  * Loads a trained model for batched incremental decoding on the GPU.
  *
- * @param dir A checkpoint directory (`config.json`, `model.safetensors`) or a run directory.
+ * @param dir A checkpoint directory, a run directory, or a Hugging Face DeepSeek-V3 directory
+ *   (an export, or transformers' `save_pretrained`), read by `train/model_dir.ts`.
  * @param options KV-cache slots (`maxSequences`, default 8).
  * @returns The model as a {@linkcode LanguageModel}.
- * @throws {Error} Naming the file when the checkpoint is missing or malformed.
+ * @throws {Error} Naming the file when the directory is missing or malformed.
  * @example
  * ```ts ignore
  * const model = await loadModel("runs/demo/dpo");
@@ -54,29 +57,16 @@ export async function loadModel(
   dir: string,
   options: LoadModelOptions = {},
 ): Promise<LanguageModel> {
-  const ckpt = await resolveCheckpoint(dir) ?? dir;
-  const { cfg, params } = await loadModelFiles(ckpt);
-  const model = new DeepSeekV3(await getDevice(), cfg);
-  model.load(params);
+  let md;
+  try {
+    md = await readModelDir(dir);
+  } catch (e) {
+    throw new Error(`--model ${dir}: ${(e as Error).message}`);
+  }
+  const model = new DeepSeekV3(await getDevice(), md.cfg);
+  model.load(md.params);
   const id = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
   return new Decoder(model, { maxBatch: options.maxSequences ?? 8, id });
-}
-
-/** The first directory holding `tokenizer.json` among `dir`, its ancestors and their `tokenizer/`. */
-export async function findTokenizerDir(dir: string): Promise<string | null> {
-  let d = dir.replace(/[\\/]+$/, "");
-  for (let up = 0; up < 4 && d; up++) {
-    for (const c of [d, `${d}/tokenizer`]) {
-      try {
-        await Deno.stat(`${c}/tokenizer.json`);
-        return c;
-      } catch { /* keep looking */ }
-    }
-    const parent = d.includes("/") ? d.slice(0, d.lastIndexOf("/")) : (d === "." ? "" : ".");
-    if (parent === d) break;
-    d = parent;
-  }
-  return null;
 }
 
 /** Options of {@linkcode loadForServing}. */
@@ -109,13 +99,20 @@ export async function loadForServing(
     throw new Error(`--model ${dir}: no such directory; pass a trained model's directory`);
   }
   if (!info.isDirectory) throw new Error(`--model ${dir}: not a directory`);
-  const tokDir = options.tokenizerDir ?? await findTokenizerDir(dir);
-  if (!tokDir) {
-    throw new Error(
-      `--model ${dir}: no tokenizer.json in it or its parent directories; pass --tokenizer DIR`,
-    );
+  let tokenizer: Tokenizer;
+  if (options.tokenizerDir) tokenizer = await loadTokenizer(options.tokenizerDir);
+  else {
+    const ckpt = (await resolveCheckpoint(dir).catch(() => null)) ?? dir;
+    const state = await Deno.readTextFile(`${ckpt}/state.json`).then(JSON.parse, () => null);
+    try {
+      tokenizer = (await findModelTokenizer({ dir: ckpt, state }, null)).tok;
+    } catch {
+      throw new Error(
+        `--model ${dir}: no tokenizer.json in it, in the tokenizer its run recorded, or in its ` +
+          "parent directories; pass --tokenizer DIR",
+      );
+    }
   }
-  const tokenizer = await loadTokenizer(tokDir);
   const model = await loadModel(dir, options);
   const modelId = dir.replace(/[\\/]+$/, "").split(/[\\/]/).pop() || "minideepseek";
   return { model, tokenizer, modelId };

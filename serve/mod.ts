@@ -14,14 +14,26 @@
  * - {@linkcode parseEmbeddingRequest}, {@linkcode createEmbeddings}: `/v1/embeddings` from the
  *   model's pooled hidden states.
  * - {@linkcode createServer}, {@linkcode createHandler}: the HTTP server and the page at `/`.
- * - {@linkcode loadForServing}: a model directory to serve (the model part awaits the GPU decoder).
+ * - {@linkcode loadForServing}, {@linkcode loadModel}: a run, checkpoint or Hugging Face directory
+ *   to serve, decoded by the GPU decoder.
  *
  * Left out: prefix caching, image input, fill-in-the-middle (`suffix`).
  *
- * @example
- * ```ts ignore
- * import { createServer } from "./serve/mod.ts";
- * const server = createServer({ model, tokenizer, port: 8000 });
+ * @example Serve a trained run over HTTP, and generate without HTTP
+ * ```ts
+ * import { createServer, Engine, loadForServing } from "@minideepseek/minideepseek/serve";
+ * import { encodeChatPrompt } from "@minideepseek/minideepseek/tokenizer";
+ *
+ * // A run directory, checkpoint or Hugging Face export; its tokenizer is found next to it.
+ * const loaded = await loadForServing("runs/demo/dpo");
+ * const server = createServer({ ...loaded, port: 8000 }); // OpenAI API at /v1, chat page at /
+ *
+ * const engine = new Engine(loaded.model, loaded.tokenizer);
+ * const prompt = encodeChatPrompt(loaded.tokenizer, [{ role: "user", content: "Hi" }]);
+ * const { text } = await engine.generate(prompt, { maxTokens: 32 }).result;
+ * console.log(text);
+ * await engine.close();
+ * await server.shutdown();
  * ```
  *
  * @module
@@ -84,7 +96,6 @@ export {
   type Usage,
 } from "./engine.ts";
 export {
-  findTokenizerDir,
   type LoadedModel,
   loadForServing,
   type LoadForServingOptions,

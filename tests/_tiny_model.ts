@@ -5,9 +5,9 @@
  * about their shape (JSON that parses, tool calls that name offered tools) must still hold.
  */
 import { generateWorld, pretrainDocuments } from "../data/mod.ts";
-import { getGpu } from "../kernels/gpu.ts";
+import { testDevice } from "./_util.ts";
 import { resolveConfig } from "../model/config.ts";
-import { toHfConfig } from "../model/safetensors.ts";
+import { toHfConfig } from "../model/hf_config.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { saveTokenizer, trainBpe } from "../tokenizer/mod.ts";
 import { saveCheckpoint } from "../train/checkpoint.ts";
@@ -33,7 +33,7 @@ export async function writeTinyModel(
     vocab_size: tok.vocabSize,
     max_seq_len: options.maxSeqLen ?? 2048,
   });
-  const model = DeepSeekV3.create(await getGpu(), cfg, { seed: 7 });
+  const model = DeepSeekV3.create(await testDevice(), cfg, { seed: 7 });
   await saveCheckpoint(`${root}/run`, {
     table: model.arena.entries,
     params: await model.weights(),

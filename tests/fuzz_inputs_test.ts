@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { resolveConfig } from "../model/config.ts";
-import { fromHfConfig, toHfConfig } from "../model/safetensors.ts";
+import { fromHfConfig, toHfConfig } from "../model/hf_config.ts";
 import { benchmarkText } from "../data/mod.ts";
 import { tokenizerFromJson, toTokenizerJson, trainBpe } from "../tokenizer/mod.ts";
 import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../train/checkpoint.ts";

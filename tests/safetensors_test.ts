@@ -1,11 +1,11 @@
 /**
  * Tests of `model/safetensors.ts`: bit-exact round trips, header layout, errors that name the
- * tensor, bf16 conversion, and the HF config.json round trip.
+ * tensor and bf16 conversion (the HF config.json mapping: `hf_config_test.ts`).
  *
  * @module
  */
 import assert from "node:assert/strict";
-import { type PresetName, PRESETS, resolveConfig } from "../model/config.ts";
+import { resolveConfig } from "../model/config.ts";
 import { initParameters, parameterTable } from "../model/params.ts";
 import {
   bf16FromF32,
@@ -13,9 +13,7 @@ import {
   decodeSafetensors,
   encodeSafetensors,
   f32FromBf16,
-  fromHfConfig,
   type SafeTensor,
-  toHfConfig,
 } from "../model/safetensors.ts";
 
 function bytesOf(t: SafeTensor): Uint8Array {
@@ -203,56 +201,4 @@ Deno.test("bf16 conversion rounds to nearest even and keeps NaN and -0", () => {
   const b = bf16FromF32(nan)[0];
   assert.ok(Number.isNaN(f32FromBf16(new Uint16Array([b]))[0]));
   assert.deepEqual([...f32FromBf16(new Uint16Array([0x3f80, 0xc000]))], [1, -2]);
-});
-
-Deno.test("HF config.json round trip for every preset, and its DeepSeek-V3 keys", () => {
-  for (const name of Object.keys(PRESETS) as PresetName[]) {
-    const cfg = resolveConfig(name);
-    const hf = toHfConfig(cfg);
-    const back = fromHfConfig(JSON.parse(JSON.stringify(hf)));
-    assert.deepEqual(back, cfg, name);
-  }
-  const tiny = toHfConfig(PRESETS.tiny);
-  assert.equal(tiny.model_type, "deepseek_v3");
-  assert.deepEqual(tiny.architectures, ["DeepseekV3ForCausalLM"]);
-  assert.equal(tiny.hidden_size, 32);
-  assert.equal(tiny.first_k_dense_replace, 1);
-  assert.equal(tiny.num_key_value_heads, tiny.num_attention_heads);
-  assert.equal(tiny.topk_method, "noaux_tc");
-  assert.equal(tiny.scoring_func, "sigmoid");
-  assert.equal(tiny.norm_topk_prob, true);
-  assert.equal(tiny.tie_word_embeddings, false);
-  assert.equal(tiny.num_nextn_predict_layers, 1);
-  assert.deepEqual(tiny.rope_scaling, {
-    type: "yarn",
-    rope_type: "yarn",
-    factor: 2,
-    original_max_position_embeddings: 32,
-    beta_fast: 32,
-    beta_slow: 1,
-    mscale: 1,
-    mscale_all_dim: 1,
-  });
-  assert.equal(toHfConfig(PRESETS.nano).rope_scaling, null);
-  assert.equal(toHfConfig(resolveConfig("tiny", { q_lora_rank: 0 })).q_lora_rank, null);
-  assert.equal(fromHfConfig(toHfConfig(resolveConfig("tiny", { q_lora_rank: 0 }))).q_lora_rank, 0);
-});
-
-Deno.test("fromHfConfig names the config.json field it cannot use", () => {
-  const hf = toHfConfig(PRESETS.nano);
-  const bad = (over: Record<string, unknown>, re: RegExp) =>
-    assert.throws(() => fromHfConfig({ ...hf, ...over }), re);
-  bad({ model_type: "llama" }, /'model_type'/);
-  bad({ hidden_size: undefined }, /'hidden_size': missing/);
-  bad({ hidden_size: "128" }, /'hidden_size': expected a number/);
-  bad({ scoring_func: "softmax" }, /'scoring_func'/);
-  bad({ tie_word_embeddings: true }, /'tie_word_embeddings'/);
-  bad({ num_key_value_heads: 1 }, /'num_key_value_heads'/);
-  bad({ n_group: 3 }, /'n_expert_groups'.*config\.json 'n_group'/);
-  bad({ rope_scaling: { type: "linear", factor: 2 } }, /'rope_scaling\.type'/);
-  assert.throws(() => fromHfConfig(null), /expected a JSON object/);
-  // Fields HF lacks fall back to the defaults.
-  const minimal = { ...hf };
-  delete minimal.minideepseek_mtp_lambda;
-  assert.equal(fromHfConfig(minimal).mtp_lambda, PRESETS.nano.mtp_lambda);
 });

@@ -105,7 +105,7 @@ Deno.test("serve, chat and generate say loading a model waits for the GPU decode
       ]();
       await assert.rejects(
         program(cmd).run(...args),
-        /no config\.json/,
+        /config\.json: missing/,
       );
     }
     await assert.rejects(
@@ -116,7 +116,7 @@ Deno.test("serve, chat and generate say loading a model waits for the GPU decode
     const modelDir = await Deno.makeTempDir({ dir, prefix: "model_" });
     await assert.rejects(
       program(serveCommand()).run("serve", "--model", modelDir, "--tokenizer", dir),
-      /no config\.json/,
+      /config\.json: missing/,
     );
     // Without --tokenizer the model directory's ancestors are searched; none has one here.
     const bare = await Deno.makeTempDir();

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import OpenAI from "openai";
 import { testDevice } from "./_util.ts";
 import { resolveConfig } from "../model/config.ts";
-import { toHfConfig } from "../model/safetensors.ts";
+import { toHfConfig } from "../model/hf_config.ts";
 import { Decoder } from "../model/decode.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadForServing } from "../serve/load.ts";

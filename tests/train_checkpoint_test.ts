@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { resolveConfig } from "../model/config.ts";
 import { initParameters, parameterTable } from "../model/params.ts";
-import { encodeSafetensors, toHfConfig } from "../model/safetensors.ts";
+import { encodeSafetensors } from "../model/safetensors.ts";
+import { toHfConfig } from "../model/hf_config.ts";
+import { readModelDir } from "../train/model_dir.ts";
 import {
   type CheckpointData,
   CheckpointError,
   listCheckpoints,
   loadCheckpoint,
-  loadModelFiles,
   NonFiniteCheckpointError,
   removeLeftovers,
   resolveCheckpoint,
@@ -324,7 +325,7 @@ Deno.test("latest.json naming a missing checkpoint is an error when no earlier o
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("loadModelFiles() names the file for a bad config.json, a truncated or mismatched model.safetensors", async () => {
+Deno.test("readModelDir() names the file for a bad config.json, a truncated or mismatched model.safetensors", async () => {
   const dir = await Deno.makeTempDir();
   const cfg = resolveConfig("tiny");
   const params = initParameters(cfg, 1);
@@ -339,30 +340,30 @@ Deno.test("loadModelFiles() names the file for a bad config.json, a truncated or
   const hf = toHfConfig(cfg);
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hf));
   await Deno.writeFile(`${dir}/model.safetensors`, bytes);
-  assert.equal((await loadModelFiles(dir)).params.size, params.size, "the good files load");
+  assert.equal((await readModelDir(dir)).params.size, params.size, "the good files load");
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hf).slice(0, 40));
   await Deno.writeFile(`${dir}/model.safetensors`, bytes);
   await assert.rejects(
-    loadModelFiles(dir),
+    readModelDir(dir),
     (e: Error) =>
       e instanceof CheckpointError && e.message.startsWith(`${dir}/config.json: invalid JSON`),
   );
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...hf, hidden_size: 48 }));
   await assert.rejects(
-    loadModelFiles(dir),
+    readModelDir(dir),
     (e: Error) =>
       e instanceof CheckpointError && e.message.startsWith(`${dir}/model.safetensors: `) &&
       e.message.includes(`${dir}/config.json`),
   );
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify({ ...hf, num_hidden_layers: 1e6 }));
   await assert.rejects(
-    loadModelFiles(dir),
+    readModelDir(dir),
     (e: Error) => e instanceof CheckpointError && e.message.startsWith(`${dir}/config.json: `),
   );
   await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hf));
   await Deno.writeFile(`${dir}/model.safetensors`, bytes.subarray(0, bytes.length - 100));
   await assert.rejects(
-    loadModelFiles(dir),
+    readModelDir(dir),
     (e: Error) =>
       e instanceof CheckpointError && e.message.startsWith(`${dir}/model.safetensors: `),
   );

@@ -10,11 +10,24 @@
  *
  * Left out: normalizers (text is encoded as given), unigram / WordPiece models, offsets.
  *
- * @example
- * ```ts ignore
- * import { loadTokenizer, renderChatForTraining } from "./tokenizer/mod.ts";
- * const tok = await loadTokenizer("runs/tokenizer");
- * const { ids, assistantMask } = renderChatForTraining(tok, conversation, { tools });
+ * @example Train a small vocabulary, render a chat for training, save it for transformers
+ * ```ts
+ * import {
+ *   encodeChatPrompt,
+ *   renderChatForTraining,
+ *   saveTokenizer,
+ *   trainBpe,
+ * } from "@minideepseek/minideepseek/tokenizer";
+ *
+ * const tok = trainBpe(["the weather in Rona is sunny. ".repeat(50)], { vocabSize: 300 });
+ * const chat = [
+ *   { role: "user" as const, content: "Weather in Rona?" },
+ *   { role: "assistant" as const, content: "Sunny." },
+ * ];
+ * const { ids, assistantMask } = renderChatForTraining(tok, chat);
+ * const prompt = encodeChatPrompt(tok, chat.slice(0, 1)); // ends with "<|im_start|>assistant\n"
+ * console.log(ids.length, assistantMask.length, prompt.at(-1));
+ * await saveTokenizer(tok, "runs/tokenizer"); // tokenizer.json + tokenizer_config.json
  * ```
  *
  * @module

@@ -10,7 +10,7 @@
  *       step-000123/
  *         model.safetensors         parameters, HF DeepSeek-V3 names, F32
  *         optimizer.safetensors     "<name>.exp_avg" (m) and "<name>.exp_avg_sq" (v), F32
- *         config.json               HF DeepSeek-V3 config (`toHfConfig`)
+ *         config.json               HF DeepSeek-V3 config (`toHfConfig`, `formatHfJson`)
  *         state.json                {format, step, tokensSeen, rng, sampler, run, metrics, ...}
  *
  * Save protocol (crash-safe at every point): write everything into `step-000123.tmp-<pid>/`,
@@ -26,13 +26,11 @@
  *
  * @module
  */
-import type { ModelConfig } from "../model/config.ts";
-import { parameterTable } from "../model/params.ts";
+import { formatHfJson } from "../model/hf_config.ts";
 import {
   checkTensors,
   decodeSafetensors,
   encodeSafetensors,
-  fromHfConfig,
   type SafeTensor,
 } from "../model/safetensors.ts";
 import { atomicWriteFile, exists, join, syncDir, writeAll } from "./_fs.ts";
@@ -390,7 +388,9 @@ async function writeCheckpoint(
     encodeSafetensors(optim, { metadata: meta }),
     options,
   );
-  await writeBlocks(join(tmp, "config.json"), "config.json", json(data.hfConfig), options);
+  // Float fields stay floats (`formatHfJson`): transformers refuses `routed_scaling_factor: 1`.
+  const config = new TextEncoder().encode(formatHfJson(data.hfConfig));
+  await writeBlocks(join(tmp, "config.json"), "config.json", config, options);
   const state = {
     ...data.state,
     format: CHECKPOINT_FORMAT,
@@ -566,7 +566,15 @@ async function readTensors(path: string): Promise<Map<string, SafeTensor>> {
   }
 }
 
-function assertFinite(file: string, tensors: ReadonlyMap<string, Float32Array>, suffix: string) {
+/**
+ * Refuses tensors holding NaN or infinity, naming the file and the first such tensor.
+ * @throws {CheckpointError} with the count of bad values.
+ */
+export function assertFinite(
+  file: string,
+  tensors: ReadonlyMap<string, Float32Array>,
+  suffix: string,
+) {
   for (const [name, data] of tensors) {
     const n = countNonFinite(data);
     if (n > 0) {
@@ -665,54 +673,4 @@ export async function loadCheckpoint(
   assertFinite(optPath, m, M_SUFFIX);
   assertFinite(optPath, v, V_SUFFIX);
   return { dir, table, params, m, v, hfConfig, state };
-}
-
-/**
- * Reads a model directory's `config.json` and `model.safetensors` (a checkpoint, or any
- * directory holding the two) and checks every tensor against the config, so a bad file is named
- * before anything is allocated on the GPU.
- *
- * @param dir The directory.
- * @returns The config and the parameters by HF name.
- * @throws {CheckpointError} naming the file: missing, invalid JSON, a config field out of range,
- *   a truncated or malformed safetensors file, or a tensor whose shape the config does not give.
- * @example
- * ```ts
- * const { cfg, params } = await loadModelFiles("runs/demo/sft/step-000200");
- * ```
- */
-export async function loadModelFiles(
-  dir: string,
-): Promise<{ cfg: ModelConfig; params: Map<string, Float32Array> }> {
-  const configPath = join(dir, "config.json");
-  for (const file of ["config.json", "model.safetensors"]) {
-    if (!(await exists(join(dir, file)))) {
-      throw new CheckpointError(
-        `${dir}: no ${file} there; pass a checkpoint (step-NNNNNN/), a run directory or a ` +
-          `directory holding config.json and model.safetensors`,
-      );
-    }
-  }
-  let cfg: ModelConfig;
-  try {
-    cfg = fromHfConfig(await readJson(configPath));
-  } catch (e) {
-    if (e instanceof CheckpointError) throw e;
-    throw new CheckpointError(
-      `${configPath}: ${(e as Error).message.replace(/^hf config\.json:? ?/, "")}`,
-    );
-  }
-  const modelPath = join(dir, "model.safetensors");
-  const model = await readTensors(modelPath);
-  try {
-    checkTensors(model, parameterTable(cfg));
-  } catch (e) {
-    throw new CheckpointError(
-      `${modelPath}: ${(e as Error).message.replace(/^safetensors: /, "")}, from ${configPath}; ` +
-        `do the two files belong to the same model?`,
-    );
-  }
-  const params = onlyF32(modelPath, model);
-  assertFinite(modelPath, params, "");
-  return { cfg, params };
 }

@@ -25,7 +25,7 @@ import {
 import { prepareShards } from "./prepare.ts";
 import { PRETRAIN_OPTIONS, runPretrain } from "./run_pretrain.ts";
 import { resolveOptions } from "./options.ts";
-import { loadModel, runSft, SFT_OPTIONS } from "./run_sft.ts";
+import { loadModelForTraining, runSft, SFT_OPTIONS } from "./run_sft.ts";
 import { onPolicyPairs } from "./policy_pairs.ts";
 import { DPO_OPTIONS, runDpo } from "./run_dpo.ts";
 import { EVAL_OPTIONS, runEval } from "./run_eval.ts";
@@ -55,8 +55,9 @@ export interface DemoOptions {
    * recall SFT had reached (0.324 -> 0.278 QA on the 1150-step demo; with it 0.333).
    */
   dpoReplay?: boolean;
-  /** Sequences per batch and their length. */
+  /** Pretraining sequences per batch. */
   batchSize: number;
+  /** Pretraining sequence length. */
   seqLen: number;
   /** Seed of everything. */
   seed: number;
@@ -64,14 +65,19 @@ export interface DemoOptions {
   vocabSize: number;
   /** Show progress bars. */
   progress: boolean;
-  /** SFT steps, rows per step (each row packs conversations) and peak LR. */
+  /** SFT steps. */
   sftSteps: number;
+  /** SFT rows per step (each row packs conversations). */
   sftBatchSize: number;
+  /** SFT peak learning rate. */
   sftLr: number;
-  /** DPO steps, pairs per step, peak LR and beta. */
+  /** DPO steps. */
   dpoSteps: number;
+  /** DPO pairs per step. */
   dpoBatchSize: number;
+  /** DPO peak learning rate. */
   dpoLr: number;
+  /** DPO beta. */
   dpoBeta: number;
   /** Weight of the chosen replies' NLL in the DPO loss (RPO); default 0 (plain DPO). */
   dpoRpoAlpha?: number;
@@ -87,18 +93,23 @@ export const DEMO_MAX_SEQ_LEN = 512;
 
 /** One row of the final table. */
 export interface DemoRow {
+  /** `pretrain`, `sft` or `dpo`. */
   stage: string;
   /** The stage's own validation loss: LM loss (pretrain), assistant CE (sft), DPO loss (dpo). */
   valLoss: number | null;
   /** LM loss of the model on the pretraining val shard (the same text for every stage). */
   textValLoss?: number | null;
+  /** Share of held-out questions answered right through the chat template. */
   qaAccuracy: number | null;
   /** The held-out questions as plain-text FAQ prompts (does the model know the facts?). */
   recall?: number | null;
+  /** Share of tool prompts answered with the right call and arguments. */
   toolAccuracy: number | null;
   /** Share of tool prompts answered with a well-formed call, and with the right function. */
   toolParts?: { wellFormed: number; rightFunction: number } | null;
+  /** Share of held-out pairs whose chosen reply the model prefers (DPO's implicit reward). */
   preferenceAccuracy: number | null;
+  /** Wall seconds of the stage. */
   seconds: number;
 }
 
@@ -241,7 +252,7 @@ export async function runDemo(
       train: `${out}/corpus/dpo_policy.jsonl`,
       heldOut: `${out}/corpus/dpo_policy_heldout.jsonl`,
     };
-    const { model } = await loadModel(`${out}/sft`);
+    const { model } = await loadModelForTraining(`${out}/sft`);
     try {
       for (
         const [name, pairs, file] of [

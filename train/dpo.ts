@@ -67,7 +67,7 @@ export interface PairExample {
 }
 
 /** The schema check of a DPO record (either form). */
-export const pairCheck: JsonlCheck = (value) => {
+export const pairCheck: JsonlCheck = (value: unknown): string | undefined => {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return `expected a JSON object {"chosen": [...], "rejected": [...]} or ` +
       `{"prompt": "...", "chosen": "...", "rejected": "..."}`;
@@ -287,10 +287,13 @@ export class DpoTask implements TrainTask {
   private readonly replay: Replay | null;
 
   /**
+   * A DPO task.
+   *
    * @param train Training pairs and their reference sums [2 * pairs] (chosen, rejected); NaN
    *   for pairs the run never visits (see {@linkcode DpoTask.upcoming}). Read at each step, so
    *   they may be filled in after construction.
    * @param val Held-out pairs and their reference sums (may be empty).
+   * @param opts Pairs per micro-batch, positions per row, beta, RPO weight, seed, replay.
    * @throws when there are no pairs, or the sums do not match the pairs.
    */
   constructor(
@@ -309,10 +312,12 @@ export class DpoTask implements TrainTask {
     this.replay = opts.replay ? new Replay(opts.replay, opts.seed + 1) : null;
   }
 
+  /** The pair order of an epoch. */
   private shuffled(epoch: number): Int32Array {
     return new Rng(this.opts.seed, epoch).shuffle(Int32Array.from(this.train.pairs.keys()));
   }
 
+  /** The next micro-batch's pair indices, moving to the next epoch when one ends. */
   private nextPairs(): number[] {
     const picked: number[] = [];
     while (picked.length < this.opts.pairs) {

@@ -17,7 +17,7 @@
 import { noGrad, Tape } from "../kernels/autograd.ts";
 import { scale } from "../kernels/elementwise.ts";
 import { Scope, Tensor } from "../kernels/tensor.ts";
-import { toHfConfig } from "../model/safetensors.ts";
+import { toHfConfig } from "../model/hf_config.ts";
 import type { DeepSeekV3 } from "../model/transformer.ts";
 import {
   CheckpointError,
@@ -113,6 +113,13 @@ export interface LoopResult {
 
 /** Thrown when a step's loss or gradient is not finite; the run stops without checkpointing. */
 export class NonFiniteError extends Error {
+  /**
+   * Creates the error.
+   *
+   * @param step The step whose loss or gradient was not finite.
+   * @param what What was not finite (`loss`, `gradient norm`).
+   * @param lastGood The last checkpoint written, or null.
+   */
   constructor(readonly step: number, what: string, lastGood: string | null) {
     super(
       `step ${step}: ${what} is not finite; stopped without writing a checkpoint. ` +

@@ -51,10 +51,17 @@ interface Run {
 export class AdamW {
   /** Optimizer steps taken (bias corrections use it); restored on resume. */
   step = 0;
+  /** The settings in use (defaults filled in). */
   readonly config: AdamWConfig;
   private readonly runs: Run[];
   private readonly views: { params: Tensor; grads: Tensor; m: Tensor; v: Tensor }[];
 
+  /**
+   * Binds the optimizer to a model's arena (its params, grads and moments).
+   *
+   * @param arena The arena it updates.
+   * @param config Settings; missing ones are V3's ({@linkcode ADAMW_DEFAULTS}).
+   */
   constructor(readonly arena: ParamArena, config: Partial<AdamWConfig> = {}) {
     this.config = { ...ADAMW_DEFAULTS, ...config };
     this.runs = [];

@@ -44,12 +44,71 @@ export interface OptionSpec<T extends OptionType = OptionType> {
   max?: number;
 }
 
-/** The values object a schema describes: one typed field per option. */
-export type OptionValues<S extends readonly OptionSpec[]> = {
+/** The values object a schema literal describes: one typed field per option. */
+export type SchemaValues<S extends readonly OptionSpec[]> = {
   -readonly [E in S[number] as E["name"]]: E extends OptionSpec<infer T>
     ? (null extends E["default"] ? ValueOf<T> | null : ValueOf<T>)
     : never;
 };
+
+/**
+ * A schema whose values type is declared by name ({@linkcode declareOptions}): what a module
+ * publishes, since a published constant needs an explicit type.
+ */
+export type OptionTable<V> = readonly OptionSpec[] & {
+  /** Type-level only: the values type (never set at run time). */
+  readonly __values?: V;
+};
+
+/**
+ * The values object of a schema: the declared type of an {@linkcode OptionTable}, else one typed
+ * field per option of the schema literal ({@linkcode SchemaValues}).
+ */
+export type OptionValues<S extends readonly OptionSpec[]> = S extends
+  { readonly __values?: infer V } ? (unknown extends V ? SchemaValues<S> : V)
+  : SchemaValues<S>;
+
+/**
+ * Compile-time check of {@linkcode declareOptions}: `unknown` when the schema's values are
+ * exactly `V`, else an object type naming the difference (so the call does not compile).
+ */
+export type SameValues<A, V> = [A] extends [V] ? ([V] extends [A] ? unknown : Difference<A, V>)
+  : Difference<A, V>;
+
+/** The fields two values types disagree on, as {@linkcode SameValues} reports them. */
+export interface Difference<A, V> {
+  /** Options of the schema that the declared type lacks. */
+  __onlyInSchema: Exclude<keyof A, keyof V>;
+  /** Fields of the declared type that the schema lacks. */
+  __onlyInDeclaredType: Exclude<keyof V, keyof A>;
+  /** Fields of both whose types differ. */
+  __typesDiffer: {
+    [K in keyof A & keyof V]: [A[K]] extends [V[K]] ? ([V[K]] extends [A[K]] ? never : K) : K;
+  }[keyof A & keyof V];
+}
+
+/**
+ * Gives a schema literal its declared values type: `declareOptions<SftValues>()(SFT_SCHEMA)`
+ * compiles only if the schema describes exactly `SftValues` (same names, same types), so the
+ * named interface and the table cannot drift apart.
+ *
+ * @returns A function taking the schema and returning it as an {@linkcode OptionTable}.
+ * @example
+ * ```ts
+ * interface LrValues {
+ *   /** Peak learning rate. *\/
+ *   lr: number;
+ * }
+ * const LR: OptionTable<LrValues> = declareOptions<LrValues>()(
+ *   defineOptions([{ name: "lr", type: "number", default: 3e-4, help: "peak learning rate" }]),
+ * );
+ * ```
+ */
+export function declareOptions<V>(): <const S extends readonly OptionSpec[]>(
+  schema: S & SameValues<SchemaValues<S>, V>,
+) => OptionTable<V> {
+  return (schema) => schema;
+}
 
 /** Where each value came from. */
 export type OptionSource = "default" | "config" | "flag";

@@ -35,6 +35,13 @@ export class PretrainTask implements TrainTask {
   readonly name = "pretrain";
   private readonly sampler: BatchSampler;
 
+  /**
+   * A pretraining task.
+   *
+   * @param train Token ids of the train split.
+   * @param val Token ids of the validation split.
+   * @param opts Batch shape, seed, validation batches.
+   */
   constructor(
     train: ArrayLike<number>,
     private readonly val: ArrayLike<number>,

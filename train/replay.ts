@@ -31,6 +31,9 @@ export class Replay {
   private readonly sampler: BatchSampler;
 
   /**
+   * Replay of `spec.tokens`.
+   *
+   * @param spec The replayed tokens, window shape and weight.
    * @param seed Its own seed stream, so the stage's own data order is the same with or without
    *   replay.
    * @throws when B or T is below 1 or the weight is negative.

@@ -21,23 +21,24 @@ import {
 } from "./dpo.ts";
 import type { PairExample } from "./dpo.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
-import { defineOptions, type OptionValues } from "./options.ts";
 import { chooseDevice } from "../kernels/backend.ts";
-import { COMMON_TRAIN_OPTIONS, loopOptionsFrom } from "./run_pretrain.ts";
+import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
+import { COMMON_TRAIN_OPTIONS, type CommonTrainValues, loopOptionsFrom } from "./run_pretrain.ts";
 import {
   checkVocab,
   countTruncated,
-  loadModel,
+  loadModelForTraining,
   loadReplay,
   padIdOf,
   REPLAY_OPTIONS,
+  type ReplayValues,
   resolveTokenizer,
   withDefaults,
 } from "./run_sft.ts";
 import { splitHeldOut } from "./sft.ts";
 
 /** The `dpo` options. */
-export const DPO_OPTIONS = defineOptions(
+export const DPO_OPTIONS: OptionTable<DpoValues> = declareOptions<DpoValues>()(defineOptions(
   [
     {
       name: "data",
@@ -64,7 +65,8 @@ export const DPO_OPTIONS = defineOptions(
       name: "init",
       type: "string",
       default: null,
-      help: "the SFT checkpoint (or run directory) the policy starts from",
+      help: "the SFT checkpoint (or run directory, or Hugging Face DeepSeek-V3 directory) the " +
+        "policy starts from",
     },
     {
       name: "ref",
@@ -120,10 +122,37 @@ export const DPO_OPTIONS = defineOptions(
       checkpointEvery: { default: 0 },
     }),
   ] as const,
-);
+));
 
 /** Resolved `dpo` options. */
-export type DpoValues = OptionValues<typeof DPO_OPTIONS>;
+export interface DpoValues extends CommonTrainValues, ReplayValues {
+  /**
+   * Pairs JSONL: {"chosen": [...], "rejected": [...], "tools"?} or {"prompt", "chosen",
+   * "rejected"}.
+   */
+  data: string | null;
+  /** Held-out pairs JSONL (default: every k-th pair of --data, see --val-fraction). */
+  valData: string | null;
+  /** Share of --data held out for validation when --val-data is not given. */
+  valFraction: number;
+  /**
+   * The SFT checkpoint (or run directory, or Hugging Face DeepSeek-V3 directory) the policy starts
+   * from.
+   */
+  init: string | null;
+  /** The frozen reference checkpoint (default: --init). */
+  ref: string | null;
+  /** DPO temperature: how far the policy may move from the reference. */
+  beta: number;
+  /**
+   * Weight of the chosen replies' token NLL added to the DPO loss (TRL's rpo_alpha); 0: plain DPO.
+   */
+  rpoAlpha: number;
+  /** Tokenizer directory (default: the one the --init run recorded). */
+  tokenizer: string | null;
+  /** Skip malformed JSONL lines (reported as file:line) instead of stopping. */
+  skipBad: boolean;
+}
 
 /** `<out>/reference_logps.json`: the reference's summed response log-probabilities. */
 export interface ReferenceCache {
@@ -159,7 +188,12 @@ export function pairsFingerprint(
 
 /** SHA-256 of a file, as hex. */
 async function fileDigest(path: string): Promise<string> {
-  const bytes = await Deno.readFile(path);
+  // A sharded Hugging Face directory: its index names the shards.
+  const index = path.replace(/model\.safetensors$/, "model.safetensors.index.json");
+  const bytes = await Deno.readFile(path).catch(async (e) => {
+    if (e instanceof Deno.errors.NotFound && index !== path) return await Deno.readFile(index);
+    throw e;
+  });
   const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -192,7 +226,7 @@ export async function runDpo(
   if (!values.init) throw new Error("--init is required: the SFT checkpoint (or run directory)");
   const refPath = values.ref ?? values.init;
   const resuming = values.resume && (await resolveCheckpoint(values.out).catch(() => null));
-  const start = await loadModel(resuming ? values.out : values.init);
+  const start = await loadModelForTraining(resuming ? values.out : values.init, { log });
   const model = start.model;
   try {
     const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, start.checkpoint);
@@ -255,7 +289,9 @@ export async function runDpo(
     } else {
       const t0 = performance.now();
       const sameAsStart = !resuming && refPath === values.init;
-      const refModel = sameAsStart ? start : await loadModel(refPath, { device: model.device });
+      const refModel = sameAsStart
+        ? start
+        : await loadModelForTraining(refPath, { device: model.device, log });
       const o = { B: values.batchSize, T, padId };
       try {
         const lp = await sequenceLogps(

@@ -8,15 +8,15 @@ import { DEMO_CORPUS, type EvalQuestion, type EvalToolCall, generateWorld } from
 import { chooseDevice } from "../kernels/backend.ts";
 import { readJsonl } from "./jsonl.ts";
 import { DEVICE_OPTION } from "./run_pretrain.ts";
-import { defineOptions, type OptionValues } from "./options.ts";
+import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
 import { type PairExample, readPreferencePairs, tokenizePairs } from "./dpo.ts";
 import { type EvalSets, evaluateModel, renderEvalReport, type ReportRow } from "./eval.ts";
 import { readShard } from "./shards.ts";
-import { loadModel, padIdOf, resolveTokenizer } from "./run_sft.ts";
+import { loadModelForTraining, padIdOf, resolveTokenizer } from "./run_sft.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 
 /** The `eval` options. */
-export const EVAL_OPTIONS = defineOptions(
+export const EVAL_OPTIONS: OptionTable<EvalValues> = declareOptions<EvalValues>()(defineOptions(
   [
     DEVICE_OPTION,
     {
@@ -128,10 +128,47 @@ export const EVAL_OPTIONS = defineOptions(
       help: "skip malformed JSONL lines instead of stopping",
     },
   ] as const,
-);
+));
 
 /** Resolved `eval` options. */
-export type EvalValues = OptionValues<typeof EVAL_OPTIONS>;
+export interface EvalValues {
+  /** Backend: gpu (WebGPU), cpu (host memory and BLAS) or auto. */
+  device: string;
+  /** Checkpoints (or run directories) to evaluate side by side; repeat or list several. */
+  model: string[];
+  /** A label per --model (default: the stage its run recorded, else the directory). */
+  name: string[];
+  /** Prepared data directory: its val.bin gives the validation loss. */
+  data: string | null;
+  /** Held-out questions JSONL: {"question", "answer", "lang"} (QA accuracy). */
+  questions: string | null;
+  /** Tool-call prompts JSONL: {"messages", "tools", "expected"} (tool-call accuracy). */
+  toolCalls: string | null;
+  /** Held-out DPO pairs JSONL (preference accuracy). */
+  pairs: string | null;
+  /** Seed of the world the tool calls were generated from (grades city names). */
+  worldSeed: number;
+  /** Scale of that world. */
+  worldScale: number;
+  /** Tokenizer directory (default: the one the first --model's run recorded). */
+  tokenizer: string | null;
+  /** Directory for report.md and report.json. */
+  out: string;
+  /** Rows per forward. */
+  batchSize: number;
+  /** Positions per row of the validation loss (pairs use the model's max_seq_len). */
+  seqLen: number;
+  /** Validation batches (0: the whole val shard). */
+  evalBatches: number;
+  /** Most tokens of a QA reply. */
+  qaMaxTokens: number;
+  /** Most tokens of a tool-call reply. */
+  toolMaxTokens: number;
+  /** Prompts decoded together. */
+  maxBatch: number;
+  /** Skip malformed JSONL lines instead of stopping. */
+  skipBad: boolean;
+}
 
 /** Checks one question record; returns the reason it is malformed. */
 function questionCheck(v: unknown): string | undefined {
@@ -171,7 +208,7 @@ export async function runEval(
   const rows: ReportRow[] = [];
   let data: { sets: EvalSets; tok: Tokenizer; padId: number } | null = null;
   for (let i = 0; i < values.model.length; i++) {
-    const { model, checkpoint } = await loadModel(values.model[i]);
+    const { model, checkpoint } = await loadModelForTraining(values.model[i]);
     try {
       if (!data) {
         // One tokenizer for all: every model is prompted with the same ids.
@@ -183,8 +220,9 @@ export async function runEval(
           padId: padIdOf(tok),
         };
       }
-      const run = (checkpoint.state.run ?? {}) as { stage?: string };
-      const name = values.name[i] ?? run.stage ?? String(checkpoint.state.stage ?? values.model[i]);
+      const run = (checkpoint.state?.run ?? {}) as { stage?: string };
+      const name = values.name[i] ?? run.stage ??
+        String(checkpoint.state?.stage ?? values.model[i]);
       const e = await evaluateModel(model, data.sets, {
         tok: data.tok,
         B: values.batchSize,

@@ -1,7 +1,7 @@
 /**
  * `pretrain` as a function: the option table (shared by the CLI's flags, its JSON config file
- * and `--help`) and {@linkcode runPretrain}, which loads shards, builds or resumes the model and
- * runs the shared loop.
+ * and `--help`) and {@linkcode runPretrain}, which loads shards, builds the model (fresh, from
+ * `--init`'s checkpoint or Hugging Face directory, or resumed) and runs the shared loop.
  *
  * @module
  */
@@ -10,10 +10,11 @@ import { memoryNeeds, type ModelConfig, type PresetName, resolveConfig } from ".
 import { checkPrecision, parsePrecision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
-import { type LoopResult, trainLoop } from "./loop.ts";
-import { defineOptions, type OptionValues } from "./options.ts";
+import { type LoopOptions, type LoopResult, trainLoop } from "./loop.ts";
+import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
 import type { PrepareMeta } from "./prepare.ts";
 import { PretrainTask } from "./pretrain.ts";
+import { readModelDir } from "./model_dir.ts";
 import { readShard } from "./shards.ts";
 
 /** `--device`, shared by every stage that runs the model. */
@@ -180,41 +181,64 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
 );
 
 /** The `pretrain` options. */
-export const PRETRAIN_OPTIONS = defineOptions(
-  [
-    {
-      name: "data",
-      type: "string",
-      default: "runs/data",
-      help: "directory written by `cli.ts prepare` (train.bin, val.bin, meta.json)",
-    },
-    {
-      name: "preset",
-      type: "string",
-      default: "nano",
-      choices: ["tiny", "nano", "mini", "small"],
-      help: "model size preset",
-    },
-    {
-      name: "precision",
-      type: "string",
-      default: "f32",
-      choices: ["f32", "f16", "fp8"],
-      help:
-        "GEMM inputs of the projections: f32, f16 (needs shader-f16) or fp8 (V3's recipe, emulated)",
-    },
-    {
-      name: "model",
-      type: "string",
-      default: "{}",
-      help: "JSON overrides of model config fields, e.g. '{\"n_layers\": 4}'",
-    },
-    ...COMMON_TRAIN_OPTIONS,
-  ] as const,
+export const PRETRAIN_OPTIONS: OptionTable<PretrainValues> = declareOptions<PretrainValues>()(
+  defineOptions(
+    [
+      {
+        name: "data",
+        type: "string",
+        default: "runs/data",
+        help: "directory written by `cli.ts prepare` (train.bin, val.bin, meta.json)",
+      },
+      {
+        name: "preset",
+        type: "string",
+        default: "nano",
+        choices: ["tiny", "nano", "mini", "small"],
+        help: "model size preset",
+      },
+      {
+        name: "precision",
+        type: "string",
+        default: "f32",
+        choices: ["f32", "f16", "fp8"],
+        help:
+          "GEMM inputs of the projections: f32, f16 (needs shader-f16) or fp8 (V3's recipe, emulated)",
+      },
+      {
+        name: "model",
+        type: "string",
+        default: "{}",
+        help: "JSON overrides of model config fields, e.g. '{\"n_layers\": 4}'",
+      },
+      {
+        name: "init",
+        type: "string",
+        default: null,
+        help: "continue pretraining from this checkpoint, run directory or Hugging Face " +
+          "DeepSeek-V3 directory (its config replaces --preset / --model; optimizer state starts fresh)",
+      },
+      ...COMMON_TRAIN_OPTIONS,
+    ] as const,
+  ),
 );
 
 /** Resolved `pretrain` options. */
-export type PretrainValues = OptionValues<typeof PRETRAIN_OPTIONS>;
+export interface PretrainValues extends CommonTrainValues {
+  /** Directory written by `cli.ts prepare` (train.bin, val.bin, meta.json). */
+  data: string;
+  /** Model size preset. */
+  preset: string;
+  /** GEMM inputs of the projections: f32, f16 (needs shader-f16) or fp8 (V3's recipe, emulated). */
+  precision: string;
+  /** JSON overrides of model config fields, e.g. '{"n_layers": 4}'. */
+  model: string;
+  /**
+   * Continue pretraining from this checkpoint, run directory or Hugging Face DeepSeek-V3 directory
+   * (its config replaces --preset / --model; optimizer state starts fresh).
+   */
+  init: string | null;
+}
 
 /**
  * Parses the `--model` JSON overrides and resolves the preset, with the vocabulary taken from
@@ -296,6 +320,18 @@ export async function runPretrain(
   const train = (await readShard(`${values.data}/train.bin`)).tokens;
   const val = (await readShard(`${values.data}/val.bin`)).tokens;
   let cfg = modelConfigFrom(values.preset, values.model, meta.vocabSize);
+  // --init: the model directory's config and weights (a resumed run below still wins).
+  const init = values.init ? await readModelDir(values.init, { missingMtp: "init" }) : null;
+  if (init) {
+    cfg = init.cfg;
+    for (const n of init.notes) log(`${values.init}: ${n}`);
+    if (meta.vocabSize > cfg.vocab_size) {
+      throw new Error(
+        `--init ${values.init}: its vocab_size ${cfg.vocab_size} is smaller than the prepared ` +
+          `data's ${meta.vocabSize} ids; prepare --data with the model's tokenizer`,
+      );
+    }
+  }
   if (values.resume) {
     // The checkpoint's own config wins over flags, so a resumed run is the same model.
     const dir = await resolveCheckpoint(values.out);
@@ -313,6 +349,7 @@ export async function runPretrain(
   checkTrainingMemory(cfg);
   const device = await getDevice();
   const model = DeepSeekV3.create(device, cfg, { seed: values.seed });
+  if (init && init.cfg === cfg) model.load(init.params);
   const precision = parsePrecision(values.precision);
   checkPrecision(device, precision);
   model.precision = precision;
@@ -330,7 +367,13 @@ export async function runPretrain(
   try {
     return await trainLoop(model, task, {
       ...loopOptionsFrom(values),
-      runInfo: { ...values, model: cfg },
+      // The tokenizer is recorded so that later stages and `export` find it.
+      runInfo: {
+        ...values,
+        model: cfg,
+        tokenizer: meta.tokenizer,
+        ...(init ? { initCheckpoint: init.dir } : {}),
+      },
       log,
     });
   } finally {
@@ -339,8 +382,56 @@ export async function runPretrain(
   }
 }
 
+/** Resolved options every training stage shares (`COMMON_TRAIN_OPTIONS`). */
+export interface CommonTrainValues {
+  /** Run directory (checkpoints, metrics.jsonl, loss.svg). */
+  out: string;
+  /** Backend: gpu (WebGPU), cpu (host memory and BLAS) or auto. */
+  device: string;
+  /** Optimizer steps. */
+  steps: number;
+  /** Sequences per micro-batch. */
+  batchSize: number;
+  /** Tokens per sequence (<= the model's max_seq_len). */
+  seqLen: number;
+  /** Micro-batches per optimizer step. */
+  gradAccum: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Linear warmup steps. */
+  warmupSteps: number;
+  /** Fraction of the run at constant LR before the cosine decay. */
+  decayStartFraction: number;
+  /** Final LR as a fraction of the peak. */
+  minLrRatio: number;
+  /** AdamW decoupled weight decay on matrices. */
+  weightDecay: number;
+  /** AdamW beta1. */
+  beta1: number;
+  /** AdamW beta2. */
+  beta2: number;
+  /** Global gradient-norm clip (0: off). */
+  maxGradNorm: number;
+  /** Seed of the initialization and the data order. */
+  seed: number;
+  /** Steps between metric lines. */
+  logEvery: number;
+  /** Steps between validations (0: only at the end). */
+  evalEvery: number;
+  /** Validation batches per evaluation (0: the whole split). */
+  evalBatches: number;
+  /** Steps between checkpoints (0: only at the end). */
+  checkpointEvery: number;
+  /** Checkpoints kept (0: all). */
+  keep: number;
+  /** Continue from the run directory's latest checkpoint. */
+  resume: boolean;
+  /** Show the progress bar (--no-progress for none). */
+  progress: boolean;
+}
+
 /** The loop settings a stage's common options give. */
-export function loopOptionsFrom(values: OptionValues<typeof COMMON_TRAIN_OPTIONS>) {
+export function loopOptionsFrom(values: CommonTrainValues): LoopOptions {
   return {
     runDir: values.out,
     steps: values.steps,

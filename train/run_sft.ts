@@ -2,25 +2,25 @@
  * `sft` as a function: the option table (flags, JSON config file, `--help`) and
  * {@linkcode runSft}, which loads a pretraining checkpoint (its config included), reads and
  * tokenizes the conversations, and runs the shared loop on {@linkcode SftTask}. Also the helpers
- * every post-training stage shares: loading a model from a checkpoint and finding its tokenizer.
+ * every post-training stage shares: loading a model (a checkpoint or a Hugging Face directory)
+ * and finding its tokenizer.
  *
  * @module
  */
 import { chooseDevice, type Device, getDevice } from "../kernels/backend.ts";
-import { type ModelConfig, resolveConfig } from "../model/config.ts";
-import { parameterTable } from "../model/params.ts";
-import { checkTensors, fromHfConfig } from "../model/safetensors.ts";
+import type { ModelConfig } from "../model/config.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
-import { loadTokenizer, PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
-import {
-  CheckpointError,
-  loadCheckpoint,
-  type LoadedCheckpoint,
-  resolveCheckpoint,
-} from "./checkpoint.ts";
+import { PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
+import { resolveCheckpoint } from "./checkpoint.ts";
+import { findModelTokenizer, type ModelDir, readModelDir } from "./model_dir.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
-import { defineOptions, type OptionSpec, type OptionValues } from "./options.ts";
-import { COMMON_TRAIN_OPTIONS, loopOptionsFrom, readPrepareMeta } from "./run_pretrain.ts";
+import { declareOptions, defineOptions, type OptionSpec, type OptionTable } from "./options.ts";
+import {
+  COMMON_TRAIN_OPTIONS,
+  type CommonTrainValues,
+  loopOptionsFrom,
+  readPrepareMeta,
+} from "./run_pretrain.ts";
 import type { ReplaySpec } from "./replay.ts";
 import { readShard } from "./shards.ts";
 import {
@@ -45,6 +45,21 @@ export function withDefaults<const S extends readonly OptionSpec[]>(
     if (!schema.some((o) => o.name === name)) throw new Error(`withDefaults: no option "${name}"`);
   }
   return schema.map((o) => changes[o.name] ? { ...o, ...changes[o.name] } : o) as unknown as S;
+}
+
+/** Resolved `--replay-*` options of a post-training stage. */
+export interface ReplayValues {
+  /**
+   * Prepared pretraining data directory (train.bin) to replay next to the stage's data, so post-
+   * training does not wipe what pretraining taught (default: no replay).
+   */
+  replayData: string | null;
+  /** Windows of pretraining text replayed per micro-batch (with --replay-data). */
+  replayBatchSize: number;
+  /** Tokens per replayed window (<= the model's max_seq_len). */
+  replaySeqLen: number;
+  /** Weight of the replayed text's next-token CE in the loss. */
+  replayWeight: number;
 }
 
 /** The `--replay-*` flags of a post-training stage. */
@@ -89,7 +104,8 @@ const SOURCE_OPTIONS = defineOptions(
       name: "init",
       type: "string",
       default: null,
-      help: "checkpoint (or run directory) to start from; its config is the model's config",
+      help: "checkpoint, run directory or Hugging Face DeepSeek-V3 directory to start from; " +
+        "its config is the model's config",
     },
     {
       name: "tokenizer",
@@ -107,7 +123,7 @@ const SOURCE_OPTIONS = defineOptions(
 );
 
 /** The `sft` options. */
-export const SFT_OPTIONS = defineOptions(
+export const SFT_OPTIONS: OptionTable<SftValues> = declareOptions<SftValues>()(defineOptions(
   [
     {
       name: "data",
@@ -155,87 +171,81 @@ export const SFT_OPTIONS = defineOptions(
       checkpointEvery: { default: 0 },
     }),
   ] as const,
-);
+));
 
 /** Resolved `sft` options. */
-export type SftValues = OptionValues<typeof SFT_OPTIONS>;
-
-/** A model loaded from a checkpoint, with where it came from. */
-export interface LoadedModel {
-  /** The model on the GPU. */
-  model: DeepSeekV3;
-  /** Its configuration (the checkpoint's). */
-  cfg: ModelConfig;
-  /** The checkpoint read. */
-  checkpoint: LoadedCheckpoint;
+export interface SftValues extends CommonTrainValues, ReplayValues {
+  /** Conversations JSONL: {"conversations" | "messages": [...], "tools"?: [...]}. */
+  data: string | null;
+  /** Held-out conversations JSONL (default: every k-th record of --data, see --val-fraction). */
+  valData: string | null;
+  /** Share of --data held out for validation when --val-data is not given. */
+  valFraction: number;
+  /** Also train the MTP module and the balance loss, as pretraining (--no-mtp: main CE only). */
+  mtp: boolean;
+  /**
+   * Checkpoint, run directory or Hugging Face DeepSeek-V3 directory to start from; its config is
+   * the model's config.
+   */
+  init: string | null;
+  /** Tokenizer directory (default: the one the --init run was trained with). */
+  tokenizer: string | null;
+  /** Skip malformed JSONL lines (reported as file:line) instead of stopping. */
+  skipBad: boolean;
 }
 
-/** The model config a checkpoint was trained with: its run's `model`, else its config.json. */
-export function checkpointConfig(ck: LoadedCheckpoint): ModelConfig {
-  const run = ck.state.run as { model?: ModelConfig } | undefined;
-  const file = `${ck.dir}/${run?.model ? "state.json" : "config.json"}`;
-  let cfg: ModelConfig;
-  try {
-    cfg = run?.model ? resolveConfig(run.model) : fromHfConfig(ck.hfConfig);
-  } catch (e) {
-    throw new CheckpointError(`${file}: ${(e as Error).message}`);
-  }
-  try {
-    checkTensors(new Map(ck.table.map((t) => [t.name, t])), parameterTable(cfg));
-  } catch (e) {
-    throw new CheckpointError(
-      `${ck.dir}/model.safetensors: ${(e as Error).message.replace(/^safetensors: /, "")}, ` +
-        `from the config in ${file}; do the files belong to the same model?`,
-    );
-  }
-  return cfg;
+/** A model loaded for training, with where it came from. */
+export interface TrainingModel {
+  /** The model on the GPU. */
+  model: DeepSeekV3;
+  /** Its configuration (the checkpoint's or the Hugging Face directory's). */
+  cfg: ModelConfig;
+  /** The model directory read (`dir`, `state.json` when a checkpoint, notes). */
+  checkpoint: ModelDir;
 }
 
 /**
- * Loads a checkpoint's parameters into a new model with the checkpoint's config.
+ * Loads a training checkpoint, run directory or Hugging Face DeepSeek-V3 directory into a new
+ * model with that directory's config. A Hugging Face directory without MTP weights keeps its
+ * `num_nextn_predict_layers`, with fresh MTP weights (reported through `log`).
  *
- * @param path A checkpoint or run directory (`--init`, `--model`).
- * @param opts `device` (default: the process's backend, {@linkcode getDevice}).
- * @throws {CheckpointError} naming the path when there is no checkpoint there.
- * @example const { model } = await loadModel("runs/pretrain");
+ * @param path A checkpoint, run or Hugging Face directory (`--init`, `--model`).
+ * @param opts `device` (default: the process's backend, {@linkcode getDevice}); `log` for
+ *   conversion notes.
+ * @throws {CheckpointError} naming the path when there is no model there.
+ * @example
+ * ```ts ignore
+ * const { model, cfg } = await loadModelForTraining("runs/pretrain");
+ * ```
  */
-export async function loadModel(
+export async function loadModelForTraining(
   path: string,
-  opts: { device?: Device } = {},
-): Promise<LoadedModel> {
-  const checkpoint = await loadCheckpoint(path);
-  const cfg = checkpointConfig(checkpoint);
+  opts: { device?: Device; log?: (line: string) => void } = {},
+): Promise<TrainingModel> {
+  const checkpoint = await readModelDir(path, { missingMtp: "init" });
+  for (const n of checkpoint.notes) opts.log?.(`${path}: ${n}`);
+  const cfg = checkpoint.cfg;
   const model = new DeepSeekV3(opts.device ?? await getDevice(), cfg);
   model.load(checkpoint.params);
   return { model, cfg, checkpoint };
 }
 
 /**
- * The tokenizer of a run: `flag` when given, else the one recorded by the checkpoint's run
- * (`tokenizer` of a post-training run, or the prepared data's `meta.json` of a pretraining run).
+ * The tokenizer of a model being trained further: `flag` when given, else the one found by
+ * {@linkcode findModelTokenizer} (the directory itself, the tokenizer its run recorded, its
+ * ancestors).
  *
- * @throws naming the flag when neither is available.
+ * @throws naming the flag when none is found.
+ * @example
+ * ```ts ignore
+ * const { tok, dir } = await resolveTokenizer(null, start.checkpoint);
+ * ```
  */
 export async function resolveTokenizer(
   flag: string | null,
-  ck: LoadedCheckpoint,
+  ck: Pick<ModelDir, "dir" | "state">,
 ): Promise<{ tok: Tokenizer; dir: string }> {
-  let dir = flag;
-  const run = (ck.state.run ?? {}) as { tokenizer?: unknown; data?: unknown };
-  if (!dir && typeof run.tokenizer === "string") dir = run.tokenizer;
-  if (!dir && typeof run.data === "string") {
-    try {
-      const meta = JSON.parse(await Deno.readTextFile(`${run.data}/meta.json`));
-      if (typeof meta.tokenizer === "string") dir = meta.tokenizer;
-    } catch { /* fall through to the error below */ }
-  }
-  if (!dir) {
-    throw new Error(
-      `--tokenizer: not given, and the checkpoint ${ck.dir} does not record its tokenizer; ` +
-        "pass --tokenizer DIR (the directory with tokenizer.json)",
-    );
-  }
-  return { tok: await loadTokenizer(dir), dir };
+  return await findModelTokenizer(ck, flag);
 }
 
 /**
@@ -285,9 +295,9 @@ export async function runSft(
   const from = values.resume && (await resolveCheckpoint(values.out).catch(() => null))
     ? values.out
     : values.init;
-  const { model, cfg, checkpoint } = await loadModel(from);
+  const { model, cfg, checkpoint } = await loadModelForTraining(from, { log });
   try {
-    const initCk = from === values.init ? checkpoint : await loadCheckpoint(values.init);
+    const initCk = from === values.init ? checkpoint : await readModelDir(values.init);
     const { tok, dir: tokDir } = await resolveTokenizer(values.tokenizer, initCk);
     checkVocab(tok, cfg, { dir: tokDir });
     if (values.seqLen > cfg.max_seq_len) {
@@ -351,7 +361,7 @@ export async function runSft(
  *   the window is longer than the model's max_seq_len (and as `readShard` for a bad file).
  */
 export async function loadReplay(
-  values: OptionValues<typeof REPLAY_OPTIONS>,
+  values: ReplayValues,
   cfg: ModelConfig,
   log: (line: string) => void,
   stage: string,

@@ -178,7 +178,7 @@ export function checkTools(tools: unknown): string | undefined {
  * The schema check of an SFT record: `conversations` or `messages`, at least one assistant
  * turn (else nothing would be trained on), optional `tools`.
  */
-export const conversationCheck: JsonlCheck = (value) => {
+export const conversationCheck: JsonlCheck = (value: unknown): string | undefined => {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return `expected a JSON object {"conversations": [...]} or {"messages": [...]}`;
   }
@@ -361,7 +361,13 @@ export class SftSampler {
   private epoch = 0;
   private cursor = 0;
 
-  /** @throws when there are no examples. */
+  /**
+   * A sampler over examples.
+   *
+   * @param examples The conversations.
+   * @param opts Rows per batch, positions per row, shuffle seed, padding id.
+   * @throws when there are no examples.
+   */
   constructor(
     private readonly examples: readonly ChatExample[],
     private readonly opts: { B: number; T: number; seed: number; padId?: number },
@@ -370,6 +376,7 @@ export class SftSampler {
     this.order = this.shuffled(0);
   }
 
+  /** The example order of an epoch. */
   private shuffled(epoch: number): Int32Array {
     const order = Int32Array.from(this.examples.keys());
     return new Rng(this.opts.seed, epoch).shuffle(order);
@@ -430,7 +437,9 @@ export interface SftOptions {
 
 /** The data position of an {@linkcode SftTask} with replay: both samplers. */
 export interface SftTaskState {
+  /** The conversations' sampler. */
   sft: SftSamplerState;
+  /** The replayed text's sampler. */
   replay: SamplerState;
 }
 
@@ -458,7 +467,13 @@ export class SftTask implements TrainTask {
   private readonly sampler: SftSampler;
   private readonly replay: Replay | null;
 
-  /** @param train Training examples. @param val Held-out examples (may be empty). */
+  /**
+   * An SFT task.
+   *
+   * @param train Training examples.
+   * @param val Held-out examples (may be empty).
+   * @param opts Batch shape, seed, padding id, MTP, replay.
+   */
   constructor(
     train: readonly ChatExample[],
     private readonly val: readonly ChatExample[],
