@@ -11,6 +11,11 @@
 
 /** Thrown when no BLAS library loads; the message says what to install. */
 export class NoBlasError extends Error {
+  /**
+   * Creates the error.
+   * @param tried The library files tried.
+   * @param reasons Why each failed to load.
+   */
   constructor(tried: string[], reasons: string[]) {
     super(
       `no BLAS library could be loaded (tried ${tried.join(", ")}: ${reasons.join("; ")}). ` +
@@ -122,7 +127,7 @@ let loaded: Blas | null = null;
  * @throws {NoBlasError} when none of {@linkcode blasCandidates} loads.
  * @example const blas = loadBlas(); console.log(blas.path, blas.threads);
  */
-export function loadBlas(threads = defaultThreads()): Blas {
+export function loadBlas(threads: number = defaultThreads()): Blas {
   if (loaded) return loaded;
   const tried = blasCandidates(), reasons: string[] = [];
   for (const path of tried) {

@@ -53,6 +53,10 @@ export class Cpu {
   /** Always 0: there are no submits on the CPU. */
   readonly totalSubmits = 0;
 
+  /**
+   * Wraps a loaded BLAS; use {@linkcode createCpu} for the process's one CPU backend.
+   * @param blas The library its GEMMs call.
+   */
   constructor(readonly blas: Blas) {
     this.info = {
       backend: "cpu",

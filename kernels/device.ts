@@ -21,8 +21,11 @@ export interface DeviceBuffer {
 
 /** A byte range of a buffer: what a kernel reads or writes (a tensor's storage). */
 export interface Binding {
+  /** The buffer. */
   buffer: DeviceBuffer;
+  /** Byte offset of the range. */
   offset: number;
+  /** Byte size of the range. */
   size: number;
 }
 
@@ -32,7 +35,9 @@ export interface DeviceInfo {
   backend: "webgpu" | "cpu";
   /** Human-readable description, e.g. "llvmpipe (LLVM 15.0.6, 256 bits)". */
   description: string;
+  /** The adapter's vendor, as WebGPU reports it (may be empty). */
   vendor: string;
+  /** The adapter's (or, for the CPU backend, the machine's) architecture; may be empty. */
   architecture: string;
   /** True for a software/fallback WebGPU adapter such as Mesa's lavapipe. */
   isFallback: boolean;
@@ -44,6 +49,10 @@ export interface DeviceInfo {
 
 /** Thrown for a backend error (validation, out of memory, a bad tensor range); names the kernel. */
 export class DeviceError extends Error {
+  /**
+   * Creates the error.
+   * @param message What failed, naming the kernel or the tensor.
+   */
   constructor(message: string) {
     super(message);
     this.name = "DeviceError";

@@ -70,6 +70,8 @@ export {
   MAX_EMBEDDING_INPUTS,
   parseEmbeddingRequest,
   poolEmbedding,
+  TIKTOKEN_ENCODINGS,
+  type TiktokenEncoding,
 } from "./embeddings.ts";
 export {
   anyObjectNode,
