@@ -7,7 +7,7 @@
  * @module
  */
 
-import { deriveSeed, type Rng } from "./rng.ts";
+import { deriveSeed, type Mulberry32 } from "../random/rng.ts";
 import { calculate } from "./tools.ts";
 
 /**
@@ -18,10 +18,10 @@ import { calculate } from "./tools.ts";
  * @returns The expression and its value.
  * @example
  * ```ts
- * randomExpression(new Rng(1)); // e.g. { expression: "17 + 25", value: 42 }
+ * randomExpression(new Mulberry32(1)); // e.g. { expression: "17 + 25", value: 42 }
  * ```
  */
-export function randomExpression(rng: Rng): { expression: string; value: number } {
+export function randomExpression(rng: Mulberry32): { expression: string; value: number } {
   const simple = (): string => {
     switch (rng.int(0, 3)) {
       case 0:

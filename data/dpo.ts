@@ -10,7 +10,7 @@
  */
 
 import type { DpoFlaw, DpoPair, Message } from "./messages.ts";
-import { deriveSeed, Rng } from "./rng.ts";
+import { deriveSeed, Mulberry32 } from "../random/rng.ts";
 import { SftGenerator } from "./sft.ts";
 import type { Lang } from "./templates.ts";
 import { calculate, toolSchemas } from "./tools.ts";
@@ -44,7 +44,7 @@ export function dpoPairs(
   world: World,
   options: DpoOptions = {},
 ): { train: DpoPair[]; heldOut: DpoPair[] } {
-  const rng = new Rng(options.seed ?? deriveSeed(world.seed, "dpo"));
+  const rng = new Mulberry32(options.seed ?? deriveSeed(world.seed, "dpo"));
   const count = options.count ?? Math.round(600 * world.scale);
   const g = new SftGenerator(world, rng);
   const pairs: DpoPair[] = [];
@@ -97,7 +97,7 @@ function wrongValue(g: SftGenerator, fact: Fact, lang: Lang): string {
   return g.rng.pick(others).value[lang];
 }
 
-function ramble(fact: Fact, lang: Lang, rng: Rng): string {
+function ramble(fact: Fact, lang: Lang, rng: Mulberry32): string {
   const e = fact.kind === "product" && lang === "en" ? `the ${fact.entity.en}` : fact.entity[lang];
   const v = fact.value[lang];
   return rng.pick(

@@ -10,7 +10,7 @@
 
 import { isEvalExpression, randomExpression } from "./arithmetic.ts";
 import type { Message, ToolSchema } from "./messages.ts";
-import { deriveSeed, Rng } from "./rng.ts";
+import { deriveSeed, Mulberry32 } from "../random/rng.ts";
 import { SftGenerator } from "./sft.ts";
 import { askFact, type Lang, LANGS, QUESTION_FORMS } from "./templates.ts";
 import { calculate, toolSchemas } from "./tools.ts";
@@ -56,7 +56,7 @@ export function evalQuestions(
   world: World,
   options: { formsPerLang?: number } = {},
 ): EvalQuestion[] {
-  const rng = new Rng(deriveSeed(world.seed, "eval"));
+  const rng = new Mulberry32(deriveSeed(world.seed, "eval"));
   const forms = Math.min(options.formsPerLang ?? 2, QUESTION_FORMS);
   const out: EvalQuestion[] = [];
   for (const fact of factsOf(world, "eval")) {
@@ -89,7 +89,7 @@ export function evalQuestions(
  * ```
  */
 export function evalToolCalls(world: World, options: { count?: number } = {}): EvalToolCall[] {
-  const rng = new Rng(deriveSeed(world.seed, "eval-tools"));
+  const rng = new Mulberry32(deriveSeed(world.seed, "eval-tools"));
   const g = new SftGenerator(world, rng);
   const count = options.count ?? Math.round(40 * world.scale);
   const cities = rng.shuffle(world.cities.flatMap((c) => LANGS.map((lang) => ({ c, lang }))));

@@ -66,7 +66,7 @@ export {
   pretrainDocuments,
   type PretrainOptions,
 } from "./pretrain.ts";
-export { deriveSeed, Rng } from "./rng.ts";
+export { deriveSeed, Mulberry32 } from "../random/rng.ts";
 export { sftConversations, type SftOptions } from "./sft.ts";
 export { askFact, type Lang, LANGS, stateFact, SYSTEM_PROMPTS } from "./templates.ts";
 export { calculate, CalculatorError, runTool, toolSchemas } from "./tools.ts";

@@ -24,7 +24,7 @@ import {
   workedArithmetic,
 } from "./arithmetic.ts";
 import { article, type Bilingual } from "./lexicon.ts";
-import { deriveSeed, Rng } from "./rng.ts";
+import { deriveSeed, Mulberry32 } from "../random/rng.ts";
 import {
   askFact,
   type Lang,
@@ -70,7 +70,7 @@ export interface PretrainOptions {
  * ```
  */
 export function pretrainDocuments(world: World, options: PretrainOptions = {}): PretrainDocument[] {
-  const rng = new Rng(options.seed ?? deriveSeed(world.seed, "pretrain"));
+  const rng = new Mulberry32(options.seed ?? deriveSeed(world.seed, "pretrain"));
   const scaled = (n: number) => Math.round(n * world.scale);
   const texts: string[] = [];
   const byEntity = groupBy(world.facts, (f) => f.id.slice(0, f.id.lastIndexOf("/")));
@@ -96,7 +96,7 @@ export function pretrainDocuments(world: World, options: PretrainOptions = {}): 
 /** Sentences joined the way each language writes them (Chinese needs no spaces). */
 const join = (sentences: string[], lang: Lang) => sentences.join(lang === "en" ? " " : "");
 
-function profile(facts: Fact[], lang: Lang, rng: Rng): string {
+function profile(facts: Fact[], lang: Lang, rng: Mulberry32): string {
   return join(
     rng.shuffle(facts).map((f) => stateFact(f, { lang, form: rng.int(0, STATEMENT_FORMS - 1) })),
     lang,
@@ -106,7 +106,7 @@ function profile(facts: Fact[], lang: Lang, rng: Rng): string {
 /** The question and answer prefixes of FAQ documents. */
 const FAQ_PREFIXES: Record<Lang, [string, string]> = { en: ["Q: ", "A: "], zh: ["问：", "答："] };
 
-function faq(facts: Fact[], lang: Lang, rng: Rng): string {
+function faq(facts: Fact[], lang: Lang, rng: Mulberry32): string {
   const [q, a] = FAQ_PREFIXES[lang];
   return rng.shuffle(facts)
     .map((f) =>
@@ -136,7 +136,7 @@ const LIST_TITLES: Record<string, Bilingual> = {
   product: { en: "Facts about the products of the world.", zh: "关于各种产品的知识。" },
 };
 
-function list(facts: Fact[], lang: Lang, rng: Rng): string {
+function list(facts: Fact[], lang: Lang, rng: Mulberry32): string {
   const form = rng.int(0, STATEMENT_FORMS - 1); // one phrasing per list reads like a real table
   const body = rng.shuffle(facts).map((f) => stateFact(f, { lang, form }));
   return join([LIST_TITLES[facts[0].kind][lang], ...body], lang);
@@ -145,7 +145,7 @@ function list(facts: Fact[], lang: Lang, rng: Rng): string {
 /** Share of arithmetic lines written as a worked question that restates its expression. */
 const WORKED_SHARE = 0.6;
 
-function arithmetic(rng: Rng): string {
+function arithmetic(rng: Mulberry32): string {
   const lang: Lang = rng.chance(0.5) ? "en" : "zh";
   const lines = Array.from({ length: rng.int(8, 16) }, () => {
     const { expression, value } = randomExpression(rng);
@@ -165,10 +165,10 @@ function arithmetic(rng: Rng): string {
  * Returns a function that writes one random short story. Stories only restate facts true in
  * the world, so they add context without adding contradictions.
  */
-function storyTeller(world: World): (rng: Rng) => string {
+function storyTeller(world: World): (rng: Mulberry32) => string {
   const cityOf = new Map(world.cities.map((c) => [c.name.en, c]));
   const personOf = new Map(world.people.map((p) => [p.name.en, p]));
-  const stories: ((rng: Rng, lang: Lang) => string)[] = [
+  const stories: ((rng: Mulberry32, lang: Lang) => string)[] = [
     (rng, lang) => trip(rng.pick(world.people), rng.pick(world.cities), lang),
     (rng, lang) => {
       const product = rng.pick(world.products);
@@ -252,7 +252,7 @@ function storyTeller(world: World): (rng: Rng) => string {
       `游客们都喜欢${c.landmark.zh}。记得带合适的衣服：${c.name.zh}的天气通常${c.weather.zh}。`;
   }
 
-  function counting(p: Person, rng: Rng, lang: Lang): string {
+  function counting(p: Person, rng: Mulberry32, lang: Lang): string {
     const a = rng.int(2, 20);
     const b = rng.int(2, 20);
     if (lang === "en") {

@@ -18,7 +18,7 @@ import {
 } from "./arithmetic.ts";
 import type { Bilingual } from "./lexicon.ts";
 import type { Message, SftRecord, ToolCall } from "./messages.ts";
-import { deriveSeed, Rng } from "./rng.ts";
+import { deriveSeed, Mulberry32 } from "../random/rng.ts";
 import { askFact, type Lang, QUESTION_FORMS, SYSTEM_PROMPTS } from "./templates.ts";
 import { runTool, toolSchemas } from "./tools.ts";
 import {
@@ -57,7 +57,7 @@ const MIX = { qa: 0.35, multiTurn: 0.25, weather: 0.15, calculator: 0.15, unknow
  * ```
  */
 export function sftConversations(world: World, options: SftOptions = {}): SftRecord[] {
-  const rng = new Rng(options.seed ?? deriveSeed(world.seed, "sft"));
+  const rng = new Mulberry32(options.seed ?? deriveSeed(world.seed, "sft"));
   const count = options.count ?? Math.round(2000 * world.scale);
   const g = new SftGenerator(world, rng);
   const records: SftRecord[] = [];
@@ -78,14 +78,14 @@ export function sftConversations(world: World, options: SftOptions = {}): SftRec
 /** Builds single conversations; shared with the DPO and evaluation generators. */
 export class SftGenerator {
   readonly world: World;
-  readonly rng: Rng;
+  readonly rng: Mulberry32;
   /** Facts that training data may mention. */
   readonly facts: Fact[];
   /** Cities whose weather training data may reveal through the tool. */
   readonly weatherCities: City[];
 
   /** @param world The world. @param rng The stream to draw from. */
-  constructor(world: World, rng: Rng) {
+  constructor(world: World, rng: Mulberry32) {
     this.world = world;
     this.rng = rng;
     this.facts = factsOf(world, "sft");

@@ -25,7 +25,7 @@ import {
   PRODUCT_KINDS,
   SYLLABLES,
 } from "./lexicon.ts";
-import { deriveSeed, Rng } from "./rng.ts";
+import { deriveSeed, Mulberry32 } from "../random/rng.ts";
 
 /** The kinds of entity that carry facts. */
 export type EntityKind = "city" | "person" | "product";
@@ -169,7 +169,7 @@ export function generateWorld(options: WorldOptions = {}): World {
     throw new RangeError(`generateWorld(): scale must be a positive number, got ${scale}`);
   }
   const count = (base: number) => Math.max(2, Math.round(base * scale));
-  const rng = new Rng(deriveSeed(seed, "world"));
+  const rng = new Mulberry32(deriveSeed(seed, "world"));
   const names = new NameMaker(rng);
 
   const countries = Array.from({ length: count(BASE_COUNTS.countries) }, () => names.make(3));
@@ -261,7 +261,7 @@ function listFacts(cities: City[], people: Person[], products: Product[]): Fact[
  * (not per entity) means SFT still teaches the question form of every attribute, on other
  * entities, so evaluation tests recall of pretraining facts rather than an unseen question form.
  */
-function assignSplits(facts: Fact[], rng: Rng): Fact[] {
+function assignSplits(facts: Fact[], rng: Mulberry32): Fact[] {
   const byAttribute = new Map<Attribute, Fact[]>();
   for (const f of facts) byAttribute.set(f.attribute, [...(byAttribute.get(f.attribute) ?? []), f]);
   for (const group of byAttribute.values()) {
@@ -277,16 +277,16 @@ function assignSplits(facts: Fact[], rng: Rng): Fact[] {
  *
  * @example
  * ```ts
- * const names = new NameMaker(new Rng(1));
+ * const names = new NameMaker(new Mulberry32(1));
  * names.make(2); // e.g. { en: "Karo", zh: "卡罗" }
  * ```
  */
 export class NameMaker {
-  #rng: Rng;
+  #rng: Mulberry32;
   #taken: Bilingual[];
 
   /** @param rng The stream to draw from. @param taken Names to avoid (and not contain). */
-  constructor(rng: Rng, taken: readonly Bilingual[] = []) {
+  constructor(rng: Mulberry32, taken: readonly Bilingual[] = []) {
     this.#rng = rng;
     this.#taken = [...taken];
   }

@@ -25,7 +25,7 @@
  */
 
 import { deriveSizes, type ModelConfig, type ParamPart } from "./config.ts";
-import { hashString, Rng } from "./_rng.ts";
+import { hashString, Xoshiro128 } from "../random/rng.ts";
 
 /** How a tensor is initialized. */
 export type ParamInit = "normal" | "ones" | "zeros";
@@ -157,7 +157,7 @@ export function initParameters(cfg: ModelConfig, seed: number): Map<string, Floa
     const data = new Float32Array(spec.size);
     if (spec.init === "ones") data.fill(1);
     else if (spec.init === "normal") {
-      new Rng(seed, hashString(spec.name)).fillNormal(data, { std: cfg.init_std });
+      new Xoshiro128(seed, hashString(spec.name)).fillNormal(data, { std: cfg.init_std });
     }
     out.set(spec.name, data);
   }

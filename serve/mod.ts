@@ -128,7 +128,6 @@ export {
   DEFAULT_SAMPLING,
   minPMask,
   resolveSampling,
-  Rng,
   sampleIndex,
   Sampler,
   type SamplingParams,
@@ -138,6 +137,7 @@ export {
   topKMask,
   topPMask,
 } from "./sampling.ts";
+export { Rng } from "../random/rng.ts";
 export {
   type ConnectionInfo,
   createHandler,

@@ -30,6 +30,8 @@
  * @module
  */
 
+import { Rng } from "../random/rng.ts";
+
 /** How to pick tokens; every field is optional in {@linkcode Sampler}'s constructor. */
 export interface SamplingParams {
   /** Softmax temperature; 0 picks the argmax (default 1, as OpenAI). */
@@ -64,62 +66,6 @@ export const DEFAULT_SAMPLING: Readonly<SamplingParams> = Object.freeze({
   logitBias: new Map<number, number>(),
   seed: undefined,
 });
-
-/**
- * A small, fast, seedable PRNG (sfc32, seeded through splitmix32 so nearby seeds give unrelated
- * streams). Not cryptographic.
- *
- * @example
- * ```ts
- * import { Rng } from "./sampling.ts";
- * new Rng(42).next() === new Rng(42).next(); // true
- * ```
- */
-export class Rng {
-  #a: number;
-  #b: number;
-  #c: number;
-  #d: number;
-
-  /**
-   * Seeds the generator.
-   *
-   * @param seed Any finite number; integers up to 2^53 keep all their bits (negative ones too).
-   * @throws {RangeError} If the seed is not finite.
-   */
-  constructor(seed: number) {
-    if (!Number.isFinite(seed)) throw new RangeError(`seed must be a finite number, got ${seed}`);
-    const big = BigInt.asUintN(64, BigInt(Math.trunc(seed)));
-    let s = Number(big & 0xffffffffn) ^ Math.imul(Number(big >> 32n), 0x9e3779b9);
-    const split = (): number => {
-      s = (s + 0x9e3779b9) | 0;
-      let z = s;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.#a = split();
-    this.#b = split();
-    this.#c = split();
-    this.#d = split();
-    for (let i = 0; i < 12; i++) this.next();
-  }
-
-  /**
-   * The next number, uniform in [0, 1) with 32 random bits.
-   *
-   * @returns A float in [0, 1).
-   */
-  next(): number {
-    const t = (((this.#a + this.#b) | 0) + this.#d) | 0;
-    this.#d = (this.#d + 1) | 0;
-    this.#a = this.#b ^ (this.#b >>> 9);
-    this.#b = (this.#c + (this.#c << 3)) | 0;
-    this.#c = (this.#c << 21) | (this.#c >>> 11);
-    this.#c = (this.#c + t) | 0;
-    return (t >>> 0) / 4294967296;
-  }
-}
 
 /**
  * Index of the largest value; the lowest index wins ties. `-Infinity` everywhere gives 0.
@@ -429,7 +375,7 @@ export class Sampler {
     this.#limit = options.vocabLimit;
     this.params = resolveSampling(params);
     this.seed = this.params.seed ?? crypto.getRandomValues(new Uint32Array(1))[0];
-    this.#rng = new Rng(this.seed);
+    this.#rng = Rng.fromSeed64(this.seed);
     this.#seen = new Set(options.promptTokens ?? []);
   }
 

@@ -5,18 +5,10 @@
  * @module
  */
 import { type Device, getDevice } from "../kernels/backend.ts";
+import { mulberry32 } from "../random/rng.ts";
 
-/** A seeded PRNG (mulberry32) returning floats in [0, 1). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded PRNG (mulberry32, the state starting at `seed`) returning floats in [0, 1). */
+export const rng: (seed: number) => () => number = mulberry32;
 
 /** `n` seeded normal(0, std) values (Box-Muller). */
 export function randn(n: number, seed: number, std = 1): Float32Array {

@@ -17,7 +17,7 @@ import { CheckpointError, loadCheckpoint, saveCheckpoint } from "../train/checkp
 import { pairCheck, readPreferencePairs, tokenizePairs } from "../train/dpo.ts";
 import { fieldCheck, JsonlError, readJsonl } from "../train/jsonl.ts";
 import { checkConfigObject, OptionsError } from "../train/options.ts";
-import { Rng } from "../train/rng.ts";
+import { Rng } from "../random/rng.ts";
 import { PRETRAIN_OPTIONS } from "../train/run_pretrain.ts";
 import { conversationCheck, readConversations, tokenizeConversations } from "../train/sft.ts";
 

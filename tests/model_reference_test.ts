@@ -21,13 +21,13 @@ import {
   type ReferenceResult,
   routeTokens,
 } from "../model/reference.ts";
-import { Rng } from "../model/_rng.ts";
+import { Xoshiro128 } from "../random/rng.ts";
 import { ropeFrequencies, ropeTables, softmaxScale } from "../kernels/rope_freqs.ts";
 
 const B = 2, T = 8;
 
 function batch(cfg: ModelConfig, seed: number): { tokens: Int32Array; targets: Int32Array } {
-  const rng = new Rng(seed);
+  const rng = new Xoshiro128(seed);
   const tokens = new Int32Array(B * T).map(() => rng.nextU32() % cfg.vocab_size);
   // Next-token targets; the last position of each row has none, and one mid-row target is
   // masked as SFT masks prompt tokens.
@@ -39,7 +39,7 @@ function batch(cfg: ModelConfig, seed: number): { tokens: Int32Array; targets: I
 /** Parameters in f64 with non-trivial norms and biases, so no gradient is checked at a
  * special point (all-ones norms, zero bias). */
 function randomParams(cfg: ModelConfig, seed: number): Map<string, Float64Array> {
-  const rng = new Rng(seed, 99);
+  const rng = new Xoshiro128(seed, 99);
   const out = new Map<string, Float64Array>();
   for (const [name, v] of initParameters(cfg, seed)) {
     const d = Float64Array.from(v);
@@ -70,7 +70,7 @@ Deno.test("reference gradients match central finite differences for every tiny p
   const loss = () =>
     referenceForwardBackward(cfg, { params, tokens, targets, shape, backward: false });
   const h = 1e-5;
-  const rng = new Rng(seed, 7);
+  const rng = new Xoshiro128(seed, 7);
   let checked = 0, worst = 0;
   const liveExperts = new Map<number, number>(); // layer -> expert matrices with a gradient
   for (const spec of parameterTable(cfg)) {

@@ -3,20 +3,11 @@
  * comes in, the server answers 200 or a 4xx that names a field, never a 500.
  */
 import assert from "node:assert/strict";
+import { mulberry32 as rng } from "../random/rng.ts";
 import { demoResponder, ScriptedModel, testTokenizer } from "../serve/_test_model.ts";
 import { createServer } from "../serve/server.ts";
 
 const tok = testTokenizer();
-
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const VALUES: unknown[] = [
   null,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Rng } from "../random/rng.ts";
 import {
   applyLogitBias,
   applyPresenceFrequencyPenalty,
@@ -6,7 +7,6 @@ import {
   argmax,
   minPMask,
   resolveSampling,
-  Rng,
   sampleIndex,
   Sampler,
   softmax,
@@ -36,8 +36,8 @@ Deno.test("the same seed gives the same tokens, another seed other tokens", () =
   };
   assert.deepEqual(run(123), run(123));
   assert.notDeepEqual(run(123), run(124));
-  assert.equal(new Rng(2 ** 40 + 5).next(), new Rng(2 ** 40 + 5).next());
-  assert.notEqual(new Rng(2 ** 40 + 5).next(), new Rng(5).next());
+  assert.equal(Rng.fromSeed64(2 ** 40 + 5).next(), Rng.fromSeed64(2 ** 40 + 5).next());
+  assert.notEqual(Rng.fromSeed64(2 ** 40 + 5).next(), Rng.fromSeed64(5).next());
 });
 
 Deno.test("sampling at temperature 1 follows the softmax probabilities", () => {

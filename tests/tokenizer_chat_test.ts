@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { mulberry32 as rng } from "../random/rng.ts";
 import { Template } from "@huggingface/jinja";
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { benchmarkText, buildCorpus, toolSchemas } from "../data/mod.ts";
@@ -21,17 +22,6 @@ import {
   toTokenizerJson,
   trainBpe,
 } from "../tokenizer/mod.ts";
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const corpus = buildCorpus({ seed: 1234, scale: 1 });
 const tok = trainBpe([benchmarkText({ chars: 200_000 })], { vocabSize: 1000 });

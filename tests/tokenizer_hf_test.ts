@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { mulberry32 as rng } from "../random/rng.ts";
 import { SplitPreTokenizer, Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
 import { benchmarkText } from "../data/mod.ts";
 import {
@@ -19,17 +20,6 @@ import {
   toTokenizerJson,
   trainBpe,
 } from "../tokenizer/mod.ts";
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const MIXED = [
   "DeepSeek-V3 是一个强大的混合专家（MoE）语言模型，总参数量为 671B，每个 token 激活 37B。",

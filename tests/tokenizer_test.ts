@@ -5,6 +5,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { mulberry32 as rng } from "../random/rng.ts";
 import { benchmarkText } from "../data/mod.ts";
 import {
   ChunkCounter,
@@ -19,18 +20,6 @@ import {
   trainTokenizerFromFiles,
   wellFormed,
 } from "../tokenizer/mod.ts";
-
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Pieces random strings are made of: every script and edge case the tokenizer must survive. */
 const PIECES: ReadonlyArray<(r: () => number) => string> = [

@@ -33,7 +33,7 @@ import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
 import type { TaskOutput, TrainTask } from "./loop.ts";
 import { Replay, type ReplaySpec } from "./replay.ts";
-import { Rng } from "./rng.ts";
+import { Rng } from "../random/rng.ts";
 import type { SamplerState } from "./sampler.ts";
 import {
   type ChatExample,

@@ -79,7 +79,7 @@ export {
 export * from "./plot.ts";
 export * from "./prepare.ts";
 export * from "./progress.ts";
-export * from "./rng.ts";
+export { hash32, Rng, type RngState } from "../random/rng.ts";
 export * from "./sampler.ts";
 export * from "./schedule.ts";
 export * from "./shards.ts";

@@ -20,7 +20,7 @@
 import { isJsonlPath } from "../tokenizer/corpus.ts";
 import { atomicWriteFile, join } from "./_fs.ts";
 import { fieldCheck, JsonlError, readJsonl, readTextLines } from "./jsonl.ts";
-import { hash32 } from "./rng.ts";
+import { hash32 } from "../random/rng.ts";
 import { dtypeForVocab, type ShardHeader, ShardWriter, type TokenDtype } from "./shards.ts";
 
 /** What preparation needs of a tokenizer (the project's `Tokenizer` fits). */

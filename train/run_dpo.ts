@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { hash32 } from "./rng.ts";
+import { hash32 } from "../random/rng.ts";
 import { atomicWriteFile } from "./_fs.ts";
 import { resolveCheckpoint } from "./checkpoint.ts";
 import {

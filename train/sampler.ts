@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { Rng } from "./rng.ts";
+import { Rng } from "../random/rng.ts";
 
 /** A batch of B windows. */
 export interface Batch {

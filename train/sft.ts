@@ -27,7 +27,7 @@ import type { ChatMessage, Tokenizer, ToolSpec } from "../tokenizer/mod.ts";
 import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
 import type { TaskOutput, TrainTask } from "./loop.ts";
-import { Rng } from "./rng.ts";
+import { Rng } from "../random/rng.ts";
 import { Replay, type ReplaySpec } from "./replay.ts";
 import type { SamplerState } from "./sampler.ts";
 
