@@ -23,7 +23,7 @@ import { add, scale } from "../kernels/elementwise.ts";
 import { embedding } from "../kernels/embedding.ts";
 import type { Device } from "../kernels/backend.ts";
 import { linear } from "../kernels/matmul.ts";
-import { biasUpdate } from "../kernels/moe_route.ts";
+import { biasUpdate } from "../kernels/moe_bias.ts";
 import { rmsnorm } from "../kernels/rmsnorm.ts";
 import { ropeFrequencies, ropeTables } from "../kernels/rope_freqs.ts";
 import { Tensor, unscoped } from "../kernels/tensor.ts";
