@@ -6,7 +6,7 @@
  */
 
 /** One tool call made by the assistant, as in OpenAI's `tool_calls`. */
-export interface ToolCall {
+export interface OpenAIToolCall {
   /** Unique within its conversation; the tool's reply repeats it as `tool_call_id`. */
   id: string;
   /** Always `"function"`, the only kind of tool OpenAI defines. */
@@ -27,7 +27,7 @@ export interface Message {
   /** Text; `null` on an assistant message that only makes tool calls. */
   content: string | null;
   /** Assistant only: the calls it makes. */
-  tool_calls?: ToolCall[];
+  tool_calls?: OpenAIToolCall[];
   /** Tool only: the id of the call this message answers. */
   tool_call_id?: string;
   /** Tool only: the name of the tool that answered. */

@@ -55,9 +55,9 @@ export {
   type DpoFlaw,
   type DpoPair,
   type Message,
+  type OpenAIToolCall,
   type SftRecord,
   toJsonl,
-  type ToolCall,
   type ToolSchema,
 } from "./messages.ts";
 export {

@@ -17,7 +17,7 @@ import {
   randomExpression,
 } from "./arithmetic.ts";
 import type { Bilingual } from "./lexicon.ts";
-import type { Message, SftRecord, ToolCall } from "./messages.ts";
+import type { Message, OpenAIToolCall, SftRecord } from "./messages.ts";
 import { deriveSeed, Mulberry32 } from "../random/rng.ts";
 import { askFact, type Lang, QUESTION_FORMS, SYSTEM_PROMPTS } from "./templates.ts";
 import { runTool, toolSchemas } from "./tools.ts";
@@ -129,7 +129,7 @@ export class SftGenerator {
   }
 
   /** The user's weather question, with the tool call that answers it. */
-  weatherCall(lang: Lang, city: City): { user: Message; call: ToolCall } {
+  weatherCall(lang: Lang, city: City): { user: Message; call: OpenAIToolCall } {
     const name = city.name[lang];
     const forms = lang === "en"
       ? [
@@ -151,7 +151,7 @@ export class SftGenerator {
   }
 
   /** The user's arithmetic question, with the tool call that answers it. */
-  calculatorCall(lang: Lang, expression: string): { user: Message; call: ToolCall } {
+  calculatorCall(lang: Lang, expression: string): { user: Message; call: OpenAIToolCall } {
     const form = this.rng.int(0, CALCULATION_FORMS_COUNT - 1);
     return {
       user: { role: "user", content: calculationQuestion(expression, { lang, form }) },
@@ -160,7 +160,7 @@ export class SftGenerator {
   }
 
   /** An OpenAI tool call with a fresh id. */
-  toolCall(name: string, args: Record<string, string>): ToolCall {
+  toolCall(name: string, args: Record<string, string>): OpenAIToolCall {
     return {
       id: `call_${this.rng.hex8()}`,
       type: "function",
@@ -169,7 +169,7 @@ export class SftGenerator {
   }
 
   /** The assistant turn that makes `call`, the tool's reply, and the final answer. */
-  toolTurns(call: ToolCall, lang: Lang): Message[] {
+  toolTurns(call: OpenAIToolCall, lang: Lang): Message[] {
     const result = runTool(this.world, call.function.name, call.function.arguments);
     const r = JSON.parse(result);
     let answer: string;

@@ -678,10 +678,19 @@ export class Decoder {
 }
 
 /**
- * Index of the largest value; ties go to the first.
- * @example argmax(new Float32Array([1, 3, 3])) // 1
+ * Index of the largest value; the lowest index wins ties. `-Infinity` everywhere gives 0. The
+ * one host argmax: greedy decoding here, temperature 0 in `serve/sampling.ts`.
+ *
+ * @param x Values.
+ * @returns The index.
+ * @throws {RangeError} If `x` is empty.
+ * @example
+ * ```ts
+ * argmax(Float32Array.of(1, 3, 3)); // 1
+ * ```
  */
 export function argmax(x: ArrayLike<number>): number {
+  if (x.length === 0) throw new RangeError("argmax of an empty array");
   let best = 0;
   for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
   return best;

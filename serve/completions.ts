@@ -40,7 +40,12 @@
 
 import { encodeChatPrompt } from "../tokenizer/chat_encode.ts";
 import { jinjaJson } from "../tokenizer/chat_template.ts";
-import { THINK_END_TOKEN, THINK_START_TOKEN } from "../tokenizer/special_tokens.ts";
+import {
+  THINK_END_TOKEN,
+  THINK_START_TOKEN,
+  TOOL_CALL_END_TOKEN,
+  TOOL_CALL_START_TOKEN,
+} from "../tokenizer/special_tokens.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import {
   type ConstrainedTool,
@@ -59,13 +64,8 @@ import {
 } from "./engine.ts";
 import { ApiError, type ChatRequest, type CompletionRequest, type UsageBody } from "./protocol.ts";
 import type { SamplingParams } from "./sampling.ts";
-import {
-  type OpenAIToolCall,
-  TOOL_CALL_CLOSE,
-  TOOL_CALL_OPEN,
-  type ToolCallStreamEvent,
-  ToolCallStreamParser,
-} from "./tool_calls.ts";
+import type { OpenAIToolCall } from "../data/messages.ts";
+import { type ToolCallStreamEvent, ToolCallStreamParser } from "./tool_calls.ts";
 
 /** OpenAI finish reasons this server sends. */
 export type OpenAIFinishReason = "stop" | "length" | "tool_calls";
@@ -404,12 +404,17 @@ export class CompletionService {
     this.#chatStops = [tokenizer.imEndId, tokenizer.eosId, tokenizer.imStartId];
     // Special tokens never reach the text (as with vLLM's skip_special_tokens), except in chat the
     // markup the reply parsers read: tool calls and reasoning.
-    const shown = new Set([TOOL_CALL_OPEN, TOOL_CALL_CLOSE, THINK_START_TOKEN, THINK_END_TOKEN]);
+    const shown = new Set([
+      TOOL_CALL_START_TOKEN,
+      TOOL_CALL_END_TOKEN,
+      THINK_START_TOKEN,
+      THINK_END_TOKEN,
+    ]);
     this.#hiddenText = new Set(tokenizer.specialTokens.map((s) => s.id));
     this.#hiddenChat = new Set(
       tokenizer.specialTokens.filter((s) => !shown.has(s.content)).map((s) => s.id),
     );
-    tokenizer.specialId(TOOL_CALL_OPEN);
+    tokenizer.specialId(TOOL_CALL_START_TOKEN);
   }
 
   /** A token's text for logprobs (special tokens by name, partial characters as U+FFFD). */
@@ -488,7 +493,7 @@ export class CompletionService {
       throw new ApiError(400, (e as Error).message, { param: "messages" });
     }
     if (req.prefix) prompt = [...prompt, ...tok.encode(req.prefix)];
-    const toolCallId = tok.specialId(TOOL_CALL_OPEN);
+    const toolCallId = tok.specialId(TOOL_CALL_START_TOKEN);
     let forced: number[] = [];
     const sampling: Partial<SamplingParams> = { ...req.sampling };
     let makeConstraint: (() => TokenConstraint) | undefined;

@@ -124,14 +124,13 @@ export {
   applyLogitBias,
   applyPresenceFrequencyPenalty,
   applyRepetitionPenalty,
-  argmax,
   DEFAULT_SAMPLING,
   minPMask,
   resolveSampling,
   sampleIndex,
   Sampler,
   type SamplingParams,
-  softmax,
+  softmaxProbs,
   type StopMatch,
   StopStringMatcher,
   topKMask,
@@ -149,15 +148,13 @@ export {
   type ServerOptions,
   type ServerTools,
 } from "./server.ts";
+export type { OpenAIToolCall } from "../data/messages.ts";
 export {
-  type OpenAIToolCall,
   type ParsedReply,
-  parseToolCallBody,
   parseToolCalls,
-  TOOL_CALL_CLOSE,
-  TOOL_CALL_OPEN,
   toolCallId,
   type ToolCallParseOptions,
   type ToolCallStreamEvent,
   ToolCallStreamParser,
 } from "./tool_calls.ts";
+export { parseToolCallBody } from "../tokenizer/tool_calls.ts";

@@ -30,6 +30,7 @@
  * @module
  */
 
+import { argmax } from "../model/decode.ts";
 import { Rng } from "../random/rng.ts";
 
 /** How to pick tokens; every field is optional in {@linkcode Sampler}'s constructor. */
@@ -68,25 +69,6 @@ export const DEFAULT_SAMPLING: Readonly<SamplingParams> = Object.freeze({
 });
 
 /**
- * Index of the largest value; the lowest index wins ties. `-Infinity` everywhere gives 0.
- *
- * @param logits Values.
- * @returns The index.
- * @throws {RangeError} If `logits` is empty.
- * @example
- * ```ts
- * import { argmax } from "./sampling.ts";
- * argmax(Float32Array.of(1, 3, 3)); // 1
- * ```
- */
-export function argmax(logits: ArrayLike<number>): number {
-  if (logits.length === 0) throw new RangeError("argmax of an empty array");
-  let best = 0;
-  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
-  return best;
-}
-
-/**
  * Softmax in float64; `-Infinity` logits get probability 0.
  *
  * @param logits Values (at least one finite).
@@ -94,11 +76,11 @@ export function argmax(logits: ArrayLike<number>): number {
  * @throws {RangeError} If no logit is finite.
  * @example
  * ```ts
- * import { softmax } from "./sampling.ts";
- * softmax(Float32Array.of(0, 0, -Infinity)); // Float64Array [0.5, 0.5, 0]
+ * import { softmaxProbs } from "./sampling.ts";
+ * softmaxProbs(Float32Array.of(0, 0, -Infinity)); // Float64Array [0.5, 0.5, 0]
  * ```
  */
-export function softmax(logits: ArrayLike<number>): Float64Array {
+export function softmaxProbs(logits: ArrayLike<number>): Float64Array {
   let max = -Infinity;
   for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
   if (!Number.isFinite(max)) throw new RangeError("softmax needs at least one finite logit");
@@ -235,7 +217,7 @@ export function topKMask(logits: Float32Array, k: number): void {
 export function topPMask(logits: Float32Array, p: number): void {
   if (!(p > 0 && p <= 1)) throw new RangeError(`top_p must be in (0, 1], got ${p}`);
   if (p === 1) return;
-  const probs = softmax(logits);
+  const probs = softmaxProbs(logits);
   const idx = order(logits);
   let cum = 0;
   let r = 0;
@@ -420,7 +402,7 @@ export class Sampler {
       topKMask(l, p.topK);
       topPMask(l, p.topP);
       minPMask(l, p.minP);
-      id = sampleIndex(softmax(l), this.#rng.next());
+      id = sampleIndex(softmaxProbs(l), this.#rng.next());
     }
     this.accept(id);
     return id;

@@ -19,20 +19,9 @@
  * @module
  */
 
-/** The marker that opens a tool call (a special token of the tokenizer). */
-export const TOOL_CALL_OPEN = "<tool_call>";
-/** The marker that closes a tool call. */
-export const TOOL_CALL_CLOSE = "</tool_call>";
-
-/** A tool call in OpenAI's response form. */
-export interface OpenAIToolCall {
-  /** `call_` + 24 hex digits. */
-  id: string;
-  /** Always `"function"`. */
-  type: "function";
-  /** The function name and its arguments as a JSON string. */
-  function: { name: string; arguments: string };
-}
+import { TOOL_CALL_END_TOKEN, TOOL_CALL_START_TOKEN } from "../tokenizer/special_tokens.ts";
+import { parseToolCallBody } from "../tokenizer/tool_calls.ts";
+import type { OpenAIToolCall } from "../data/messages.ts";
 
 /** A reply split into content and tool calls. */
 export interface ParsedReply {
@@ -77,41 +66,6 @@ function fnv1a(text: string, salt: number): number {
 export function toolCallId(seed: string, index: number): string {
   const key = `${seed}#${index}`;
   return "call_" + [1, 2, 3].map((s) => fnv1a(key, s).toString(16).padStart(8, "0")).join("");
-}
-
-/**
- * Parses the JSON inside one `<tool_call>` block.
- *
- * @param inner The text between the markers.
- * @returns `{name, arguments}` with the arguments as a JSON string, or null if malformed.
- * @example
- * ```ts
- * import { parseToolCallBody } from "./tool_calls.ts";
- * parseToolCallBody(' {"name": "f", "arguments": {"x": 1}} '); // { name: "f", arguments: '{"x":1}' }
- * parseToolCallBody("{oops"); // null
- * ```
- */
-export function parseToolCallBody(inner: string): { name: string; arguments: string } | null {
-  let obj: unknown;
-  try {
-    obj = JSON.parse(inner.trim());
-  } catch {
-    return null;
-  }
-  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) return null;
-  const o = obj as Record<string, unknown>;
-  if (typeof o.name !== "string" || o.name.length === 0) return null;
-  let args = o.arguments ?? o.parameters ?? {};
-  if (typeof args === "string") {
-    // Some models write the arguments as a JSON string, as OpenAI transmits them.
-    try {
-      args = JSON.parse(args);
-    } catch {
-      return null;
-    }
-  }
-  if (typeof args !== "object" || args === null || Array.isArray(args)) return null;
-  return { name: o.name, arguments: JSON.stringify(args) };
 }
 
 /**
@@ -210,25 +164,25 @@ export class ToolCallStreamParser {
     const out: ToolCallStreamEvent[] = [];
     for (;;) {
       if (this.#inCall) {
-        const end = this.#buf.indexOf(TOOL_CALL_CLOSE);
+        const end = this.#buf.indexOf(TOOL_CALL_END_TOKEN);
         if (end < 0) return out;
-        this.#closeCall(this.#buf.slice(0, end), out, TOOL_CALL_CLOSE);
-        this.#buf = this.#buf.slice(end + TOOL_CALL_CLOSE.length);
+        this.#closeCall(this.#buf.slice(0, end), out, TOOL_CALL_END_TOKEN);
+        this.#buf = this.#buf.slice(end + TOOL_CALL_END_TOKEN.length);
         continue;
       }
-      const start = this.#buf.indexOf(TOOL_CALL_OPEN);
+      const start = this.#buf.indexOf(TOOL_CALL_START_TOKEN);
       if (start >= 0) {
         // White space before a call is a separator, not content.
         const before = this.#buf.slice(0, start);
         const kept = before.trimEnd();
         this.#content(kept, out);
         this.#sep = before.slice(kept.length);
-        this.#buf = this.#buf.slice(start + TOOL_CALL_OPEN.length);
+        this.#buf = this.#buf.slice(start + TOOL_CALL_START_TOKEN.length);
         this.#inCall = true;
         continue;
       }
       // Hold back a possible marker start and trailing white space (it may precede a call).
-      const hold = partialSuffix(this.#buf, TOOL_CALL_OPEN);
+      const hold = partialSuffix(this.#buf, TOOL_CALL_START_TOKEN);
       const body = this.#buf.slice(0, this.#buf.length - hold);
       const kept = body.trimEnd();
       this.#content(kept, out);
@@ -269,7 +223,7 @@ export class ToolCallStreamParser {
     this.#sep = "";
     if (call === null) {
       this.#afterCall = false;
-      out.push({ type: "content", text: sep + TOOL_CALL_OPEN + inner + close });
+      out.push({ type: "content", text: sep + TOOL_CALL_START_TOKEN + inner + close });
       return;
     }
     this.#afterCall = true;

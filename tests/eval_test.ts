@@ -12,14 +12,17 @@ import { IM_END_TOKEN, saveTokenizer, trainBpe } from "../tokenizer/mod.ts";
 import { readMetrics } from "../train/metrics.ts";
 import { resolveOptions } from "../train/options.ts";
 import { prepareShards } from "../train/prepare.ts";
-import { parseToolCall, renderEvalReport, replyText, type ReportRow } from "../train/eval.ts";
+import { renderEvalReport, replyText, type ReportRow } from "../train/eval.ts";
+import { parseFirstToolCall } from "../tokenizer/tool_calls.ts";
+
+const parseToolCall = (text: string) => parseFirstToolCall(text, { strict: true });
 import { DPO_OPTIONS, runDpo } from "../train/run_dpo.ts";
 import { EVAL_OPTIONS, runEval } from "../train/run_eval.ts";
 import { PRETRAIN_OPTIONS, runPretrain } from "../train/run_pretrain.ts";
 import { runSft, SFT_OPTIONS } from "../train/run_sft.ts";
 import { GPU_TEST } from "./_util.ts";
 
-Deno.test("parseToolCall() reads the first complete <tool_call> block", () => {
+Deno.test("parseFirstToolCall() strict reads the first complete <tool_call> block", () => {
   const call = '<tool_call>{"name": "calculator", "arguments": {"expression": "2+3"}}</tool_call>';
   assert.deepEqual(parseToolCall(call), { name: "calculator", arguments: '{"expression":"2+3"}' });
   // arguments given as a JSON string, as OpenAI transmits them; text before the block
@@ -31,6 +34,7 @@ Deno.test("parseToolCall() reads the first complete <tool_call> block", () => {
   assert.equal(parseToolCall('<tool_call>{"name": "f", "arguments": {}}'), null); // unclosed
   assert.equal(parseToolCall('<tool_call>{"name": "f", "arguments": {"x": }</tool_call>'), null);
   assert.equal(parseToolCall('<tool_call>{"arguments": {}}</tool_call>'), null); // no name
+  assert.equal(parseToolCall('<tool_call>{"name": "f"}</tool_call>'), null); // strict: no arguments
   assert.equal(parseToolCall('<tool_call>{"name": "f", "arguments": [1]}</tool_call>'), null);
 });
 

@@ -1,15 +1,15 @@
 import assert from "node:assert/strict";
+import { argmax } from "../model/decode.ts";
 import { Rng } from "../random/rng.ts";
 import {
   applyLogitBias,
   applyPresenceFrequencyPenalty,
   applyRepetitionPenalty,
-  argmax,
   minPMask,
   resolveSampling,
   sampleIndex,
   Sampler,
-  softmax,
+  softmaxProbs,
   StopStringMatcher,
   topKMask,
   topPMask,
@@ -50,8 +50,8 @@ Deno.test("sampling at temperature 1 follows the softmax probabilities", () => {
   assert.ok(Math.abs(counts[2] / n - 0.1) < 0.02, `${counts}`);
 });
 
-Deno.test("softmax() and sampleIndex() on hand values", () => {
-  assert.deepEqual([...softmax(Float32Array.of(0, 0, NEG))], [0.5, 0.5, 0]);
+Deno.test("softmaxProbs() and sampleIndex() on hand values", () => {
+  assert.deepEqual([...softmaxProbs(Float32Array.of(0, 0, NEG))], [0.5, 0.5, 0]);
   assert.equal(sampleIndex(Float64Array.of(0.25, 0, 0.75), 0.3), 2);
   assert.equal(sampleIndex(Float64Array.of(0.25, 0, 0.75), 0.1), 0);
   assert.equal(sampleIndex(Float64Array.of(0.5, 0.5, 0), 0.9999999999), 1);

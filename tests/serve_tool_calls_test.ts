@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
+import { parseToolCallBody } from "../tokenizer/tool_calls.ts";
 import {
-  parseToolCallBody,
   parseToolCalls,
   toolCallId,
   type ToolCallStreamEvent,

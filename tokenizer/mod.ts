@@ -5,7 +5,8 @@
  * - Train: {@linkcode trainBpe} (in memory), {@linkcode trainTokenizerFromFiles} (JSONL / text).
  * - Use: {@linkcode Tokenizer} (`encode`, `decode`, `streamingDecoder`, special ids).
  * - Chat: {@linkcode renderChat}, {@linkcode renderChatForTraining} (ids + assistant mask),
- *   {@linkcode encodeChatPrompt}, {@linkcode CHAT_TEMPLATE}.
+ *   {@linkcode encodeChatPrompt}, {@linkcode CHAT_TEMPLATE}; {@linkcode parseFirstToolCall} and
+ *   {@linkcode parseToolCallBody} read the template's `<tool_call>` blocks back.
  * - Files: {@linkcode saveTokenizer}, {@linkcode loadTokenizer}, {@linkcode loadTokenizerConfig}.
  *
  * Left out: normalizers (text is encoded as given), unigram / WordPiece models, offsets.
@@ -75,6 +76,12 @@ export {
   toTokenizerJson,
 } from "./hf_json.ts";
 export { loadTokenizer, loadTokenizerConfig, saveTokenizer } from "./io.ts";
+export {
+  type ParsedToolCall,
+  parseFirstToolCall,
+  parseToolCallBody,
+  type ToolCallBodyOptions,
+} from "./tool_calls.ts";
 export {
   compilePattern,
   lastSafeCut,

@@ -25,9 +25,8 @@ import type { DeepSeekV3 } from "../model/transformer.ts";
 import {
   encodeChatPrompt,
   IM_END_TOKEN,
+  parseFirstToolCall,
   type Tokenizer,
-  TOOL_CALL_END_TOKEN,
-  TOOL_CALL_START_TOKEN,
 } from "../tokenizer/mod.ts";
 import {
   type EvalQuestion,
@@ -89,43 +88,6 @@ export function replyText(tok: Tokenizer, tokens: readonly number[]): string {
   const end = tok.specialId(IM_END_TOKEN);
   const k = tokens.indexOf(end);
   return tok.decode(k >= 0 ? tokens.slice(0, k) : tokens);
-}
-
-/**
- * The first tool call in a reply: the JSON object between `<tool_call>` and `</tool_call>`
- * with a string `name` and object `arguments` (a JSON string of an object is accepted too).
- *
- * @returns `{ name, arguments }` (arguments as a JSON string), or null when there is no
- *   complete, well-formed block.
- * @example
- * parseToolCall('<tool_call>{"name": "calculator", "arguments": {"expression": "2+3"}}</tool_call>');
- * // { name: "calculator", arguments: '{"expression":"2+3"}' }
- * parseToolCall("It is sunny."); // null
- */
-export function parseToolCall(text: string): { name: string; arguments: string } | null {
-  const a = text.indexOf(TOOL_CALL_START_TOKEN);
-  if (a < 0) return null;
-  const b = text.indexOf(TOOL_CALL_END_TOKEN, a);
-  if (b < 0) return null;
-  let obj: unknown;
-  try {
-    obj = JSON.parse(text.slice(a + TOOL_CALL_START_TOKEN.length, b));
-  } catch {
-    return null;
-  }
-  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) return null;
-  const { name, arguments: raw } = obj as { name?: unknown; arguments?: unknown };
-  if (typeof name !== "string") return null;
-  let args = raw;
-  if (typeof args === "string") {
-    try {
-      args = JSON.parse(args);
-    } catch {
-      return null;
-    }
-  }
-  if (typeof args !== "object" || args === null || Array.isArray(args)) return null;
-  return { name, arguments: JSON.stringify(args) };
 }
 
 /** One graded generation, kept for the report. */
@@ -265,7 +227,7 @@ export async function evaluateToolCalls(
   let wellFormed = 0, rightFunction = 0;
   const samples = items.map((it, i) => {
     const output = replyText(tok, replies[i]);
-    const call = parseToolCall(output);
+    const call = parseFirstToolCall(output, { strict: true });
     if (call) wellFormed++;
     if (call?.name === it.expected.name) rightFunction++;
     return {

@@ -154,7 +154,6 @@ export {
   type GradedSample,
   type GradeOptions,
   type ModelEval,
-  parseToolCall,
   renderEvalReport,
   replyText,
   type ReportRow,

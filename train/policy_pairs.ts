@@ -16,10 +16,11 @@ import {
   type ChatMessage,
   encodeChatPrompt,
   IM_END_TOKEN,
+  parseFirstToolCall,
   type Tokenizer,
   type ToolSpec,
 } from "../tokenizer/mod.ts";
-import { generateTokens, parseToolCall, replyText } from "./eval.ts";
+import { generateTokens, replyText } from "./eval.ts";
 
 /** A preference pair as written to JSONL (extra fields are kept as they are). */
 export interface PairRecord {
@@ -85,7 +86,7 @@ export async function onPolicyPairs<P extends PairRecord>(
 
 /** A generated reply as an assistant message: a tool call when it holds a well-formed one. */
 function replyMessage(text: string): ChatMessage {
-  const call = parseToolCall(text);
+  const call = parseFirstToolCall(text, { strict: true });
   if (!call) return { role: "assistant", content: text };
   return {
     role: "assistant",
