@@ -12,7 +12,7 @@
  * @module
  */
 import process from "node:process";
-import { ParamArena, type ParamSpec } from "../kernels/arena.ts";
+import { type ArenaSpec, ParamArena } from "../kernels/arena.ts";
 import { Tape } from "../kernels/autograd.ts";
 import { swiglu } from "../kernels/elementwise.ts";
 import { getGpu, type Gpu } from "../kernels/gpu.ts";
@@ -78,7 +78,7 @@ function syntheticRouting(N: number, K: number, E: number, seed: number) {
 /** One expert count's layer: its parameters, routing and the step to time. */
 function makeLayer(gpu: Gpu, s: Sizes, E: number) {
   const { N, D, I, K } = s;
-  const specs: ParamSpec[] = [];
+  const specs: ArenaSpec[] = [];
   for (let e = 0; e < E; e++) {
     specs.push({ name: `experts.${e}.gate_proj.weight`, shape: [I, D] });
     specs.push({ name: `experts.${e}.up_proj.weight`, shape: [I, D] });

@@ -14,7 +14,7 @@ import { BINDING_ALIGN, type DeviceBuffer, DeviceError, roundUp } from "./device
 import { numel, Tensor } from "./tensor.ts";
 
 /** What the arena needs to know about one parameter. */
-export interface ParamSpec {
+export interface ArenaSpec {
   /** Unique name (the HF tensor name). */
   name: string;
   /** Shape, row-major. */
@@ -77,7 +77,7 @@ export class ParamArena {
    */
   constructor(
     readonly device: Device,
-    specs: readonly ParamSpec[],
+    specs: readonly ArenaSpec[],
     opts: { chunkBytes?: number } = {},
   ) {
     const limit = Math.min(

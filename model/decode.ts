@@ -61,7 +61,11 @@ import type { ModelConfig } from "./config.ts";
 import { moeForward, swigluMlp } from "./ffn.ts";
 import type { DeepSeekV3 } from "./transformer.ts";
 
-/** An open sequence of a {@linkcode Decoder} (the server's `SeqHandle`). */
+/**
+ * An open sequence of a {@linkcode Decoder}, or of any model behind the server's
+ * `LanguageModel`: an opaque number the model chose (a KV-cache slot, say). Only meaningful to
+ * the model that returned it.
+ */
 export type SeqHandle = number;
 
 /** One sequence's share of a step: the tokens appended to it, in order (never empty). */

@@ -15,7 +15,7 @@
  *   token dropping.
  * - Losses: main = mean cross-entropy over targets >= 0 (target -1 is ignored);
  *   MTP = (lambda / D) * sum_k CE_k; balance = sum over every MoE block (the MTP modules' blocks
- *   included) of the sequence-wise loss averaged over the B sequences (`balanceLoss`);
+ *   included) of the sequence-wise loss averaged over the B sequences (`referenceBalanceLoss`);
  *   total = main + MTP + balance.
  * - MTP module k (layer index n_layers + k - 1), per position i:
  *   `h'_i = eh_proj([hnorm(h^{k-1}_i) ; enorm(Emb(tokens[i + k]))])` (concat order of
@@ -131,8 +131,8 @@ export function routeTokens(
   return { selected, weights };
 }
 
-/** Options of `balanceCoefficients` and `balanceLoss`. */
-export interface BalanceOptions {
+/** Options of `balanceCoefficients` and `referenceBalanceLoss`. */
+export interface ReferenceBalanceOptions {
   /** `{ B, T, E, K }`: sequences, tokens per sequence, routed experts, experts per token. */
   shape: { B: number; T: number; E: number; K: number };
   /** alpha, the loss weight. */
@@ -145,10 +145,13 @@ export interface BalanceOptions {
  * sum_{b,t,i} c[b,t,i] * s'_{b,t,i} (f carries no gradient, V3 eq. 17-20).
  *
  * @param selected Int32Array [B, T, K] of chosen experts.
- * @param options See `BalanceOptions`.
+ * @param options See `ReferenceBalanceOptions`.
  * @returns Float64Array [B, T, E].
  */
-export function balanceCoefficients(selected: Int32Array, options: BalanceOptions): Float64Array {
+export function balanceCoefficients(
+  selected: Int32Array,
+  options: ReferenceBalanceOptions,
+): Float64Array {
   const { B, T, E, K } = options.shape;
   const c = new Float64Array(B * T * E); // [B, T, E]
   const count = new Float64Array(E); // [E]
@@ -171,19 +174,19 @@ export function balanceCoefficients(selected: Int32Array, options: BalanceOption
  *
  * @param scores Unbiased sigmoid scores s [B, T, E].
  * @param selected Int32Array [B, T, K] of chosen experts.
- * @param options See `BalanceOptions`.
+ * @param options See `ReferenceBalanceOptions`.
  * @returns The loss.
  * @example
  * ```ts
  * // One sequence, T = 1, E = 2, K = 1, expert 0 chosen, s = [0.6, 0.2]:
- * balanceLoss(new Float64Array([0.6, 0.2]), new Int32Array([0]),
+ * referenceBalanceLoss(new Float64Array([0.6, 0.2]), new Int32Array([0]),
  *   { shape: { B: 1, T: 1, E: 2, K: 1 }, alpha: 1 }); // f = [2, 0], P = [0.75, 0.25] -> 1.5
  * ```
  */
-export function balanceLoss(
+export function referenceBalanceLoss(
   scores: ArrayLike<number>,
   selected: Int32Array,
-  options: BalanceOptions,
+  options: ReferenceBalanceOptions,
 ): number {
   const { B, T, E } = options.shape;
   const c = balanceCoefficients(selected, options);

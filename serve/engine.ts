@@ -144,7 +144,7 @@ export interface GenerationResult {
 }
 
 /** Options of {@linkcode Engine.generate}. */
-export interface GenerateOptions {
+export interface EngineGenerateOptions {
   /** Sampling parameters (see `sampling.ts`; default temperature 1). */
   sampling?: Partial<SamplingParams>;
   /** Most output tokens (default, and at most: until the model's context is full). */
@@ -434,7 +434,7 @@ export class Engine {
    *   a sampling parameter out of range (naming it).
    * @throws {Error} After {@linkcode Engine.close}.
    */
-  generate(prompt: readonly number[], options: GenerateOptions = {}): Generation {
+  generate(prompt: readonly number[], options: EngineGenerateOptions = {}): Generation {
     if (this.#closed) throw new Error("the engine is closed");
     if (prompt.length === 0) throw new RangeError("the prompt is empty: give at least one token");
     const forced = options.forcedTokens ?? [];

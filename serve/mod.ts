@@ -84,12 +84,12 @@ export {
 export {
   ContextLengthError,
   Engine,
+  type EngineGenerateOptions,
   type EngineOptions,
   EngineOverloadedError,
   type EngineStats,
   type EngineTokenizer,
   type FinishReason,
-  type GenerateOptions,
   type Generation,
   type GenerationResult,
   type TextStreamDecoder,

@@ -28,11 +28,9 @@
  * @module
  */
 
-/**
- * An open sequence of a {@linkcode LanguageModel}: an opaque number the model chose (a KV-cache
- * slot, say). Only meaningful to the model that returned it.
- */
-export type SeqHandle = number;
+import type { SeqHandle } from "../model/decode.ts";
+
+export type { SeqHandle };
 
 /** One sequence's share of a {@linkcode LanguageModel.step}. */
 export interface StepItem {

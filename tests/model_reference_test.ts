@@ -16,7 +16,7 @@ import { type ModelConfig, resolveConfig } from "../model/config.ts";
 import { initParameters, parameterTable } from "../model/params.ts";
 import {
   auxFreeBiasUpdate,
-  balanceLoss,
+  referenceBalanceLoss,
   referenceForwardBackward,
   type ReferenceResult,
   routeTokens,
@@ -236,22 +236,25 @@ Deno.test("routeTokens: group-limited top-k on biased scores, weights from unbia
   assert.deepEqual([...limited.selected], [4, 5]); // only group 2 is kept
 });
 
-Deno.test("balanceLoss matches a hand-computed example", () => {
+Deno.test("referenceBalanceLoss matches a hand-computed example", () => {
   // B = 1, T = 2, E = 3, K = 1, alpha = 0.1.
   const s = new Float64Array([0.5, 0.3, 0.2, 0.1, 0.1, 0.8]); // rows already sum to 1
   const selected = new Int32Array([0, 2]);
   // f_i = E / (K T) * count = 1.5 * [1, 0, 1] = [1.5, 0, 1.5]
   // P = mean_t s' = [(0.5 + 0.1) / 2, (0.3 + 0.1) / 2, (0.2 + 0.8) / 2] = [0.3, 0.2, 0.5]
   // L = 0.1 * (1.5 * 0.3 + 0 + 1.5 * 0.5) = 0.12
-  const got = balanceLoss(s, selected, { shape: { B: 1, T: 2, E: 3, K: 1 }, alpha: 0.1 });
+  const got = referenceBalanceLoss(s, selected, { shape: { B: 1, T: 2, E: 3, K: 1 }, alpha: 0.1 });
   assert.ok(Math.abs(got - 0.12) < 1e-15, `${got}`);
   // Scores are normalized per token first: doubling a row changes nothing.
   const s2 = s.slice();
   for (let i = 0; i < 3; i++) s2[i] *= 2;
-  const got2 = balanceLoss(s2, selected, { shape: { B: 1, T: 2, E: 3, K: 1 }, alpha: 0.1 });
+  const got2 = referenceBalanceLoss(s2, selected, {
+    shape: { B: 1, T: 2, E: 3, K: 1 },
+    alpha: 0.1,
+  });
   assert.ok(Math.abs(got2 - 0.12) < 1e-15);
   // Two identical sequences average to the same value.
-  const both = balanceLoss(Float64Array.of(...s, ...s), Int32Array.of(0, 2, 0, 2), {
+  const both = referenceBalanceLoss(Float64Array.of(...s, ...s), Int32Array.of(0, 2, 0, 2), {
     shape: { B: 2, T: 2, E: 3, K: 1 },
     alpha: 0.1,
   });
