@@ -25,11 +25,7 @@ function nonNegative(v: string): number {
   return n;
 }
 
-/**
- * Step counts of `demo --full`: longer pretraining and SFT than the 10-minute default. On this
- * world the nano model learns to copy from its context (a tool call's city or expression)
- * between 800 and 1600 pretraining steps, which the default's 1800 already passes.
- */
+/** Step counts of `demo --full`: longer pretraining and SFT than the 10-minute default. */
 export const FULL_RECIPE = Object.freeze({ pretrainSteps: 3000, sftSteps: 900 });
 
 /** Builds the `demo` subcommand. */
@@ -47,11 +43,8 @@ export function demoCommand(): Command {
       1,
     )
     .option("--preset <name>", "model preset", "nano")
-    // The budget: 10 minutes on a 2-core CPU machine with the CPU backend. Pretraining takes
-    // most of it (facts stated only in pretraining text need many passes to be recalled, and
-    // copying from the context appears between 800 and 1600 steps); 700 SFT steps bring chat QA
-    // past 0.6 and tool calls with the right arguments to ~0.9; DPO at 1e-4 with the chosen
-    // replies' NLL (weight 3) keeps most of that. bench/README.md has the measured times.
+    // The defaults fit 10 minutes on a 2-core CPU machine with the CPU backend; docs/DESIGN.md
+    // ("The demo world") says why each is what it is.
     .option("--pretrain-steps <n>", "pretraining steps", int, 1800)
     .option("--batch-size <n>", "pretraining sequences per batch", int, 2)
     .option(

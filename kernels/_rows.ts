@@ -10,8 +10,7 @@
  * each thread folds a strided slice of its row in a fixed order (four columns at a time when
  * C % 4 == 0), and the TPR partials are combined after ONE barrier by reading them back in lane
  * order. Why: on lavapipe (llvmpipe) a workgroup barrier and a per-lane load are expensive and a
- * short row left most of a 32..256-thread workgroup idle; the row plan measured 7x (cross-
- * entropy over 6400 columns) to 60x (softmax over 128) faster there (bench/rows.ts). On a
+ * short row left most of a 32..256-thread workgroup idle (bench/README.md, "rows.ts"). On a
  * discrete GPU, 64-thread workgroups of whole short rows read each row's cache lines in order,
  * and long rows' 8 lanes read 128 contiguous bytes per step. In both layouts the order
  * depends only on the shape, so the same inputs give the same bits.

@@ -21,9 +21,8 @@
  * A dispatch binds one window of every plane as a uniform buffer (at most 64 KB each; `Tw`
  * rows) and covers either several whole (b, h) slices or one slice's rows ws .. we - 1; longer
  * sequences take several dispatches that carry their partial results through memory (below).
- * Why: on lavapipe a uniform load at a per-lane offset is a branch-free 8-lane gather, about
- * half the cost of a storage load (a per-lane loop with bounds checks); the kernels' loop-carried
- * loads went from 60-75% of their time to about half of it.
+ * Why: on lavapipe a uniform load at a per-lane offset is a branch-free gather, about half the
+ * cost of a storage load, and these loads dominate the kernels' time.
  *
  * Forward (FlashAttention, Dao et al. 2022, Alg. 1 with the FA-2 loop order), `attention_fwd`:
  * one workgroup of L = 8 lanes per (b, h, block of 8 R queries); lane `l` owns rows
@@ -43,33 +42,17 @@
  *    block's last row; the first window stores dQ, later ones add.
  * Probabilities are recomputed as `exp(s - lse)` with the same pre-scaled q as the forward.
  * The windowed kernels read their params from a storage buffer, not a uniform one: lavapipe
- * 22.3 "inlines" uniform loop bounds by recompiling the shader for each new value, and with
- * several uniform bindings that path crashed (segfaults, heap corruption).
+ * 22.3 recompiles a shader for each new uniform loop bound, and with several uniform bindings
+ * that path crashed.
  *
- * Why this shape (measured on Mesa's lavapipe 22.3, 2 cores, with `bench/attention.ts` and
- * throwaway variants; the recipe of `kernels/matmul.ts`): a workgroup is one 8-wide SIMD group of
- * the CPU driver, and every storage load is emulated lane by lane (about 20-40 ns per vec4 per
- * SIMD group; a uniform gather 10-17 ns), whether or not the lanes read the same address; FMAs
- * are nearly free next to it.
- * Replacing 22 of the dK/dV kernel's 24 vec4 loads per trip with constants made it ~4x faster.
- * So the kernels read k/v (or q/dO) rows as vec4s at addresses shared by all lanes (from the
- * uniform windows above), and make each load feed the R rows (or keys) a lane holds in registers: R is the
- * knob (the forward at mini's dims runs 2.5-5x faster at R = 8 than at R = 2; C, the keys per
- * trip, changes nothing for the loads per score and measured flat or worse above 2). What did
- * not pay: staging q/dO tiles in workgroup memory (the dK/dV kernel got 1.4-1.8x slower: those
- * loads are emulated too, plus barriers), reading through rgba32float textures (same cost per
- * vec4), R = 8 in the dK/dV kernel (no faster: its 48 KB of live state per SIMD group
- * overflows the 32 KB L1). LLVM's compile time grows steeply with the live state: at mini's dims
- * the forward (R = 8, 24 vec4s per row) compiles in about 2 s, dK/dV (R = 4) in about 5 s and dQ
- * in about 3 s at R = 4 but 14 s at R = 8, which is kept because it runs 10-30% faster (more
- * under load); Mesa caches compiled shaders on disk, so this is paid once per machine. So R is
- * the largest of 8, 4, 2, 1 whose per-lane state fits `REG_BUDGET` vec4s (40 KB per SIMD
- * group). The old kernels (one row per thread, 32-thread workgroups, scalar reads of
- * workgroup-memory tiles) were 7-15x slower.
+ * Why this shape: a workgroup is one 8-wide SIMD group of lavapipe, where every load is emulated
+ * lane by lane and FMAs are nearly free next to it. So each vec4 a lane loads (at an address all
+ * lanes share) feeds the R rows (or keys) it holds in registers: R is the knob, the largest of
+ * 8, 4, 2, 1 whose per-lane state fits `REG_BUDGET` vec4s (40 KB per SIMD group, inside the L1).
  * Every row/dim loop is written out (no private arrays, which lavapipe indexes with gathers),
- * and masking is a `select` on every trip rather than a separate diagonal path: it costs one
- * compare per score and halves the code LLVM compiles. Rows and keys past T are read clamped to
- * row T - 1 and masked or not stored, so any T works.
+ * and masking is a `select` on every trip rather than a separate diagonal path. Rows and keys
+ * past T are read clamped to row T - 1 and masked or not stored, so any T works. What was
+ * measured on the way, and what did not pay, is in bench/README.md ("attention.ts").
  *
  * Each output element is summed by one lane in a fixed order, so the same inputs give the same
  * bits (windows are visited in a fixed order too). Mesa's llvmpipe caps the iterations of all
@@ -82,9 +65,9 @@
  *
  * Left out: dropout, non-causal attention, f16 inputs, sliding windows, skipping key tiles that
  * segment ids mask entirely. The packed records cost a scratch copy of q, dO (and k, v) per
- * call, kept per device and reused (B * H * T * (G_QK + G_V + 1) vec4s each). Heads as wide as V3's (192/128) get R = 2 (forward) and 1
- * (backward), so their loads are barely amortised; on real GPUs a tensor-core path would be the
- * next step.
+ * call, kept per device and reused (B * H * T * (G_QK + G_V + 1) vec4s each). Heads as wide as
+ * V3's (192/128) get R = 2 (forward) and 1 (backward), so their loads are barely amortised; on
+ * real GPUs a tensor-core path would be the next step.
  *
  * @module
  */

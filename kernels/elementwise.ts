@@ -7,7 +7,7 @@
  *
  * Every launcher writes into `out` and can `accumulate` (out += result), which is how backward
  * kernels add into gradients without extra passes. Sizes that are multiples of 4 run one thread
- * per vec4 (on lavapipe every load is a per-lane gather, so four elements per load is ~3x faster).
+ * per vec4 (on lavapipe every load is a per-lane gather, so four elements per load pay).
  *
  * On the CPU backend each launcher calls its implementation in `host/elementwise.ts` after its
  * checks.

@@ -9,10 +9,10 @@
  * with a single `writeBuffer` just before the submit.
  *
  * Kernels read their parameters as a read-only storage struct (`var<storage, read> p: P`), not a
- * uniform. Mesa's lavapipe (22.3) inlines uniform values into a shader and, when that shrinks the
+ * uniform: Mesa's lavapipe (22.3) inlines uniform values into a shader and, when that shrinks the
  * code enough (a power-of-two size, for example), JIT-compiles a fresh variant on every dispatch
- * and never frees it: a matmul with M = 256 took 4x longer and kept ~1.3 MB per dispatch, which
- * grew a nano training process by ~9 MB per step. Storage loads are not inlined.
+ * and never frees it (docs/DESIGN.md, "Dispatch params and bind groups", has what that cost).
+ * Storage loads are not inlined.
  *
  * Bind groups are cached by pipeline and bound ranges, so a training loop that binds the same
  * buffers every step creates none after the first: WebGPU objects that are dropped hold native

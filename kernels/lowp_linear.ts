@@ -34,8 +34,8 @@
  * bits. No atomics.
  *
  * The f16 GEMM loads `vec4<f16>` (`enable f16;`, so it needs `shader-f16`). Reading the same bits
- * as u32 pairs through `unpack2x16float` measured 1.5x faster on lavapipe (1024x512x1408) and
- * would need no feature; on GPUs both are one load and a conversion.
+ * as u32 pairs through `unpack2x16float` is faster on lavapipe (bench/README.md) and would need
+ * no feature; on GPUs both are one load and a conversion.
  *
  * On the CPU backend `fp8Gemm` runs `host/lowp_linear.ts` (decoded operands, one BLAS GEMM per
  * 128-wide K block, the same f32 promotion); f16 needs `shader-f16` and is refused there.

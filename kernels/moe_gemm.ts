@@ -31,9 +31,9 @@
  * The kernels follow `kernels/matmul.ts` (see its module doc for the lavapipe measurements):
  * 8-thread workgroups, a TM x TN block of accumulators per thread, operands read straight from
  * storage (the A rows at the same address in every lane), vec4 along each operand's contiguous
- * dim when the shape is aligned, no workgroup memory and no barriers. A workgroup-memory
- * version with 64 x 64 tiles and 64-thread workgroups ran ~3x slower on lavapipe, where every
- * workgroup-memory and storage load is emulated lane by lane. On discrete GPUs the register
+ * dim when the shape is aligned, no workgroup memory and no barriers: on lavapipe every
+ * workgroup-memory and storage load is emulated lane by lane, so staging tiles there costs more
+ * than it saves (bench/README.md, "moe.ts"). On discrete GPUs the register
  * blocking still gives 12 x 16 FMAs per 7 vec4 loads and the caches catch the reuse of a panel.
  * f32 only. Left out: f16/fp8 inputs, a bias, grids past 65535 experts.
  *

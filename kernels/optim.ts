@@ -19,7 +19,7 @@
  * ranges, never on timing, and no atomics are used.
  *
  * Ranges that start 4-aligned in bindings of whole vec4s (the arena's, always) are read and
- * written as vec4: on lavapipe every load is a per-lane gather, so this is 2-4x faster there.
+ * written as vec4: on lavapipe every load is a per-lane gather, so fewer, wider loads pay.
  *
  * Left out: per-parameter learning rates (call {@linkcode adamw} per range instead), fused
  * multi-tensor launches, f16 moments.

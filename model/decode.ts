@@ -32,8 +32,8 @@
  * head, and returns logits for token j + 2: a draft that the next main step verifies.
  * {@linkcode Decoder.greedyStep} is the fused steady state of greedy self-speculation: it verifies
  * drafts, picks the greedy tokens on the GPU, runs the MTP at the same positions and reads back
- * only token ids, one readback per step (on lavapipe a readback alone costs ~11 ms, as much as a
- * nano decode step's compute). {@linkcode generateGreedy} puts it together; its output equals
+ * only token ids, one readback per step (a readback costs about as much as a nano decode step's
+ * compute on lavapipe). {@linkcode generateGreedy} puts it together; its output equals
  * plain greedy decoding token for token. Only the first MTP module is used for drafting.
  *
  * Weights: W_UK / W_UV are copied out of `kv_b_proj` when the decoder is made; call

@@ -43,16 +43,15 @@ export interface DemoOptions {
   /** Pretraining steps. */
   pretrainSteps: number;
   /**
-   * Train V3's MTP module in pretraining (default false in the demo: at the nano size its
-   * block and second head add ~75% to a step, and the 10-minute budget goes further on more
-   * steps of the main model; `cli.ts pretrain` trains it by default).
+   * Train V3's MTP module in pretraining (default false in the demo: the 10-minute budget goes
+   * further on more steps of the main model; `cli.ts pretrain` trains it by default).
    */
   mtp?: boolean;
   /** Replay pretraining text during SFT (default true; see `--replay-data` of `cli.ts sft`). */
   sftReplay?: boolean;
   /**
-   * Replay pretraining text during DPO too (default true): without it DPO lowered the QA and
-   * recall SFT had reached (0.324 -> 0.278 QA on the 1150-step demo; with it 0.333).
+   * Replay pretraining text during DPO too (default true): without it DPO lowers the QA and
+   * recall SFT reached (docs/DESIGN.md, "The demo world").
    */
   dpoReplay?: boolean;
   /** Pretraining sequences per batch. */
