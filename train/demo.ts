@@ -25,7 +25,8 @@ import {
 import { prepareShards } from "./prepare.ts";
 import { PRETRAIN_OPTIONS, runPretrain } from "./run_pretrain.ts";
 import { resolveOptions } from "./options.ts";
-import { loadModelForTraining, runSft, SFT_OPTIONS } from "./run_sft.ts";
+import { runSft, SFT_OPTIONS } from "./run_sft.ts";
+import { loadModelForTraining } from "./stage.ts";
 import { onPolicyPairs } from "./policy_pairs.ts";
 import { DPO_OPTIONS, runDpo } from "./run_dpo.ts";
 import { EVAL_OPTIONS, runEval } from "./run_eval.ts";

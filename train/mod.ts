@@ -175,28 +175,26 @@ export {
   tokenIdsOf,
 } from "./export.ts";
 export {
-  type CommonTrainValues,
-  loopOptionsFrom,
-  modelConfigFrom,
-  PRETRAIN_OPTIONS,
-  type PretrainValues,
-  readPrepareMeta,
-  runPretrain,
-} from "./run_pretrain.ts";
-export {
   checkVocab,
+  type CommonTrainValues,
   countTruncated,
   loadModelForTraining,
   loadReplay,
+  loopOptionsFrom,
   padIdOf,
+  readPrepareMeta,
   type ReplayValues,
   resolveTokenizer,
-  runSft,
-  SFT_OPTIONS,
-  type SftValues,
   type TrainingModel,
   withDefaults,
-} from "./run_sft.ts";
+} from "./stage.ts";
+export {
+  modelConfigFrom,
+  PRETRAIN_OPTIONS,
+  type PretrainValues,
+  runPretrain,
+} from "./run_pretrain.ts";
+export { runSft, SFT_OPTIONS, type SftValues } from "./run_sft.ts";
 export {
   DPO_OPTIONS,
   type DpoValues,

@@ -3,7 +3,7 @@
  * T tokens of the pretraining shard and `weight` times their mean next-token CE to the stage's
  * loss, so chat tuning does not wipe what pretraining taught (knowledge learned only from
  * pretraining text is what held-out questions ask). The `--replay-*` flags and their loader are
- * in `run_sft.ts`.
+ * in `stage.ts`.
  *
  * @module
  */

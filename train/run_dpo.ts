@@ -23,18 +23,20 @@ import type { PairExample } from "./dpo.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
 import { chooseDevice } from "../kernels/backend.ts";
 import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
-import { COMMON_TRAIN_OPTIONS, type CommonTrainValues, loopOptionsFrom } from "./run_pretrain.ts";
 import {
   checkVocab,
+  COMMON_TRAIN_OPTIONS,
+  type CommonTrainValues,
   countTruncated,
   loadModelForTraining,
   loadReplay,
+  loopOptionsFrom,
   padIdOf,
   REPLAY_OPTIONS,
   type ReplayValues,
   resolveTokenizer,
   withDefaults,
-} from "./run_sft.ts";
+} from "./stage.ts";
 import { splitHeldOut } from "./sft.ts";
 
 /** The `dpo` options. */

@@ -7,12 +7,11 @@
 import { DEMO_CORPUS, type EvalQuestion, type EvalToolCall, generateWorld } from "../data/mod.ts";
 import { chooseDevice } from "../kernels/backend.ts";
 import { readJsonl } from "./jsonl.ts";
-import { DEVICE_OPTION } from "./run_pretrain.ts";
 import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
 import { type PairExample, readPreferencePairs, tokenizePairs } from "./dpo.ts";
 import { type EvalSets, evaluateModel, renderEvalReport, type ReportRow } from "./eval.ts";
 import { readShard } from "./shards.ts";
-import { loadModelForTraining, padIdOf, resolveTokenizer } from "./run_sft.ts";
+import { DEVICE_OPTION, loadModelForTraining, padIdOf, resolveTokenizer } from "./stage.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 
 /** The `eval` options. */

@@ -5,180 +5,22 @@
  *
  * @module
  */
-import { chooseDevice, DEVICE_CHOICES, getDevice } from "../kernels/backend.ts";
+import { chooseDevice, getDevice } from "../kernels/backend.ts";
 import { memoryNeeds, type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
 import { checkPrecision, parsePrecision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
-import { type LoopOptions, type LoopResult, trainLoop } from "./loop.ts";
+import { type LoopResult, trainLoop } from "./loop.ts";
 import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
-import type { PrepareMeta } from "./prepare.ts";
 import { PretrainTask } from "./pretrain.ts";
 import { readModelDir } from "./model_dir.ts";
 import { readShard } from "./shards.ts";
-
-/** `--device`, shared by every stage that runs the model. */
-export const DEVICE_OPTION = {
-  name: "device",
-  type: "string",
-  default: "auto",
-  choices: DEVICE_CHOICES,
-  help: "backend: gpu (WebGPU), cpu (host memory and BLAS) or auto",
-  why: "auto takes a hardware GPU, else the CPU backend, else a software WebGPU adapter",
-} as const;
-
-/** Options shared by every training stage (pretrain, SFT, DPO). */
-export const COMMON_TRAIN_OPTIONS = defineOptions(
-  [
-    {
-      name: "out",
-      type: "string",
-      default: "runs/pretrain",
-      help: "run directory (checkpoints, metrics.jsonl, loss.svg)",
-    },
-    {
-      name: "steps",
-      type: "integer",
-      default: 300,
-      min: 1,
-      max: 100_000_000,
-      help: "optimizer steps",
-      why: "the nano demo's budget on a CPU adapter",
-    },
-    DEVICE_OPTION,
-    {
-      name: "batchSize",
-      type: "integer",
-      default: 8,
-      min: 1,
-      max: 4096,
-      help: "sequences per micro-batch",
-    },
-    {
-      name: "seqLen",
-      type: "integer",
-      default: 128,
-      min: 2,
-      max: 1 << 20,
-      help: "tokens per sequence (<= the model's max_seq_len)",
-    },
-    {
-      name: "gradAccum",
-      type: "integer",
-      default: 1,
-      min: 1,
-      max: 4096,
-      help: "micro-batches per optimizer step",
-    },
-    {
-      name: "lr",
-      type: "number",
-      default: 3e-3,
-      min: 0,
-      // An AdamW step moves each weight by about lr: past 1 it is noise, and near the f32
-      // maximum it turns every weight into inf.
-      max: 1,
-      help: "peak learning rate",
-      why: "small models tolerate a high LR; V3 used 2.2e-4 at 671B",
-    },
-    { name: "warmupSteps", type: "integer", default: 20, min: 0, help: "linear warmup steps" },
-    {
-      name: "decayStartFraction",
-      type: "number",
-      default: 0.5,
-      min: 0,
-      max: 1,
-      help: "fraction of the run at constant LR before the cosine decay",
-    },
-    {
-      name: "minLrRatio",
-      type: "number",
-      default: 0.1,
-      min: 0,
-      max: 1,
-      help: "final LR as a fraction of the peak",
-      why: "V3 decays to 10%",
-    },
-    {
-      name: "weightDecay",
-      type: "number",
-      default: 0.1,
-      min: 0,
-      max: 100,
-      help: "AdamW decoupled weight decay on matrices",
-      why: "V3",
-    },
-    {
-      name: "beta1",
-      type: "number",
-      default: 0.9,
-      min: 0,
-      // 1 would divide by 1 - beta^t = 0 in the bias correction.
-      max: 0.999999,
-      help: "AdamW beta1",
-      why: "V3",
-    },
-    {
-      name: "beta2",
-      type: "number",
-      default: 0.95,
-      min: 0,
-      max: 0.999999,
-      help: "AdamW beta2",
-      why: "V3",
-    },
-    {
-      name: "maxGradNorm",
-      type: "number",
-      default: 1.0,
-      min: 0,
-      help: "global gradient-norm clip (0: off)",
-      why: "V3",
-    },
-    {
-      name: "seed",
-      type: "integer",
-      default: 1234,
-      help: "seed of the initialization and the data order",
-    },
-    { name: "logEvery", type: "integer", default: 10, min: 1, help: "steps between metric lines" },
-    {
-      name: "evalEvery",
-      type: "integer",
-      default: 100,
-      min: 0,
-      help: "steps between validations (0: only at the end)",
-    },
-    {
-      name: "evalBatches",
-      type: "integer",
-      default: 8,
-      min: 0,
-      max: 1_000_000,
-      help: "validation batches per evaluation (0: the whole split)",
-    },
-    {
-      name: "checkpointEvery",
-      type: "integer",
-      default: 100,
-      min: 0,
-      help: "steps between checkpoints (0: only at the end)",
-    },
-    { name: "keep", type: "integer", default: 2, min: 0, help: "checkpoints kept (0: all)" },
-    {
-      name: "resume",
-      type: "boolean",
-      default: false,
-      help: "continue from the run directory's latest checkpoint",
-    },
-    {
-      name: "progress",
-      type: "boolean",
-      default: true,
-      help: "show the progress bar (--no-progress for none)",
-    },
-  ] as const,
-);
+import {
+  COMMON_TRAIN_OPTIONS,
+  type CommonTrainValues,
+  loopOptionsFrom,
+  readPrepareMeta,
+} from "./stage.ts";
 
 /** The `pretrain` options. */
 export const PRETRAIN_OPTIONS: OptionTable<PretrainValues> = declareOptions<PretrainValues>()(
@@ -292,20 +134,6 @@ export function checkTrainingMemory(
   }
 }
 
-/** Reads `meta.json` of a prepared data directory, with a clear error when it is missing. */
-export async function readPrepareMeta(dir: string, flag = "--data"): Promise<PrepareMeta> {
-  try {
-    return JSON.parse(await Deno.readTextFile(`${dir}/meta.json`));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      throw new Error(
-        `${flag} ${dir}: no meta.json there; run \`cli.ts prepare --out ${dir}\` first`,
-      );
-    }
-    throw new Error(`${flag} ${dir}/meta.json: ${(e as Error).message}`);
-  }
-}
-
 /**
  * Runs pretraining.
  * @returns the loop's result; the model's last checkpoint is in `values.out`.
@@ -380,77 +208,4 @@ export async function runPretrain(
     model.arena.destroy();
     model.device.trimPool();
   }
-}
-
-/** Resolved options every training stage shares (`COMMON_TRAIN_OPTIONS`). */
-export interface CommonTrainValues {
-  /** Run directory (checkpoints, metrics.jsonl, loss.svg). */
-  out: string;
-  /** Backend: gpu (WebGPU), cpu (host memory and BLAS) or auto. */
-  device: string;
-  /** Optimizer steps. */
-  steps: number;
-  /** Sequences per micro-batch. */
-  batchSize: number;
-  /** Tokens per sequence (<= the model's max_seq_len). */
-  seqLen: number;
-  /** Micro-batches per optimizer step. */
-  gradAccum: number;
-  /** Peak learning rate. */
-  lr: number;
-  /** Linear warmup steps. */
-  warmupSteps: number;
-  /** Fraction of the run at constant LR before the cosine decay. */
-  decayStartFraction: number;
-  /** Final LR as a fraction of the peak. */
-  minLrRatio: number;
-  /** AdamW decoupled weight decay on matrices. */
-  weightDecay: number;
-  /** AdamW beta1. */
-  beta1: number;
-  /** AdamW beta2. */
-  beta2: number;
-  /** Global gradient-norm clip (0: off). */
-  maxGradNorm: number;
-  /** Seed of the initialization and the data order. */
-  seed: number;
-  /** Steps between metric lines. */
-  logEvery: number;
-  /** Steps between validations (0: only at the end). */
-  evalEvery: number;
-  /** Validation batches per evaluation (0: the whole split). */
-  evalBatches: number;
-  /** Steps between checkpoints (0: only at the end). */
-  checkpointEvery: number;
-  /** Checkpoints kept (0: all). */
-  keep: number;
-  /** Continue from the run directory's latest checkpoint. */
-  resume: boolean;
-  /** Show the progress bar (--no-progress for none). */
-  progress: boolean;
-}
-
-/** The loop settings a stage's common options give. */
-export function loopOptionsFrom(values: CommonTrainValues): LoopOptions {
-  return {
-    runDir: values.out,
-    steps: values.steps,
-    gradAccum: values.gradAccum,
-    lr: values.lr,
-    warmupSteps: values.warmupSteps,
-    decayStartFraction: values.decayStartFraction,
-    minLrRatio: values.minLrRatio,
-    adamw: {
-      weightDecay: values.weightDecay,
-      beta1: values.beta1,
-      beta2: values.beta2,
-      maxGradNorm: values.maxGradNorm,
-    },
-    logEvery: values.logEvery,
-    evalEvery: values.evalEvery,
-    checkpointEvery: values.checkpointEvery,
-    keep: values.keep,
-    resume: values.resume,
-    progress: values.progress,
-  };
 }
