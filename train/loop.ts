@@ -59,6 +59,25 @@ export interface TrainTask {
   restore(state: unknown): void;
 }
 
+/**
+ * The defaults of {@linkcode LoopOptions}, which the CLI's options (`stage.ts`) start from too:
+ * one accumulation step, a constant LR for half the run then a cosine decay to 10% (V3 decays
+ * late and ends at 10%), a metric line every 10 steps, the last 2 checkpoints kept.
+ */
+export const LOOP_DEFAULTS: Readonly<{
+  gradAccum: number;
+  decayStartFraction: number;
+  minLrRatio: number;
+  logEvery: number;
+  keep: number;
+}> = Object.freeze({
+  gradAccum: 1,
+  decayStartFraction: 0.5,
+  minLrRatio: 0.1,
+  logEvery: 10,
+  keep: 2,
+});
+
 /** Settings of a run. */
 export interface LoopOptions {
   /** Run directory: checkpoints, `metrics.jsonl`, `loss.svg`. */
@@ -144,16 +163,16 @@ export async function trainLoop(
   opts: LoopOptions,
 ): Promise<LoopResult> {
   const log = opts.log ?? ((s: string) => console.log(s));
-  const accum = opts.gradAccum ?? 1;
-  const logEvery = Math.max(1, opts.logEvery ?? 10);
+  const accum = opts.gradAccum ?? LOOP_DEFAULTS.gradAccum;
+  const logEvery = Math.max(1, opts.logEvery ?? LOOP_DEFAULTS.logEvery);
   const evalEvery = opts.evalEvery ?? 0, ckptEvery = opts.checkpointEvery ?? 0;
   const opt = new AdamW(model.arena, { ...ADAMW_DEFAULTS, ...opts.adamw });
   const lrAt = makeSchedule({
     peakLr: opts.lr,
     warmupSteps: Math.min(opts.warmupSteps ?? 0, opts.steps),
     totalSteps: opts.steps,
-    decayStartFraction: opts.decayStartFraction ?? 0.5,
-    minLrRatio: opts.minLrRatio ?? 0.1,
+    decayStartFraction: opts.decayStartFraction ?? LOOP_DEFAULTS.decayStartFraction,
+    minLrRatio: opts.minLrRatio ?? LOOP_DEFAULTS.minLrRatio,
   });
   await Deno.mkdir(opts.runDir, { recursive: true });
   const leftovers = await removeLeftovers(opts.runDir);
@@ -256,7 +275,7 @@ export async function trainLoop(
           run: opts.runInfo,
           metrics: { lastLoss, bestVal, val },
         },
-      }, { keep: opts.keep ?? 2 });
+      }, { keep: opts.keep ?? LOOP_DEFAULTS.keep });
     } catch (e) {
       if (!(e instanceof NonFiniteCheckpointError)) throw e;
       // The loss and gradients were finite, the update was not (a huge --lr): the weights are

@@ -85,6 +85,7 @@ export * from "./schedule.ts";
 export * from "./shards.ts";
 
 export {
+  LOOP_DEFAULTS,
   type LoopOptions,
   type LoopResult,
   NonFiniteError,

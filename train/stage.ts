@@ -10,7 +10,8 @@ import { type Device, DEVICE_CHOICES, getDevice } from "../kernels/backend.ts";
 import type { ModelConfig } from "../model/config.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { PAD_TOKEN, type Tokenizer } from "../tokenizer/mod.ts";
-import type { LoopOptions } from "./loop.ts";
+import { LOOP_DEFAULTS, type LoopOptions } from "./loop.ts";
+import { ADAMW_DEFAULTS } from "./optimizer.ts";
 import { findModelTokenizer, type ModelDir, readModelDir } from "./model_dir.ts";
 import { defineOptions, type OptionSpec } from "./options.ts";
 import type { PrepareMeta } from "./prepare.ts";
@@ -66,7 +67,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
     {
       name: "gradAccum",
       type: "integer",
-      default: 1,
+      default: LOOP_DEFAULTS.gradAccum,
       min: 1,
       max: 4096,
       help: "micro-batches per optimizer step",
@@ -86,7 +87,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
     {
       name: "decayStartFraction",
       type: "number",
-      default: 0.5,
+      default: LOOP_DEFAULTS.decayStartFraction,
       min: 0,
       max: 1,
       help: "fraction of the run at constant LR before the cosine decay",
@@ -94,7 +95,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
     {
       name: "minLrRatio",
       type: "number",
-      default: 0.1,
+      default: LOOP_DEFAULTS.minLrRatio,
       min: 0,
       max: 1,
       help: "final LR as a fraction of the peak",
@@ -103,7 +104,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
     {
       name: "weightDecay",
       type: "number",
-      default: 0.1,
+      default: ADAMW_DEFAULTS.weightDecay,
       min: 0,
       max: 100,
       help: "AdamW decoupled weight decay on matrices",
@@ -112,7 +113,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
     {
       name: "beta1",
       type: "number",
-      default: 0.9,
+      default: ADAMW_DEFAULTS.beta1,
       min: 0,
       // 1 would divide by 1 - beta^t = 0 in the bias correction.
       max: 0.999999,
@@ -122,7 +123,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
     {
       name: "beta2",
       type: "number",
-      default: 0.95,
+      default: ADAMW_DEFAULTS.beta2,
       min: 0,
       max: 0.999999,
       help: "AdamW beta2",
@@ -131,7 +132,7 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
     {
       name: "maxGradNorm",
       type: "number",
-      default: 1.0,
+      default: ADAMW_DEFAULTS.maxGradNorm,
       min: 0,
       help: "global gradient-norm clip (0: off)",
       why: "V3",
@@ -142,7 +143,13 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       default: 1234,
       help: "seed of the initialization and the data order",
     },
-    { name: "logEvery", type: "integer", default: 10, min: 1, help: "steps between metric lines" },
+    {
+      name: "logEvery",
+      type: "integer",
+      default: LOOP_DEFAULTS.logEvery,
+      min: 1,
+      help: "steps between metric lines",
+    },
     {
       name: "evalEvery",
       type: "integer",
@@ -165,7 +172,13 @@ export const COMMON_TRAIN_OPTIONS = defineOptions(
       min: 0,
       help: "steps between checkpoints (0: only at the end)",
     },
-    { name: "keep", type: "integer", default: 2, min: 0, help: "checkpoints kept (0: all)" },
+    {
+      name: "keep",
+      type: "integer",
+      default: LOOP_DEFAULTS.keep,
+      min: 0,
+      help: "checkpoints kept (0: all)",
+    },
     {
       name: "resume",
       type: "boolean",
