@@ -66,7 +66,7 @@ export function demoCommand(): Command {
       int,
       4,
     )
-    .option("--sft-lr <x>", "SFT peak learning rate", positive, 1e-3)
+    .option("--sft-lr <x>", "SFT peak learning rate", positive, 2e-3)
     .option("--no-sft-replay", "SFT on the conversations alone (no replayed pretraining text)")
     .option(
       "--dpo-steps <n>",

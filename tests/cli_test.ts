@@ -70,6 +70,7 @@ Deno.test("demo --full raises only the step counts left at their defaults", () =
   assert.equal(quick.pretrainSteps, 1800);
   assert.equal(quick.dpoReplay, true);
   assert.equal(quick.sftSteps, 700);
+  assert.equal(quick.sftLr, 2e-3);
   assert.equal(quick.dpoLr, 1e-4);
   assert.equal(quick.dpoRpoAlpha, 3);
   assert.equal(quick.dpoSteps, 120);
