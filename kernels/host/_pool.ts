@@ -219,12 +219,19 @@ export function runJob(job: Job, n: number, args: JobArg[], chunk: number): void
   Atomics.store(ticket, 0, seq << 32n); // opens the job
   Atomics.add(ctl, WAKE, 1);
   Atomics.notify(ctl, WAKE);
+  // a throw is kept until the workers are done: none may still run a chunk of this job later
+  let error: unknown = null;
   for (let k; (k = takeChunk(ticket, seq, chunks)) >= 0;) {
-    job.fn(args, k * chunk, Math.min((k + 1) * chunk, n));
+    try {
+      job.fn(args, k * chunk, Math.min((k + 1) * chunk, n));
+    } catch (e) {
+      error ??= e;
+    }
     finishChunk(ctl, chunks);
   }
   for (let f; (f = Atomics.load(ctl, FIN)) < chunks;) Atomics.wait(ctl, FIN, f);
   Atomics.store(ticket, 0, (seq << 32n) | CLOSED); // no chunk count read later can reopen it
+  if (error !== null) throw error;
   if (Atomics.load(ctl, FAILED)) {
     throw new Error(`host pool: job ${job.name} failed on a worker (see its stderr)`);
   }

@@ -87,7 +87,13 @@ parentPort!.once("message", ({ ticket: t, ctl: c, desc: d, slot, port }: Init) =
     wake = Atomics.load(ctl, WAKE);
     const seq = Atomics.load(ticket, 0) >> 32n;
     // the descriptor is the open job's only if a chunk of that job is taken after reading it
-    const n = desc[N], chunk = desc[CHUNK], chunks = desc[CHUNKS], job = read();
+    let job: ReturnType<typeof read> = null;
+    try {
+      job = read();
+    } catch {
+      // torn offsets of a descriptor being rewritten: not this worker's job to run
+    }
+    const n = desc[N], chunk = desc[CHUNK], chunks = desc[CHUNKS];
     // a descriptor that cannot be read is a stale one: the calling thread takes the chunks
     if (!job) continue;
     for (let k; (k = takeChunk(ticket, seq, chunks)) >= 0;) {
