@@ -9,13 +9,14 @@
  *
  * @module
  */
-import { type Blas, loadBlas } from "./blas.ts";
+import { type Blas, defaultThreads, loadBlas } from "./blas.ts";
+import { setPoolThreads } from "./host/_pool.ts";
 import { type Binding, type DeviceBuffer, type DeviceInfo, sizeClass } from "./device.ts";
 
 /** A host memory block: the CPU backend's buffer. */
 export class HostBuffer implements DeviceBuffer {
-  /** The bytes. */
-  readonly data: ArrayBuffer;
+  /** The bytes, shared so that the host pool's workers (`host/_pool.ts`) can work on them. */
+  readonly data: SharedArrayBuffer;
   /** The whole block as f32. */
   readonly f32: Float32Array;
   /** The whole block as i32. */
@@ -24,7 +25,7 @@ export class HostBuffer implements DeviceBuffer {
   readonly u32: Uint32Array;
   /** Zero-filled block of `size` bytes (a multiple of 4). */
   constructor(readonly size: number) {
-    this.data = new ArrayBuffer(size);
+    this.data = new SharedArrayBuffer(size);
     this.f32 = new Float32Array(this.data);
     this.i32 = new Int32Array(this.data);
     this.u32 = new Uint32Array(this.data);
@@ -121,7 +122,8 @@ export class Cpu {
   /** A copy of a byte range. */
   read(b: Binding): Promise<ArrayBuffer> {
     const h = b.buffer as HostBuffer;
-    return Promise.resolve(h.data.slice(b.offset, b.offset + b.size));
+    // a copy in an ordinary ArrayBuffer: callers hand it to Deno's I/O and expect one
+    return Promise.resolve(new Uint8Array(h.data, b.offset, b.size).slice().buffer);
   }
 
   /** Nothing to submit: work runs when launched. */
@@ -149,6 +151,9 @@ let instance: Cpu | null = null;
  * @throws {NoBlasError} when no BLAS library loads, saying what to install.
  */
 export function createCpu(): Cpu {
-  instance ??= new Cpu(loadBlas());
+  if (!instance) {
+    instance = new Cpu(loadBlas());
+    setPoolThreads(defaultThreads());
+  }
   return instance;
 }

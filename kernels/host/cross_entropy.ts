@@ -11,12 +11,15 @@
  * Each row is read twice per pass (max, then the exps) while it sits in L1; sums run in f64 in a
  * fixed order (four interleaved partial sums), so the same inputs give the same bits. The exps go
  * through `fastExp` (`_exp.ts`), accurate to 6e-10 relative (far below f32 rounding) and several
- * times cheaper than `Math.exp` in V8's loops.
+ * times cheaper than `Math.exp` in V8's loops. Rows are split over the host pool's
+ * threads (`_pool.ts`), each row computed whole by one thread, so the bits do not depend on the
+ * thread count.
  *
  * @module
  */
 import type { Tensor } from "../tensor.ts";
 import { fastExp } from "./_exp.ts";
+import { defineJob, runJob } from "./_pool.ts";
 import { f32, i32 } from "./_views.ts";
 
 /**
@@ -48,7 +51,7 @@ function rowLse(x: Float32Array, base: number, C: number): number {
 
 /**
  * The row pass: `lse[n]` for every row and `out[n]` = the weighted loss ("ce") or the target's
- * log-probability ("logprob"), 0 for ignored rows.
+ * log-probability ("logprob"), 0 for ignored rows. Rows split over the host pool's threads.
  */
 export function hostCeRows(
   mode: "ce" | "logprob",
@@ -59,9 +62,22 @@ export function hostCeRows(
   weights: Tensor | undefined,
   C: number,
 ): void {
-  const x = f32(logits), t = i32(targets), o = f32(out), l = f32(lse);
-  const w = weights ? f32(weights) : null, ce = mode === "ce", rows = t.length;
-  for (let r = 0; r < rows; r++) {
+  const t = i32(targets), w = weights ? f32(weights) : null;
+  const args = [f32(logits), t, f32(out), f32(lse), w, C, mode === "ce" ? 1 : 0];
+  runJob(ROWS, t.length, args, rowChunk(C));
+}
+
+/** Rows per chunk: about 64K logits, so a chunk outweighs waking a worker. */
+function rowChunk(C: number): number {
+  return Math.max(1, Math.ceil(65536 / C));
+}
+
+/** Rows [r0, r1) of the row pass. Args: x, t, o, l, w | null, C, ce (1 | 0). */
+const ROWS = defineJob("ce_rows", (a, r0, r1) => {
+  const x = a[0] as Float32Array, t = a[1] as Int32Array, o = a[2] as Float32Array;
+  const l = a[3] as Float32Array, w = a[4] as Float32Array | null, C = a[5] as number;
+  const ce = a[6] === 1;
+  for (let r = r0; r < r1; r++) {
     const v = rowLse(x, r * C, C);
     const base = r * C;
     l[r] = v;
@@ -73,7 +89,7 @@ export function hostCeRows(
       o[r] = 0;
     }
   }
-}
+});
 
 /** The mean: `loss = sum rowLoss / d`, `stats = [count, d]`, d = denominator or max(count, 1). */
 export function hostCeMean(
@@ -100,6 +116,7 @@ export function hostCeMean(
 /**
  * The backwards: `dx (+)= k (softmax - onehot)` per counted row with `k = g[0] w[n] / stats[1]`
  * ("ce") or `k = -g[n]` ("logprob"); ignored rows are zeroed (left alone when accumulating).
+ * Rows split over the host pool's threads.
  */
 export function hostCeBackward(
   mode: "ce" | "logprob",
@@ -108,64 +125,52 @@ export function hostCeBackward(
   saved: { logits: Tensor; targets: Tensor; lse: Tensor; stats?: Tensor; weights?: Tensor },
   opts: { C: number; accumulate: boolean },
 ): void {
-  const gs = f32(g), rows = i32(saved.targets).length, k = coefScratch(rows);
-  if (mode === "ce") {
-    const c = gs[0] / f32(saved.stats!)[1], w = saved.weights ? f32(saved.weights) : null;
-    for (let r = 0; r < rows; r++) k[r] = w ? c * w[r] : c;
-  } else {
-    for (let r = 0; r < rows; r++) k[r] = -gs[r];
-  }
-  const x = f32(saved.logits), t = i32(saved.targets), l = f32(saved.lse), d = f32(dx);
-  if (opts.accumulate) gradRowsAdd(d, x, t, l, k, opts.C);
-  else gradRows(d, x, t, l, k, opts.C);
+  const gs = f32(g), t = i32(saved.targets), ce = mode === "ce";
+  // "ce": k = c w[r] (or c) with c in f64; "logprob": k = -g[r]
+  const c = ce ? gs[0] / f32(saved.stats!)[1] : 0;
+  const w = ce && saved.weights ? f32(saved.weights) : null;
+  const args = [f32(dx), f32(saved.logits), t, f32(saved.lse), ce ? null : gs, w, c, opts.C];
+  runJob(opts.accumulate ? GRAD_ADD : GRAD, t.length, args, rowChunk(opts.C));
 }
 
-let coefs = new Float64Array(0);
-function coefScratch(n: number): Float64Array {
-  if (coefs.length < n) coefs = new Float64Array(n);
-  return coefs;
+/** Row r's coefficient k: `-g[r]` when g is given ("logprob"), else `c w[r]` or `c` ("ce"). */
+function coef(g: Float32Array | null, w: Float32Array | null, c: number, r: number): number {
+  return g ? -g[r] : w ? c * w[r] : c;
 }
 
 /**
- * `d = k[r] (exp(x - l[r]) - onehot(t[r]))` per row, 0 for ignored rows. The overwriting and
- * the accumulating passes are two functions so that each stays a small monomorphic loop.
+ * Rows [r0, r1) of `d = k (exp(x - l[r]) - onehot(t[r]))`, 0 for ignored rows. Args: d, x, t,
+ * l, g | null, w | null, c, C. The overwriting and the accumulating passes are two jobs so that
+ * each stays a small monomorphic loop.
  */
-function gradRows(
-  d: Float32Array,
-  x: Float32Array,
-  t: Int32Array,
-  l: Float32Array,
-  k: Float64Array,
-  C: number,
-): void {
-  for (let r = 0; r < t.length; r++) {
+const GRAD = defineJob("ce_grad", (a, r0, r1) => {
+  const d = a[0] as Float32Array, x = a[1] as Float32Array, t = a[2] as Int32Array;
+  const l = a[3] as Float32Array, g = a[4] as Float32Array | null, w = a[5] as Float32Array | null;
+  const c = a[6] as number, C = a[7] as number;
+  for (let r = r0; r < r1; r++) {
     const base = r * C, end = base + C, tr = t[r];
     if (!(tr >= 0 && tr < C)) {
       d.fill(0, base, end);
       continue;
     }
-    const kr = k[r], lr = l[r], at = base + tr;
+    const kr = coef(g, w, c, r), lr = l[r], at = base + tr;
     for (let i = base; i < end; i++) d[i] = kr * fastExp(x[i] - lr);
     // the target's element as the kernel forms it: k e - k
     d[at] = kr * fastExp(x[at] - lr) - kr;
   }
-}
+});
 
-/** `d += k[r] (exp(x - l[r]) - onehot(t[r]))` per counted row. */
-function gradRowsAdd(
-  d: Float32Array,
-  x: Float32Array,
-  t: Int32Array,
-  l: Float32Array,
-  k: Float64Array,
-  C: number,
-): void {
-  for (let r = 0; r < t.length; r++) {
+/** Rows [r0, r1) of `d += k (exp(x - l[r]) - onehot(t[r]))` per counted row (args as GRAD). */
+const GRAD_ADD = defineJob("ce_grad_add", (a, r0, r1) => {
+  const d = a[0] as Float32Array, x = a[1] as Float32Array, t = a[2] as Int32Array;
+  const l = a[3] as Float32Array, g = a[4] as Float32Array | null, w = a[5] as Float32Array | null;
+  const c = a[6] as number, C = a[7] as number;
+  for (let r = r0; r < r1; r++) {
     const base = r * C, end = base + C, tr = t[r];
     if (!(tr >= 0 && tr < C)) continue;
-    const kr = k[r], lr = l[r], at = base + tr, prior = d[at];
+    const kr = coef(g, w, c, r), lr = l[r], at = base + tr, prior = d[at];
     for (let i = base; i < end; i++) d[i] += kr * fastExp(x[i] - lr);
     // the target's element as the kernel forms it: the prior value + (k e - k)
     d[at] = prior + (kr * fastExp(x[at] - lr) - kr);
   }
-}
+});

@@ -12,6 +12,7 @@
 import type { EwOp } from "../elementwise.ts";
 import type { Tensor } from "../tensor.ts";
 import { fastExp } from "./_exp.ts";
+import { defineJob, runJob } from "./_pool.ts";
 import { f32 } from "./_views.ts";
 
 /** Column sums of a [rows, C] gradient, in f64 (grown, never shrunk). */
@@ -28,52 +29,54 @@ type Loop = (
   c: Float32Array,
   s: number,
   acc: boolean,
+  start: number,
+  end: number,
 ) => void;
 
 const LOOPS: Record<EwOp, Loop> = {
-  add: (o, a, b, _c, _s, acc) => addRun(o, a, b, 0, o.length, 0, acc),
-  mul: (o, a, b, _c, _s, acc) => {
-    for (let i = 0; i < o.length; i++) {
+  add: (o, a, b, _c, _s, acc, start, end) => addRun(o, a, b, start, end - start, 0, acc),
+  mul: (o, a, b, _c, _s, acc, start, end) => {
+    for (let i = start; i < end; i++) {
       const r = a[i] * b[i];
       o[i] = acc ? o[i] + r : r;
     }
   },
-  scale: (o, a, _b, _c, s, acc) => {
-    for (let i = 0; i < o.length; i++) {
+  scale: (o, a, _b, _c, s, acc, start, end) => {
+    for (let i = start; i < end; i++) {
       const r = a[i] * s;
       o[i] = acc ? o[i] + r : r;
     }
   },
-  silu: (o, a, _b, _c, _s, acc) => {
-    for (let i = 0; i < o.length; i++) {
+  silu: (o, a, _b, _c, _s, acc, start, end) => {
+    for (let i = start; i < end; i++) {
       const x = a[i], r = x / (1 + fastExp(-x));
       o[i] = acc ? o[i] + r : r;
     }
   },
-  sigmoid: (o, a, _b, _c, _s, acc) => {
-    for (let i = 0; i < o.length; i++) {
+  sigmoid: (o, a, _b, _c, _s, acc, start, end) => {
+    for (let i = start; i < end; i++) {
       const r = 1 / (1 + fastExp(-a[i]));
       o[i] = acc ? o[i] + r : r;
     }
   },
   swiglu: siluTimes,
   // d silu(a)/da = sig(a) (1 + a (1 - sig(a))), times the upstream gradient b
-  silu_bwd: (o, a, b, _c, _s, acc) => {
-    for (let i = 0; i < o.length; i++) {
+  silu_bwd: (o, a, b, _c, _s, acc, start, end) => {
+    for (let i = start; i < end; i++) {
       const x = a[i], sg = 1 / (1 + fastExp(-x)), r = sg * (1 + x * (1 - sg)) * b[i];
       o[i] = acc ? o[i] + r : r;
     }
   },
   // a is the saved output y: y (1 - y) g
-  sigmoid_bwd: (o, a, b, _c, _s, acc) => {
-    for (let i = 0; i < o.length; i++) {
+  sigmoid_bwd: (o, a, b, _c, _s, acc, start, end) => {
+    for (let i = start; i < end; i++) {
       const y = a[i], r = y * (1 - y) * b[i];
       o[i] = acc ? o[i] + r : r;
     }
   },
   // d/da of silu(a) * c, times the upstream gradient b
-  swiglu_bwd_a: (o, a, b, c, _s, acc) => {
-    for (let i = 0; i < o.length; i++) {
+  swiglu_bwd_a: (o, a, b, c, _s, acc, start, end) => {
+    for (let i = start; i < end; i++) {
       const x = a[i], sg = 1 / (1 + fastExp(-x)), r = sg * (1 + x * (1 - sg)) * c[i] * b[i];
       o[i] = acc ? o[i] + r : r;
     }
@@ -89,8 +92,10 @@ function siluTimes(
   _c: Float32Array,
   _s: number,
   acc: boolean,
+  start: number,
+  end: number,
 ): void {
-  for (let i = 0; i < o.length; i++) {
+  for (let i = start; i < end; i++) {
     const x = a[i], r = x / (1 + fastExp(-x)) * b[i];
     o[i] = acc ? o[i] + r : r;
   }
@@ -129,8 +134,24 @@ export function hostEw(
     for (let base = 0; base < n; base += opts.bcast) addRun(o, a, b, base, opts.bcast, -base, acc);
     return;
   }
-  LOOPS[op](o, a, b, c, opts.scalar, acc);
+  runJob(EW, n, [OPS.indexOf(op), o, a, b, c, opts.scalar, acc ? 1 : 0], 1 << 16);
 }
+
+const OPS = Object.keys(LOOPS) as EwOp[];
+
+/** Elements [start, end) of one op. Args: op index in OPS, o, a, b, c, scalar, accumulate. */
+const EW = defineJob("ew", (x, start, end) => {
+  const [op, o, a, b, c, s, acc] = x as [
+    number,
+    Float32Array,
+    Float32Array,
+    Float32Array,
+    Float32Array,
+    number,
+    number,
+  ];
+  LOOPS[OPS[op]](o, a, b, c, s, acc === 1, start, end);
+});
 
 /** `out[j] (+)= sum_r g[r, j]` over the rows of g [rows, C] (rows in order, summed in f64). */
 export function hostSumToBias(out: Tensor, g: Tensor, accumulate: boolean): void {

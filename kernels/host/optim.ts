@@ -15,6 +15,7 @@
  * @module
  */
 import type { Tensor } from "../tensor.ts";
+import { defineJob, runJob } from "./_pool.ts";
 import { f32 } from "./_views.ts";
 
 /** `sum x^2` over `x[offset, offset + count)` in f64, four partial sums (one ILP chain each). */
@@ -76,7 +77,8 @@ export interface HostAdamW {
 
 /**
  * One AdamW step over `[offset, offset + count)`, each element in f64 from f32 inputs (the
- * hyperparameters rounded to f32 as the kernel receives them), stored in f32.
+ * hyperparameters rounded to f32 as the kernel receives them), stored in f32. Elements split over
+ * the host pool's threads.
  */
 export function hostAdamw(
   param: Tensor,
@@ -85,12 +87,33 @@ export function hostAdamw(
   h: HostAdamW,
 ): void {
   const f = Math.fround;
-  const p = f32(param), g = f32(state.grad), m = f32(state.m), v = f32(state.v);
   const s = gradScale ? f32(gradScale)[0] : 1;
-  const b1 = f(h.beta1), b2 = f(h.beta2), c1 = 1 - b1, c2 = 1 - b2;
-  const ibc1 = 1 / f(h.bc1), ibc2 = 1 / f(h.bc2), lr = f(h.lr), wd = f(h.wd), eps = f(h.eps);
-  const end = h.offset + h.count;
-  for (let j = h.offset; j < end; j++) {
+  const b1 = f(h.beta1), b2 = f(h.beta2);
+  const args = [
+    f32(param).subarray(h.offset, h.offset + h.count),
+    f32(state.grad).subarray(h.offset, h.offset + h.count),
+    f32(state.m).subarray(h.offset, h.offset + h.count),
+    f32(state.v).subarray(h.offset, h.offset + h.count),
+    s,
+    b1,
+    b2,
+    1 / f(h.bc1),
+    1 / f(h.bc2),
+    f(h.lr),
+    f(h.wd),
+    f(h.eps),
+  ];
+  runJob(ADAMW, h.count, args, 1 << 16);
+}
+
+/** Elements [j0, j1) of AdamW. Args: p, g, m, v, gradScale, beta1, beta2, 1/bc1, 1/bc2, lr, wd, eps. */
+const ADAMW = defineJob("adamw", (a, j0, j1) => {
+  const p = a[0] as Float32Array, g = a[1] as Float32Array;
+  const m = a[2] as Float32Array, v = a[3] as Float32Array;
+  const s = a[4] as number, b1 = a[5] as number, b2 = a[6] as number, c1 = 1 - b1, c2 = 1 - b2;
+  const ibc1 = a[7] as number, ibc2 = a[8] as number, lr = a[9] as number;
+  const wd = a[10] as number, eps = a[11] as number;
+  for (let j = j0; j < j1; j++) {
     const gj = g[j] * s;
     const mj = b1 * m[j] + c1 * gj;
     const vj = b2 * v[j] + c2 * gj * gj;
@@ -100,4 +123,4 @@ export function hostAdamw(
     // decoupled weight decay: the decay uses the pre-step weight
     p[j] = w - lr * ((mj * ibc1) / (Math.sqrt(vj * ibc2) + eps) + wd * w);
   }
-}
+});
