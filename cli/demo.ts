@@ -45,7 +45,7 @@ export function demoCommand(): Command {
     .option("--preset <name>", "model preset", "nano")
     // The defaults fit 10 minutes on a 2-core CPU machine with the CPU backend; docs/DESIGN.md
     // ("The demo world") says why each is what it is.
-    .option("--pretrain-steps <n>", "pretraining steps", int, 1800)
+    .option("--pretrain-steps <n>", "pretraining steps", int, 1500)
     .option("--batch-size <n>", "pretraining sequences per batch", int, 2)
     .option(
       "--seq-len <n>",
@@ -59,7 +59,7 @@ export function demoCommand(): Command {
       false,
     )
     .option("--vocab-size <n>", "tokenizer vocabulary target", int, 2048)
-    .option("--sft-steps <n>", "SFT steps", int, 700)
+    .option("--sft-steps <n>", "SFT steps", int, 650)
     .option(
       "--sft-batch-size <n>",
       "SFT rows of 512 positions per step (packed conversations)",
@@ -112,7 +112,7 @@ export function demoCommand(): Command {
  * ```ts ignore
  * const cmd = demoCommand().action(() => {});
  * cmd.parse(["--full", "--sft-steps", "300"], { from: "user" });
- * demoOptionsOf(cmd).pretrainSteps; // 2400 (sftSteps stays 300)
+ * demoOptionsOf(cmd).pretrainSteps; // 3000 (sftSteps stays 300)
  * ```
  */
 export function demoOptionsOf(cmd: Command): DemoOptions {

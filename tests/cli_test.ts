@@ -67,9 +67,9 @@ Deno.test("demo --full raises only the step counts left at their defaults", () =
     return demoOptionsOf(cmd);
   };
   const quick = parse([]);
-  assert.equal(quick.pretrainSteps, 1800);
+  assert.equal(quick.pretrainSteps, 1500);
   assert.equal(quick.dpoReplay, true);
-  assert.equal(quick.sftSteps, 700);
+  assert.equal(quick.sftSteps, 650);
   assert.equal(quick.sftLr, 2e-3);
   assert.equal(quick.dpoLr, 1e-4);
   assert.equal(quick.dpoRpoAlpha, 3);
