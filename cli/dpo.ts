@@ -6,7 +6,7 @@
  * @module
  */
 import type { Command } from "commander";
-import { optionsCommand } from "../train/options.ts";
+import { optionsCommand } from "./options_command.ts";
 import { DPO_OPTIONS, runDpo } from "../train/run_dpo.ts";
 
 /** Builds the `dpo` subcommand. */

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Command } from "commander";
-import { optionsCommand } from "../train/options.ts";
+import { optionsCommand } from "./options_command.ts";
 import { EVAL_OPTIONS, runEval } from "../train/run_eval.ts";
 
 /** Builds the `eval` subcommand. */

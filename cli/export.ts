@@ -9,7 +9,7 @@
  */
 import type { Command } from "commander";
 import { EXPORT_OPTIONS, runExport } from "../train/export.ts";
-import { optionsCommand } from "../train/options.ts";
+import { optionsCommand } from "./options_command.ts";
 
 /** Builds the `export` subcommand. */
 export function exportCommand(): Command {

@@ -4,7 +4,7 @@
  * @module
  */
 import type { Command } from "commander";
-import { optionsCommand } from "../train/options.ts";
+import { optionsCommand } from "./options_command.ts";
 import { PRETRAIN_OPTIONS, runPretrain } from "../train/run_pretrain.ts";
 
 /** Builds the `pretrain` subcommand. */

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Command } from "commander";
-import { optionsCommand } from "../train/options.ts";
+import { optionsCommand } from "./options_command.ts";
 import { runSft, SFT_OPTIONS } from "../train/run_sft.ts";
 
 /** Builds the `sft` subcommand. */

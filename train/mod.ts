@@ -53,7 +53,7 @@
 export * from "./checkpoint.ts";
 export * from "./jsonl.ts";
 export * from "./metrics.ts";
-// The options layer without `optionsCommand` (the CLI's commander glue).
+// The options layer (its commander glue, `optionsCommand`, lives in cli/).
 export {
   checkConfigObject,
   CONFIG_FLAG,
