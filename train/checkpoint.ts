@@ -587,6 +587,33 @@ export function assertFinite(
 }
 
 /**
+ * Reads and validates a checkpoint directory's `state.json` alone (step, counters, run options
+ * and model config), without the tensors: what a resume needs to know before it builds the model.
+ *
+ * @param dir A checkpoint directory (`step-NNNNNN/`).
+ * @throws {CheckpointError} naming the file when it is missing, not JSON, of another format
+ *   version, or without a valid step.
+ * @example
+ * ```ts ignore
+ * const { step, run } = await readCheckpointState("runs/pretrain/step-000300");
+ * ```
+ */
+export async function readCheckpointState(dir: string): Promise<TrainState> {
+  const statePath = join(dir, "state.json");
+  const state = await readJson(statePath) as TrainState;
+  if (typeof state !== "object" || state === null || state.format !== CHECKPOINT_FORMAT) {
+    throw new CheckpointError(
+      `${statePath}: checkpoint format ${JSON.stringify((state as TrainState)?.format)} is not ` +
+        `supported (this code reads ${CHECKPOINT_FORMAT})`,
+    );
+  }
+  if (!Number.isSafeInteger(state.step) || state.step < 0) {
+    throw new CheckpointError(`${statePath}: "step" must be an integer >= 0`);
+  }
+  return state;
+}
+
+/**
  * Loads and validates a checkpoint.
  *
  * @param path A run directory (its `latest.json` is followed) or a checkpoint directory.
@@ -612,17 +639,7 @@ export async function loadCheckpoint(
       `${path}: no checkpoint yet (no latest.json and no step-* directory)`,
     );
   }
-  const statePath = join(dir, "state.json");
-  const state = await readJson(statePath) as TrainState;
-  if (typeof state !== "object" || state === null || state.format !== CHECKPOINT_FORMAT) {
-    throw new CheckpointError(
-      `${statePath}: checkpoint format ${JSON.stringify((state as TrainState)?.format)} is not ` +
-        `supported (this code reads ${CHECKPOINT_FORMAT})`,
-    );
-  }
-  if (!Number.isSafeInteger(state.step) || state.step < 0) {
-    throw new CheckpointError(`${statePath}: "step" must be an integer >= 0`);
-  }
+  const state = await readCheckpointState(dir);
   const hfConfig = await readJson(join(dir, "config.json")) as Record<string, unknown>;
 
   const modelPath = join(dir, "model.safetensors");

@@ -9,7 +9,7 @@ import { chooseDevice, getDevice } from "../kernels/backend.ts";
 import { memoryNeeds, type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
 import { checkPrecision, parsePrecision } from "../model/precision.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
-import { loadCheckpoint, resolveCheckpoint } from "./checkpoint.ts";
+import { readCheckpointState, resolveCheckpoint } from "./checkpoint.ts";
 import { type LoopResult, trainLoop } from "./loop.ts";
 import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
 import { PretrainTask } from "./pretrain.ts";
@@ -164,8 +164,8 @@ export async function runPretrain(
     // The checkpoint's own config wins over flags, so a resumed run is the same model.
     const dir = await resolveCheckpoint(values.out);
     if (dir) {
-      const ck = await loadCheckpoint(dir);
-      const run = ck.state.run as { model?: ModelConfig } | undefined;
+      // state.json alone: the loop reads the tensors once, when it restores them.
+      const run = (await readCheckpointState(dir)).run as { model?: ModelConfig } | undefined;
       if (run?.model) cfg = resolveConfig(run.model);
     }
   }
