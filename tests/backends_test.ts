@@ -1,47 +1,21 @@
 import assert from "node:assert/strict";
-import { Tape } from "../kernels/autograd.ts";
 import { createCpu } from "../kernels/cpu.ts";
 import { getGpu } from "../kernels/gpu.ts";
 import type { Device } from "../kernels/backend.ts";
-import { Scope } from "../kernels/tensor.ts";
 import { resolveConfig } from "../model/config.ts";
-import { initParameters } from "../model/params.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { trainLoop } from "../train/loop.ts";
-import { AdamW } from "../train/optimizer.ts";
 import { PretrainTask } from "../train/pretrain.ts";
 import { assertClose, assertSameBits, GPU_TEST, randint } from "./_util.ts";
+import { trainSteps } from "./_train_steps.ts";
 
 const cfg = resolveConfig("tiny", { balance_alpha: 0.05 });
 const B = 2, T = 8;
 
 /** Loss, every gradient, then the parameters after `steps` AdamW steps, on one backend. */
-async function run(device: Device, steps: number) {
-  const scope = new Scope();
-  const model = new DeepSeekV3(device, cfg);
-  model.load(initParameters(cfg, 3));
-  const opt = new AdamW(model.arena);
-  const tokens = randint(B * T, 4, cfg.vocab_size), targets = randint(B * T, 5, cfg.vocab_size);
-  const losses: number[] = [];
-  let grads: Map<string, Float32Array> | null = null;
-  for (let s = 0; s < steps; s++) {
-    const step = new Scope();
-    model.arena.zeroGrads();
-    const tape = new Tape().start();
-    const out = model.forward(model.upload({ tokens, targets, B, T }));
-    tape.backward(out.losses!.total);
-    losses.push((await out.losses!.total.readF32())[0]);
-    grads ??= await model.arena.readAll("grads");
-    opt.update(1e-2);
-    model.updateBiases(out.loads);
-    await device.sync();
-    step.dispose();
-  }
-  const params = await model.arena.readAll("params");
-  model.arena.destroy();
-  scope.dispose();
-  return { losses, grads: grads!, params };
+function run(device: Device, steps: number) {
+  return trainSteps(device, cfg, { B, T, steps, lr: 1e-2, initSeed: 3, dataSeed: 4 });
 }
 
 Deno.test(
