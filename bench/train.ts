@@ -110,14 +110,19 @@ async function step(): Promise<void> {
 const tw = performance.now();
 await step(); // warm-up: pipelines compile
 const warmupMs = performance.now() - tw;
-const submits0 = gpu.totalSubmits, disp0 = gpu.totalDispatches;
+// WebGPU only: the CPU backend has no submits or dispatches to count.
+const counts0 = gpu.kind === "webgpu" ? [gpu.totalSubmits, gpu.totalDispatches] : null;
 const t0 = performance.now(), c0 = process.cpuUsage();
 for (let i = 0; i < steps; i++) await step();
 const stepMs = (performance.now() - t0) / steps;
 const cpuSecs = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1e6;
 const stepCpu = cpuSecs(process.cpuUsage(c0)) / steps;
-const submitsPerStep = (gpu.totalSubmits - submits0) / steps;
-const dispatchesPerStep = (gpu.totalDispatches - disp0) / steps;
+const submitsPerStep = counts0 && gpu.kind === "webgpu"
+  ? (gpu.totalSubmits - counts0[0]) / steps
+  : null;
+const dispatchesPerStep = counts0 && gpu.kind === "webgpu"
+  ? (gpu.totalDispatches - counts0[1]) / steps
+  : null;
 
 // The peer: our matmul on a random square GEMM, same adapter, same run, best of 3 rounds.
 const n = Number(a["peer-n"] ?? (software ? 512 : gpu.kind === "cpu" ? 1024 : 2048));
@@ -153,7 +158,7 @@ console.log(
   `step ${stepMs.toFixed(0)} ms (warm-up ${(warmupMs / 1000).toFixed(1)} s), ` +
     `${tokPerSec.toFixed(0)} tokens/s, ${(stepFlops / (stepMs / 1000) / 1e9).toFixed(1)} GFLOP/s`,
 );
-if (gpu.kind === "webgpu") {
+if (submitsPerStep !== null && dispatchesPerStep !== null) {
   console.log(
     `${submitsPerStep.toFixed(1)} submits and ${dispatchesPerStep.toFixed(0)} dispatches per step`,
   );

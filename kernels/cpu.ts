@@ -49,10 +49,6 @@ export class Cpu {
   private readonly pool = new Map<number, HostBuffer[]>();
   /** Bytes held by live (non-pooled) allocations, for diagnostics. */
   bytesInUse = 0;
-  /** Kernel launches run (for benchmarks and tests). */
-  totalDispatches = 0;
-  /** Always 0: there are no submits on the CPU. */
-  readonly totalSubmits = 0;
 
   /**
    * Wraps a loaded BLAS; use {@linkcode createCpu} for the process's one CPU backend.
