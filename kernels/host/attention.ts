@@ -18,9 +18,9 @@
  * first position of its rows' earliest segment (packed conversations skip what they cannot see).
  * Masked entries are 0 in E, P and dS, so the GEMMs may span them.
  *
- * Why WebAssembly: with the GEMMs in BLAS, the exps were 70% of the time in V8 (one per visible
- * score, forward and backward, about 6 ns each as scalar JS); four f32 lanes at a time they cost
- * about a third of that. The exp is Cody-Waite: `n = round(x log2 e)`, `r = x - n ln 2` (ln 2 in
+ * Why WebAssembly: with the GEMMs in BLAS, the exps (one per visible score, forward and
+ * backward) dominated the scalar JavaScript version; four f32 lanes at a time cut them to about a
+ * third (bench/README.md, cpu.sh). The exp is Cody-Waite: `n = round(x log2 e)`, `r = x - n ln 2` (ln 2 in
  * two parts), `e^r` by its degree-6 Taylor polynomial (|r| <= ln 2 / 2: error < 1.2e-7), times
  * 2^n built in the exponent bits; f32 throughout, within a few ulps of `exp`. Row sums run in f64.
  *
