@@ -29,7 +29,7 @@ import { type ChatCompletionChunk, CompletionService } from "../serve/completion
 import { Engine } from "../serve/engine.ts";
 import { loadForServing } from "../serve/load.ts";
 import type { ChatRequest } from "../serve/protocol.ts";
-import type { SamplingParams } from "../serve/sampling.ts";
+import type { SamplingParams } from "../model/sampling.ts";
 import type { ServerTools } from "../serve/server.ts";
 import { addSamplingOptions, numberArg, type SamplingFlags } from "./generate.ts";
 

@@ -20,7 +20,7 @@ import { CompletionService } from "../serve/completions.ts";
 import { Engine } from "../serve/engine.ts";
 import { loadForServing } from "../serve/load.ts";
 import type { ChatRequest, CompletionRequest } from "../serve/protocol.ts";
-import type { SamplingParams } from "../serve/sampling.ts";
+import type { SamplingParams } from "../model/sampling.ts";
 
 /** Sampling flags as commander parses them (see {@linkcode addSamplingOptions}). */
 export interface SamplingFlags {

@@ -63,7 +63,7 @@ import {
   type TokenLogprob,
 } from "./engine.ts";
 import { ApiError, type ChatRequest, type CompletionRequest, type UsageBody } from "./protocol.ts";
-import type { SamplingParams } from "./sampling.ts";
+import type { SamplingParams } from "../model/sampling.ts";
 import type { OpenAIToolCall } from "../data/messages.ts";
 import { type ToolCallStreamEvent, ToolCallStreamParser } from "./tool_calls.ts";
 

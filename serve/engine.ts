@@ -42,7 +42,7 @@
 import { setImmediate } from "node:timers";
 import type { TokenConstraint } from "./constraint.ts";
 import type { LanguageModel, SeqHandle, StepItem } from "./model_api.ts";
-import { Sampler, type SamplingParams, StopStringMatcher } from "./sampling.ts";
+import { Sampler, type SamplingParams, StopStringMatcher } from "../model/sampling.ts";
 
 /** Token ids in, complete characters out (the tokenizer's `StreamingDecoder` fits). */
 export interface TextStreamDecoder {

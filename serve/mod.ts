@@ -135,7 +135,7 @@ export {
   StopStringMatcher,
   topKMask,
   topPMask,
-} from "./sampling.ts";
+} from "../model/sampling.ts";
 export { Rng } from "../random/rng.ts";
 export {
   type ConnectionInfo,

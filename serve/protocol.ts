@@ -17,7 +17,7 @@
 
 import type { ChatMessage, ToolSpec } from "../tokenizer/chat_template.ts";
 import { anyObjectNode, compileSchema, type SchemaNode } from "./json_grammar.ts";
-import type { SamplingParams } from "./sampling.ts";
+import type { SamplingParams } from "../model/sampling.ts";
 
 /**
  * An error with an HTTP status and OpenAI's error fields.

@@ -55,7 +55,7 @@ Deno.test("repeated GEMMs with power-of-two sizes do not grow host memory", {
   ignore: UNDER_VALIDATION,
 }, async () => {
   // The dW GEMM of a 256-wide layer (A^T, M = 256) once made lavapipe keep ~1.3 MB of JIT code
-  // per dispatch: 40 dispatches grew the process by ~50 MB. Now it is a few KB each.
+  // per dispatch: 20 dispatches grew the process by ~26 MB. Now it is a few KB each.
   const gpu = await getGpu();
   const M = 256, N = 256, K = 64;
   const a = Tensor.from(gpu, randn(K * M, 3), [K, M]);
@@ -69,10 +69,20 @@ Deno.test("repeated GEMMs with power-of-two sizes do not grow host memory", {
     await gpu.sync();
   };
   await run(5);
-  const before = Deno.memoryUsage().rss;
-  await run(40);
-  const grown = (Deno.memoryUsage().rss - before) / 2 ** 20;
-  ok(grown < 16, `40 dispatches grew the process by ${grown.toFixed(1)} MiB`);
+  // A leak grows every window; a one-off allocation elsewhere in the process (the other test
+  // files share it) shows in one window only, so the smallest window's growth is what counts.
+  const windows: number[] = [];
+  for (let w = 0; w < 3; w++) {
+    const before = Deno.memoryUsage().rss;
+    await run(20);
+    windows.push((Deno.memoryUsage().rss - before) / 2 ** 20);
+  }
+  const grown = Math.min(...windows);
+  console.log("WINDOWS", windows);
+  ok(
+    grown < 8,
+    `20 dispatches grew the process by ${windows.map((g) => g.toFixed(1)).join(", ")} MiB`,
+  );
   for (const t of [a, b, c]) t.dispose();
 });
 

@@ -30,7 +30,7 @@
  * @module
  */
 
-import { argmax } from "../model/decode.ts";
+import { argmax } from "./decode.ts";
 import { Rng } from "../random/rng.ts";
 
 /** How to pick tokens; every field is optional in {@linkcode Sampler}'s constructor. */

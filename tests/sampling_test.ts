@@ -13,7 +13,7 @@ import {
   StopStringMatcher,
   topKMask,
   topPMask,
-} from "../serve/sampling.ts";
+} from "../model/sampling.ts";
 
 const NEG = -Infinity;
 
