@@ -78,7 +78,6 @@ Deno.test("repeated GEMMs with power-of-two sizes do not grow host memory", {
     windows.push((Deno.memoryUsage().rss - before) / 2 ** 20);
   }
   const grown = Math.min(...windows);
-  console.log("WINDOWS", windows);
   ok(
     grown < 8,
     `20 dispatches grew the process by ${windows.map((g) => g.toFixed(1)).join(", ")} MiB`,
