@@ -18,6 +18,7 @@ import { serveCommand } from "./cli/serve.ts";
 import { tokenizerCommand } from "./cli/tokenizer.ts";
 import { sftCommand } from "./cli/sft.ts";
 import { dpoCommand } from "./cli/dpo.ts";
+import { grpoCommand } from "./cli/grpo.ts";
 import { evalCommand } from "./cli/eval.ts";
 import { exportCommand } from "./cli/export.ts";
 
@@ -35,6 +36,7 @@ export function buildCli(): Command {
   program.addCommand(pretrainCommand());
   program.addCommand(sftCommand());
   program.addCommand(dpoCommand());
+  program.addCommand(grpoCommand());
   program.addCommand(evalCommand());
   program.addCommand(exportCommand());
   program.addCommand(generateCommand());

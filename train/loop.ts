@@ -43,12 +43,22 @@ export interface TaskOutput {
   loads: Tensor[];
   /** Target tokens in this micro-batch (throughput and `tokensSeen`). */
   tokens: number;
+  /**
+   * Host-side statistics to log (GRPO's rewards and completion lengths), averaged over the
+   * micro-batches and steps of a log interval into the record's `stats`.
+   */
+  stats?: Record<string, number>;
 }
 
 /** One stage's data and loss. */
 export interface TrainTask {
-  /** Stage name: `pretrain`, `sft`, `dpo`. */
+  /** Stage name: `pretrain`, `sft`, `dpo`, `grpo`. */
   readonly name: string;
+  /**
+   * Work before each optimizer step that must be awaited, with no tape active (GRPO samples its
+   * completions here).
+   */
+  prepare?(model: DeepSeekV3): Promise<void>;
   /** Encodes the forward of the next micro-batch on the active tape. */
   forward(model: DeepSeekV3): TaskOutput;
   /** Validation metrics (run without a tape); `loss` is plotted. */
@@ -250,6 +260,8 @@ export async function trainLoop(
   const device = model.device;
   const t0 = performance.now();
   let tLog = t0, tokLog = 0, lastLoss = NaN;
+  // Sums of the tasks' host statistics since the last log line, and how many went in.
+  let statSum: Record<string, number> = {}, statCount: Record<string, number> = {};
   let val: Record<string, number> = {};
 
   const save = async () => {
@@ -299,6 +311,7 @@ export async function trainLoop(
   try {
     while (step < opts.steps) {
       const lr = lrAt(step);
+      if (task.prepare) await task.prepare(model);
       const scope = new Scope();
       model.arena.zeroGrads();
       const loads: Tensor[] = [];
@@ -314,6 +327,10 @@ export async function trainLoop(
         loads.push(...out.loads);
         for (const [k, t] of Object.entries(out.terms)) (terms[k] ??= []).push(t);
         stepTokens += out.tokens;
+        for (const [k, v] of Object.entries(out.stats ?? {})) {
+          statSum[k] = (statSum[k] ?? 0) + v;
+          statCount[k] = (statCount[k] ?? 0) + 1;
+        }
       }
       const clip = opt.update(lr);
       // The bias update uses each micro-batch's loads (V3 updates once per batch it trains on).
@@ -363,6 +380,13 @@ export async function trainLoop(
           tokensSeen,
         };
         if (loadSummary) rec.expertLoad = loadSummary;
+        if (Object.keys(statSum).length) {
+          rec.stats = Object.fromEntries(
+            Object.entries(statSum).map(([k, v]) => [k, v / statCount[k]]),
+          );
+          statSum = {};
+          statCount = {};
+        }
         await metrics.log(rec);
         bar.update(step, { loss, lr, tokensPerSec: tps });
         tLog = now;

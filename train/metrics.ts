@@ -28,6 +28,8 @@ export interface MetricsRecord {
   tokensPerSec?: number;
   /** Training tokens consumed so far. */
   tokensSeen?: number;
+  /** Task statistics computed on the host, e.g. GRPO's `reward`, `rewards/answer/mean`. */
+  stats?: Record<string, number>;
   /** Expert-load summary over MoE layers: fraction of tokens of the least/most loaded expert. */
   expertLoad?: { min: number; max: number; [k: string]: number };
   /** Unix time in seconds (filled in by {@linkcode MetricsLog.log} when absent). */

@@ -263,3 +263,54 @@ export async function writeLossPlot(
     renderLinePlot(lossSeries(records), { title: "loss", ...options }),
   );
 }
+
+/**
+ * One metric's series from metrics records: train values from the records' `stats` (host
+ * statistics such as GRPO's `reward`), val values from the val records' `losses`.
+ *
+ * @param records Metrics records in step order.
+ * @param key The metric, e.g. `reward`.
+ * @returns `[train, val]` series, each omitted when it has no point.
+ * @example
+ * ```ts
+ * const series = metricSeries(await readMetrics("runs/grpo/metrics.jsonl"), "reward");
+ * ```
+ */
+export function metricSeries(records: readonly MetricsRecord[], key: string): Series[] {
+  const train: [number, number][] = [], val: [number, number][] = [];
+  for (const r of records) {
+    const v = r.kind === "val" ? r.losses?.[key] : r.stats?.[key];
+    if (typeof v === "number" && Number.isFinite(v)) {
+      (r.kind === "val" ? val : train).push([r.step, v]);
+    }
+  }
+  const out: Series[] = [];
+  if (train.length > 0) out.push({ name: `train ${key}`, points: train });
+  if (val.length > 0) out.push({ name: `val ${key}`, points: val, markers: true });
+  return out;
+}
+
+/**
+ * Writes one metric's plot ({@linkcode metricSeries}) as an SVG file; nothing when the records
+ * hold no value of it.
+ *
+ * @param path The `.svg` file to write.
+ * @param records Metrics records (see {@linkcode readMetrics}).
+ * @param options `key`, the metric; plot options (default title: the key).
+ * @example
+ * ```ts
+ * await writeMetricPlot("runs/grpo/reward.svg", await readMetrics("runs/grpo/metrics.jsonl"), {
+ *   key: "reward",
+ * });
+ * ```
+ */
+export async function writeMetricPlot(
+  path: string,
+  records: readonly MetricsRecord[],
+  options: PlotOptions & { key: string },
+): Promise<void> {
+  const { key, ...plot } = options;
+  const series = metricSeries(records, key);
+  if (series.length === 0) return;
+  await Deno.writeTextFile(path, renderLinePlot(series, { title: key, ...plot }));
+}
