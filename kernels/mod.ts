@@ -33,6 +33,7 @@ export * from "./rope.ts";
 export * from "./rope_freqs.ts";
 export * from "./embedding.ts";
 export * from "./cross_entropy.ts";
+export * from "./grpo.ts";
 export * from "./copy.ts";
 export * from "./attention.ts";
 export * from "./optim.ts";
