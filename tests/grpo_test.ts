@@ -14,8 +14,8 @@ import { initParameters } from "../model/params.ts";
 import { referenceForwardBackward } from "../model/reference.ts";
 import { DeepSeekV3 } from "../model/transformer.ts";
 import {
-  type GrpoBatch,
   groupAdvantages,
+  type GrpoBatch,
   type GrpoLossType,
   type GrpoPromptIds,
   GrpoTask,
@@ -101,7 +101,7 @@ function cpuLoss(
   const lp: number[] = [], old: number[] = [], ref: number[] = [], adv: number[] = [];
   const w: number[] = [];
   const total = batch.completion.reduce((a, c) => a + c.length, 0);
-  seqs.forEach((s, k) => {
+  seqs.forEach((_, k) => {
     const p = ps[batch.prompt[k]].ids.length, n = batch.completion[k].length;
     for (let j = 0; j < n; j++) {
       const i = k * T + p - 1 + j, t = targets[i];
@@ -113,7 +113,11 @@ function cpuLoss(
       ref.push(refLp(k, j));
       adv.push(batch.advantage[k]);
       w.push(
-        o.lossType === "grpo" ? 1 / (n * C) : o.lossType === "dr_grpo" ? 1 / (C * o.maxTokens) : 1 / total,
+        o.lossType === "grpo"
+          ? 1 / (n * C)
+          : o.lossType === "dr_grpo"
+          ? 1 / (C * o.maxTokens)
+          : 1 / total,
       );
     }
   });
@@ -164,11 +168,17 @@ for (const lossType of ["dapo", "grpo", "dr_grpo"] as GrpoLossType[]) {
       model.load(params);
       const ps = prompts(2, 1);
       const o = options({ beta: 0.3, temperature: 0.7, lossType, epsLow: 0.1, epsHigh: 0.15 });
-      const task = new GrpoTask(ps, { prompts: [], rewards: [] }, [{
-        name: "none",
-        weight: 1,
-        fn: () => 0,
-      }], model, o);
+      const task = new GrpoTask(
+        ps,
+        { prompts: [], rewards: [] },
+        [{
+          name: "none",
+          weight: 1,
+          fn: () => 0,
+        }],
+        model,
+        o,
+      );
       const batch = handBatch(ps, o);
       task.restore({ epoch: 0, cursor: 0, batches: 1, batch });
       await task.prepare(model); // reuses the batch: uses 0 < iterations
@@ -193,10 +203,14 @@ for (const lossType of ["dapo", "grpo", "dr_grpo"] as GrpoLossType[]) {
       ];
       for (const [name, idx] of probes) {
         const x = p64.get(name)!;
-        const fd = finiteDiff((v) => {
-          p64.set(name, v);
-          return cpuLoss(p64, ps, batch, o);
-        }, x, { indices: idx, h: 1e-4 });
+        const fd = finiteDiff(
+          (v) => {
+            p64.set(name, v);
+            return cpuLoss(p64, ps, batch, o);
+          },
+          x,
+          { indices: idx, h: 1e-4 },
+        );
         p64.set(name, x);
         const g = grads.get(name)!;
         assertClose(idx.map((i) => g[i]), fd, { atol: 1e-6, rtol: 2e-3, label: name });
@@ -287,6 +301,7 @@ Deno.test(
         await trainLoop(model, task, {
           runDir: dir,
           steps: 4,
+          gradAccum: 2,
           lr: 3e-3,
           checkpointEvery: 1,
           keep: 0,

@@ -209,7 +209,9 @@ export class GrpoTask implements TrainTask {
     if (prompts.length === 0) throw new Error("GRPO: no training prompts");
     if (rewards.length === 0) throw new Error("GRPO: no reward functions");
     const C = opts.prompts * opts.group;
-    if (opts.group < 2) throw new Error(`GRPO: --group ${opts.group}: needs at least 2 completions`);
+    if (opts.group < 2) {
+      throw new Error(`GRPO: --group ${opts.group}: needs at least 2 completions`);
+    }
     if (C % opts.micro !== 0) {
       throw new Error(
         `GRPO: --batch-size ${opts.prompts} x --group ${opts.group} = ${C} completions do not ` +
@@ -440,7 +442,9 @@ export class GrpoTask implements TrainTask {
     s["completions/min_length"] = Math.min(...len);
     s["completions/max_length"] = Math.max(...len);
     s["completions/clipped_ratio"] = 1 - done.length / completion.length;
-    if (done.length) s["completions/mean_terminated_length"] = meanStd(done.map((c) => c.length)).mean;
+    if (done.length) {
+      s["completions/mean_terminated_length"] = meanStd(done.map((c) => c.length)).mean;
+    }
     return s;
   }
 

@@ -8,7 +8,7 @@
  * @module
  */
 import { chooseDevice } from "../kernels/backend.ts";
-import { encodeChatPrompt, IM_END_TOKEN, EOS_TOKEN } from "../tokenizer/mod.ts";
+import { encodeChatPrompt, EOS_TOKEN, IM_END_TOKEN } from "../tokenizer/mod.ts";
 import { resolveCheckpoint } from "./checkpoint.ts";
 import { type GrpoLossType, type GrpoPromptIds, type GrpoReward, GrpoTask } from "./grpo.ts";
 import { type GrpoPrompt, readGrpoPrompts } from "./grpo_prompts.ts";
