@@ -251,7 +251,10 @@ export class GrpoTask implements TrainTask {
   private decoderFor(model: DeepSeekV3, slots: number): Decoder {
     if (!this.decoder || this.decoder.maxSequences < slots) {
       this.decoder?.dispose();
-      this.decoder = new Decoder(model, { maxBatch: slots, maxSeqLen: this.opts.T + 1 });
+      this.decoder = new Decoder(model, {
+        maxBatch: slots,
+        maxSeqLen: Math.min(this.opts.T + 1, model.cfg.max_seq_len),
+      });
     } else {
       this.decoder.syncWeights(); // the policy has moved since the last batch
     }

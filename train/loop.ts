@@ -388,7 +388,13 @@ export async function trainLoop(
           statCount = {};
         }
         await metrics.log(rec);
-        bar.update(step, { loss, lr, tokensPerSec: tps });
+        const reward = rec.stats?.reward;
+        bar.update(step, {
+          loss,
+          lr,
+          tokensPerSec: tps,
+          ...(reward === undefined ? {} : { extra: { reward } }),
+        });
         tLog = now;
         tokLog = 0;
       }
