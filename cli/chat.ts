@@ -12,8 +12,17 @@
  * ```
  *
  * Commands: `/reset` forgets the conversation (the system prompt stays), `/system <text>` sets the
- * system prompt (`/system` alone clears it), `/exit` (or end of input) quits. Ctrl-C stops a reply
- * mid-stream; at the prompt it quits. With `--tools` the demo world's `get_weather` and
+ * system prompt (`/system` alone clears it), `/think` (or `/think on|off`) shows or folds the reasoning, `/exit`
+ * (or end of input) quits. Ctrl-C stops a reply mid-stream; at the prompt it quits.
+ *
+ * A reply's reasoning (`<think>...</think>`, streamed by the server as `reasoning_content`) is
+ * folded by default: on a terminal a dimmed line `▸ thinking… N tokens` counts up as it streams and
+ * becomes `▸ thought for N tokens`; `--show-reasoning` or `/think` prints the text itself, dimmed,
+ * above the answer. Without a terminal (or with `NO_COLOR`) the output is plain text: the
+ * reasoning, when shown, between a `[reasoning]` line and a `[thought for N tokens]` line, and only
+ * the latter when folded. The count is of streamed pieces, one per decoded token (a few may be
+ * merged). The history keeps only each reply's answer and tool calls: as in DeepSeek-R1, earlier
+ * turns' reasoning is not sent back to the model. With `--tools` the demo world's `get_weather` and
  * `calculator` are offered to the model and run locally, and the reply continues with their
  * results (at most four rounds per message).
  *
@@ -180,6 +189,74 @@ export interface ChatReplOptions extends Partial<SamplingFlags> {
   onInterrupt?: (handler: () => boolean) => () => void;
   /** Print the prompt marker `> ` before reading a line (default true). */
   showPrompt?: boolean;
+  /** Print each reply's reasoning in full rather than folded to one line (default false). */
+  showReasoning?: boolean;
+  /**
+   * Style the output for a terminal: reasoning dimmed, its folded line rewritten in place with
+   * ANSI escapes (default false: plain text, for pipes, `NO_COLOR` and tests).
+   */
+  ansi?: boolean;
+}
+
+const DIM = "\x1b[2m", UNDIM = "\x1b[22m", CLEAR_LINE = "\r\x1b[2K";
+
+/**
+ * Prints one reply's reasoning, folded or in full, as its pieces stream in (see the module doc).
+ */
+class ReasoningPrinter {
+  #write: (text: string) => void | Promise<void>;
+  #ansi: boolean;
+  #show: boolean;
+  #tokens = 0;
+  #open = false;
+  #atLineStart = true;
+
+  /**
+   * @param write The REPL's output.
+   * @param ansi Terminal styling.
+   * @param show Print the text, not just the count.
+   */
+  constructor(write: (text: string) => void | Promise<void>, ansi: boolean, show: boolean) {
+    this.#write = write;
+    this.#ansi = ansi;
+    this.#show = show;
+  }
+
+  /** @param piece A `reasoning_content` delta. */
+  async push(piece: string): Promise<void> {
+    if (!this.#open) {
+      this.#open = true;
+      if (this.#show) {
+        await this.#write(this.#ansi ? `${DIM}▾ thinking${UNDIM}\n` : "[reasoning]\n");
+      }
+    }
+    this.#tokens++;
+    if (this.#show) {
+      await this.#write(this.#ansi ? DIM + piece + UNDIM : piece);
+      this.#atLineStart = piece.endsWith("\n");
+    } else if (this.#ansi) {
+      await this.#write(`${CLEAR_LINE}${DIM}▸ thinking… ${this.#count()}${UNDIM}`);
+    }
+  }
+
+  /** Ends the reasoning (the answer, a tool call or the end of the reply came): the summary line. */
+  async end(): Promise<void> {
+    if (!this.#open) return;
+    this.#open = false;
+    const summary = `thought for ${this.#count()}`;
+    if (this.#show) {
+      const nl = this.#atLineStart ? "" : "\n";
+      await this.#write(this.#ansi ? `${nl}${DIM}▴ ${summary}${UNDIM}\n` : `${nl}[${summary}]\n`);
+    } else {
+      await this.#write(
+        this.#ansi ? `${CLEAR_LINE}${DIM}▸ ${summary}${UNDIM}\n` : `[${summary}]\n`,
+      );
+    }
+  }
+
+  #count(): string {
+    return `${this.#tokens} token${this.#tokens === 1 ? "" : "s"}`;
+  }
 }
 
 /**
@@ -207,7 +284,7 @@ export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGener
 
 const HELP =
   "commands: /reset (forget the conversation), /system <text> (set the system prompt), " +
-  "/exit (quit)";
+  "/think (show or fold reasoning), /exit (quit)";
 
 /**
  * Runs the chat loop until `/exit` or the end of the input.
@@ -224,6 +301,8 @@ export async function runChatRepl(options: ChatReplOptions): Promise<void> {
   const { backend, write } = options;
   const maxRounds = options.maxToolRounds ?? 4;
   const showPrompt = options.showPrompt ?? true;
+  const ansi = options.ansi ?? false;
+  let showReasoning = options.showReasoning ?? false;
   let system = options.system ?? "";
   let history: ChatMessage[] = [];
   let current: AbortController | undefined;
@@ -264,12 +343,23 @@ export async function runChatRepl(options: ChatReplOptions): Promise<void> {
         await write(system ? `(system prompt set)\n` : "(system prompt cleared)\n");
         continue;
       }
+      if (line === "/think" || line.startsWith("/think ")) {
+        const arg = line.slice("/think".length).trim();
+        if (arg !== "" && arg !== "on" && arg !== "off") {
+          await write("usage: /think [on|off]\n");
+          continue;
+        }
+        showReasoning = arg === "" ? !showReasoning : arg === "on";
+        await write(showReasoning ? "(reasoning shown)\n" : "(reasoning folded)\n");
+        continue;
+      }
       if (line.startsWith("/")) {
         await write(`unknown command ${line.split(/\s/)[0]}; ${HELP}\n`);
         continue;
       }
       history.push({ role: "user", content: line });
       current = new AbortController();
+      let thought: ReasoningPrinter | undefined;
       try {
         for (let round = 0; round <= maxRounds; round++) {
           const req: ChatRequest = {
@@ -286,10 +376,13 @@ export async function runChatRepl(options: ChatReplOptions): Promise<void> {
           let text = "";
           const calls: { id: string; name: string; arguments: string }[] = [];
           let finish: string | null = null;
+          thought = new ReasoningPrinter(write, ansi, showReasoning);
           for await (const chunk of backend.chat(req, current.signal)) {
             const c = chunk.choices[0];
             if (!c) continue;
+            if (c.delta.reasoning_content) await thought.push(c.delta.reasoning_content);
             if (c.delta.content) {
+              await thought.end();
               text += c.delta.content;
               await write(c.delta.content);
             }
@@ -301,7 +394,9 @@ export async function runChatRepl(options: ChatReplOptions): Promise<void> {
             }
             finish = c.finish_reason ?? finish;
           }
+          await thought.end();
           if (text && !text.endsWith("\n")) await write("\n");
+          // The answer and the tool calls only: earlier reasoning is not sent back (DeepSeek-R1).
           history.push({
             role: "assistant",
             content: text || null,
@@ -328,6 +423,7 @@ export async function runChatRepl(options: ChatReplOptions): Promise<void> {
           }
         }
       } catch (e) {
+        await thought?.end();
         if (current.signal.aborted) await write("\n(stopped)\n");
         else await write(`\nerror: ${(e as Error).message}\n`);
       } finally {
@@ -351,6 +447,7 @@ interface ChatFlags extends SamplingFlags {
   system?: string;
   tools: boolean;
   worldSeed?: number;
+  showReasoning: boolean;
 }
 
 /**
@@ -386,6 +483,11 @@ export function chatCommand(): Command {
     .option("--api-key <key>", "API key for --url (default: $MINIDEEPSEEK_API_KEY)")
     .option("--model-id <name>", "model name to ask --url for (default: the first it lists)")
     .option("--system <text>", "system prompt")
+    .option(
+      "--show-reasoning",
+      "print each reply's reasoning in full instead of one folded line (/think toggles it)",
+      false,
+    )
     .option(
       "--tools",
       "offer the demo world's get_weather and calculator tools, run locally",
@@ -431,6 +533,7 @@ export function chatCommand(): Command {
           await Deno.stdout.write(enc.encode(t));
         },
         tools: flags.tools ? demoTools(flags.worldSeed) : undefined,
+        ansi: Deno.stdout.isTerminal() && !Deno.noColor,
         onInterrupt: (handler) => {
           const listener = () => {
             if (!handler()) Deno.exit(130); // Ctrl-C at the prompt quits

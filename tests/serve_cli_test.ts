@@ -65,7 +65,15 @@ Deno.test("serve, chat and generate --help list their flags with defaults", asyn
         "--api-key",
         "--no-demo-tools",
       ]],
-      [chatCommand(), ["--model", "--url", "--system", "--tools", "--temperature", "0.7"]],
+      [chatCommand(), [
+        "--model",
+        "--url",
+        "--system",
+        "--tools",
+        "--show-reasoning",
+        "--temperature",
+        "0.7",
+      ]],
       [generateCommand(), ["--prompt", "--chat", "--top-k", "--top-p", "--seed", "--stop", "128"]],
     ] as const
   ) {
@@ -227,6 +235,100 @@ Deno.test("the chat REPL streams replies and handles /reset, /system and /exit",
   assert.ok(seen[1].includes("<|im_start|>assistant\nturns=1 system=false<|im_end|>"));
 });
 
+/** The last user message of a ChatML prompt. */
+function lastUser(prompt: string): string {
+  const start = prompt.lastIndexOf("<|im_start|>user\n") + "<|im_start|>user\n".length;
+  return prompt.slice(start, prompt.indexOf("<|im_end|>", start));
+}
+
+/** Replies with a think block (markup in it, to check it is printed as text), then the answer. */
+function thinkingReply(prompt: string): string {
+  const user = lastUser(prompt);
+  return `<think>\nLet me think about <b>${user}</b>.\nStill thinking.\n</think>\n\nAnswer: ${user}`;
+}
+
+Deno.test("the chat REPL folds reasoning, /think shows it, and the history drops it", async () => {
+  const seen: string[] = [];
+  const model = new ScriptedModel(tok, (p) => {
+    seen.push(p);
+    return thinkingReply(p);
+  });
+  let out = "";
+  await runChatRepl({
+    backend: serviceBackend(service(model)),
+    input: lines("hello", "/think", "again", "/think off", "third", "/think maybe"),
+    write: (t) => {
+      out += t;
+    },
+    temperature: 0,
+    showPrompt: false,
+  });
+  assert.match(out, /\/think \(show or fold reasoning\)/);
+  // Folded: one plain summary line, then the answer; the reasoning's text is not printed.
+  const folded = /\n\[thought for (\d+) tokens\]\nAnswer: hello\n/.exec(out);
+  assert.ok(folded, out);
+  assert.ok(Number(folded[1]) > 3, "one count per streamed piece");
+  assert.ok(!out.includes("about <b>hello</b>"), out);
+  // Shown: the text between [reasoning] and the summary, as it came (markup stays text).
+  assert.match(out, /\(reasoning shown\)\n/);
+  assert.match(
+    out,
+    /\[reasoning\]\nLet me think about <b>again<\/b>\.\nStill thinking\.\n\[thought for \d+ tokens\]\nAnswer: again\n/,
+  );
+  assert.match(out, /\(reasoning folded\)\n\[thought for \d+ tokens\]\nAnswer: third\n/);
+  assert.match(out, /usage: \/think \[on\|off\]/);
+  // DeepSeek-R1's convention: earlier answers go back to the model, their reasoning does not.
+  assert.equal(seen.length, 3);
+  assert.ok(seen[2].includes("<|im_start|>assistant\nAnswer: hello<|im_end|>"), seen[2]);
+  assert.ok(seen[2].includes("<|im_start|>assistant\nAnswer: again<|im_end|>"), seen[2]);
+  assert.ok(!seen[2].includes("Let me think") && !seen[2].includes("<think>"), seen[2]);
+});
+
+Deno.test("on a terminal the folded reasoning counts up in place, dimmed, as it streams", async () => {
+  const model = new ScriptedModel(tok, thinkingReply);
+  // The escapes made visible: ESC [2m dims, ESC [22m undims, \r ESC [2K clears the line.
+  const visible = (t: string) =>
+    t.replaceAll("\r\x1b[2K", "<CLR>").replaceAll("\x1b[2m", "<DIM>").replaceAll(
+      "\x1b[22m",
+      "</DIM>",
+    );
+  for (const showReasoning of [false, true]) {
+    const writes: string[] = [];
+    await runChatRepl({
+      backend: serviceBackend(service(model)),
+      input: lines("hello"),
+      write: (t) => void writes.push(visible(t)),
+      temperature: 0,
+      showPrompt: false,
+      ansi: true,
+      showReasoning,
+    });
+    const out = writes.join("");
+    assert.ok(!out.includes("\x1b"), "every escape is one of the three");
+    assert.ok(out.endsWith("</DIM>\nAnswer: hello\n"), out);
+    if (!showReasoning) {
+      // One rewritten line per piece: 1 token, 2 tokens, ... n tokens, then the summary.
+      const n = Number(/<CLR><DIM>▸ thought for (\d+) tokens<\/DIM>\n/.exec(out)?.[1]);
+      const counts = writes.flatMap((w) => {
+        const m = /^<CLR><DIM>▸ thinking… (\d+) tokens?<\/DIM>$/.exec(w);
+        return m ? [Number(m[1])] : [];
+      });
+      assert.ok(n > 3, out);
+      assert.deepEqual(counts, Array.from({ length: n }, (_, i) => i + 1));
+      assert.ok(!out.includes("Let me think"), out);
+    } else {
+      assert.match(out, /<DIM>▾ thinking<\/DIM>\n/);
+      assert.match(out, /\n<DIM>▴ thought for \d+ tokens<\/DIM>\nAnswer: hello\n$/);
+      const pieces = writes.filter((w) => w.startsWith("<DIM>") && !/think|thought/.test(w));
+      assert.ok(pieces.length > 3, "the reasoning streams piece by piece");
+      assert.equal(
+        pieces.map((w) => w.slice("<DIM>".length, -"</DIM>".length)).join(""),
+        "Let me think about <b>hello</b>.\nStill thinking.",
+      );
+    }
+  }
+});
+
 Deno.test("the chat REPL runs tool calls and continues with the results", async () => {
   const tools = demoTools();
   const city = generateWorld().cities[0].name.en;
@@ -248,7 +350,10 @@ Deno.test("the chat REPL runs tool calls and continues with the results", async 
 
 Deno.test("the chat REPL talks to a running server over HTTP", async () => {
   const server = startServe({
-    model: new ScriptedModel(tok, demoResponder),
+    model: new ScriptedModel(
+      tok,
+      (p) => lastUser(p).startsWith("think") ? thinkingReply(p) : demoResponder(p),
+    ),
     tokenizer: tok,
     port: 0,
     apiKey: "k",
@@ -261,12 +366,17 @@ Deno.test("the chat REPL talks to a running server over HTTP", async () => {
     let out = "";
     await runChatRepl({
       backend,
-      input: lines("over the wire 你好"),
+      input: lines("over the wire 你好", "think over the wire"),
       write: (t) => {
         out += t;
       },
+      showReasoning: true,
     });
     assert.ok(out.includes("You said: over the wire 你好\n"), out);
+    assert.match(
+      out,
+      /\[reasoning\]\nLet me think about <b>think over the wire<\/b>\.\nStill thinking\.\n\[thought for \d+ tokens\]\nAnswer: think over the wire\n/,
+    );
   } finally {
     await server.shutdown();
   }
