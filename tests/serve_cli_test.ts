@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Command, CommanderError } from "commander";
-import { chatCommand, demoTools, httpBackend, runChatRepl, serviceBackend } from "../cli/chat.ts";
-import { generateCommand, runGenerate, type SamplingFlags } from "../cli/generate.ts";
+import { chatCommand, demoTools, runChatRepl } from "../cli/chat.ts";
+import { generateCommand } from "../cli/generate.ts";
 import { serveCommand, startServe } from "../cli/serve.ts";
 import {
   BigramModel,
@@ -10,7 +10,10 @@ import {
   TEST_TEXTS,
   testTokenizer,
 } from "../serve/_test_model.ts";
+import { type ChatBackend, ChatSession, serviceBackend } from "../serve/chat_session.ts";
 import { CompletionService } from "../serve/completions.ts";
+import { runGenerate, type SamplingSettings } from "../serve/generate.ts";
+import { httpBackend } from "../serve/http_backend.ts";
 import { Engine } from "../serve/engine.ts";
 import type { LanguageModel } from "../serve/model_api.ts";
 import { generateWorld } from "../data/mod.ts";
@@ -37,7 +40,7 @@ function service(
   return new CompletionService(new Engine(model, tok), tok, { modelId: "cli-test" });
 }
 
-const FLAGS: SamplingFlags = {
+const FLAGS: SamplingSettings = {
   temperature: 0,
   topP: 1,
   topK: 0,
@@ -329,6 +332,58 @@ Deno.test("on a terminal the folded reasoning counts up in place, dimmed, as it 
   }
 });
 
+Deno.test("a ChatSession streams events, runs tool rounds and keeps no reasoning in its history", async () => {
+  const tools = demoTools();
+  const model = new ScriptedModel(tok, (p) => {
+    const r = demoResponder(p);
+    return r.startsWith("<tool_call>") ? `<think>\nI need the weather.\n</think>\n\n${r}` : r;
+  }, { maxSeqLen: 2048 });
+  const session = new ChatSession({
+    backend: serviceBackend(service(model)),
+    tools,
+    temperature: 0,
+  });
+  const events = [];
+  for await (const e of session.send("What is the weather in Karo?")) events.push(e);
+  const kinds = events.map((e) => e.type).filter((k, i, a) => k !== a[i - 1]);
+  assert.deepEqual(kinds, ["reasoning", "reply", "tool_result", "content", "reply"]);
+  const reasoning = events.flatMap((e) => e.type === "reasoning" ? [e.text] : []).join("");
+  assert.equal(reasoning, "I need the weather.");
+  const result = await tools.run("get_weather", '{"city": "Karo"}');
+  const replies = events.filter((e) => e.type === "reply");
+  assert.equal(replies[0].content, "");
+  assert.equal(replies[0].finishReason, "tool_calls");
+  assert.deepEqual(replies[0].toolCalls.map((c) => [c.name, JSON.parse(c.arguments)]), [
+    ["get_weather", { city: "Karo" }],
+  ]);
+  assert.equal(replies[1].content, `The tool says: ${result}`);
+  assert.deepEqual(session.messages.map((m) => m.role), ["user", "assistant", "tool", "assistant"]);
+  assert.ok(session.messages.every((m) => !("reasoning_content" in m)));
+  assert.equal(session.messages[1].content, null);
+  assert.equal(session.messages[2].content, result);
+  session.reset();
+  assert.equal(session.messages.length, 0);
+
+  // A message whose reply is stopped with an error (as the HTTP backend's fetch throws) leaves
+  // the history as it was.
+  const throwing: ChatBackend = {
+    modelId: "throws-when-stopped",
+    async *chat(_req, signal) {
+      const delta = { content: "partial" };
+      yield { choices: [{ index: 0, delta, logprobs: null, finish_reason: null }] } as never;
+      signal?.throwIfAborted();
+    },
+  };
+  const stopped = new ChatSession({ backend: throwing });
+  const abort = new AbortController();
+  await assert.rejects(async () => {
+    for await (const e of stopped.send("go on", abort.signal)) {
+      if (e.type === "content") abort.abort();
+    }
+  });
+  assert.equal(stopped.messages.length, 0);
+});
+
 Deno.test("the chat REPL runs tool calls and continues with the results", async () => {
   const tools = demoTools();
   const city = generateWorld().cities[0].name.en;
@@ -384,7 +439,7 @@ Deno.test("the chat REPL talks to a running server over HTTP", async () => {
 
 Deno.test("runGenerate() streams a completion; the same seed repeats it; stop strings cut it", async () => {
   const svc = service(new BigramModel(tok, TEST_TEXTS));
-  const run = async (over: Partial<SamplingFlags>) => {
+  const run = async (over: Partial<SamplingSettings>) => {
     const pieces: string[] = [];
     const r = await runGenerate(svc, {
       ...FLAGS,
