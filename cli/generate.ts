@@ -8,7 +8,9 @@
  * ```
  *
  * The completion goes to stdout as it is decoded; a one-line summary (token counts, finish
- * reason, speed) goes to stderr. The sampling flags and their parsing are shared with `chat`.
+ * reason, speed) goes to stderr. The sampling flags and their parsing are shared with `chat`. The
+ * generation itself is `serve/generate.ts`'s {@linkcode runGenerate}; this file parses the flags
+ * and wires stdin, stdout and Ctrl-C.
  *
  * @module
  */
@@ -18,33 +20,8 @@ import { addDeviceOption } from "./device.ts";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { CompletionService } from "../serve/completions.ts";
 import { Engine } from "../serve/engine.ts";
+import { runGenerate, type SamplingSettings } from "../serve/generate.ts";
 import { loadForServing } from "../serve/load.ts";
-import type { ChatRequest, CompletionRequest } from "../serve/protocol.ts";
-import type { SamplingParams } from "../model/sampling.ts";
-
-/** Sampling flags as commander parses them (see {@linkcode addSamplingOptions}). */
-export interface SamplingFlags {
-  /** `--temperature`. */
-  temperature: number;
-  /** `--top-p`. */
-  topP: number;
-  /** `--top-k`. */
-  topK: number;
-  /** `--min-p`. */
-  minP: number;
-  /** `--repetition-penalty`. */
-  repetitionPenalty: number;
-  /** `--presence-penalty`. */
-  presencePenalty: number;
-  /** `--frequency-penalty`. */
-  frequencyPenalty: number;
-  /** `--seed` (absent: random). */
-  seed?: number;
-  /** `--max-tokens`. */
-  maxTokens: number;
-  /** `--stop`, repeatable. */
-  stop: string[];
-}
 
 /**
  * A commander argument parser for a number in a range; the error names the flag.
@@ -83,7 +60,7 @@ export function numberArg(
 /**
  * Adds the sampling flags to a command: `--temperature`, `--top-p`, `--top-k`, `--min-p`,
  * `--repetition-penalty`, `--presence-penalty`, `--frequency-penalty`, `--seed`, `--max-tokens`,
- * `--stop` (repeatable).
+ * `--stop` (repeatable). They parse to a {@linkcode SamplingSettings}.
  *
  * @param cmd The command.
  * @param defaults `temperature` and `maxTokens` defaults for this command.
@@ -158,117 +135,6 @@ export function addSamplingOptions(
     );
 }
 
-/**
- * Sampling flags to engine parameters.
- *
- * @param flags Parsed flags.
- * @returns Sampling parameters.
- * @example
- * ```ts ignore
- * samplingFromFlags({ temperature: 0, ... }).temperature; // 0
- * ```
- */
-export function samplingFromFlags(flags: SamplingFlags): Partial<SamplingParams> {
-  return {
-    temperature: flags.temperature,
-    topP: flags.topP,
-    topK: flags.topK,
-    minP: flags.minP,
-    repetitionPenalty: flags.repetitionPenalty,
-    presencePenalty: flags.presencePenalty,
-    frequencyPenalty: flags.frequencyPenalty,
-    seed: flags.seed,
-  };
-}
-
-/** Options of {@linkcode runGenerate}. */
-export interface RunGenerateOptions extends SamplingFlags {
-  /** The prompt text. */
-  prompt: string;
-  /** Treat the prompt as a user message in the chat template (default false: raw completion). */
-  chat?: boolean;
-  /** System prompt, with `chat`. */
-  system?: string;
-  /** Receives the text as it is decoded. */
-  write: (text: string) => void | Promise<void>;
-  /** Cancels the generation. */
-  signal?: AbortSignal;
-}
-
-/** What {@linkcode runGenerate} returns. */
-export interface RunGenerateResult {
-  /** The whole completion. */
-  text: string;
-  /** `stop`, `length` or `tool_calls`. */
-  finishReason: string;
-  /** Prompt and completion token counts. */
-  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
-  /** Wall time in seconds. */
-  seconds: number;
-}
-
-/**
- * Generates one completion and streams it to `write`.
- *
- * @param service The completion service (engine, tokenizer).
- * @param options Prompt, mode, sampling flags, writer.
- * @returns Text, finish reason, usage, time.
- * @throws {Error} If the prompt does not fit the context, or the model fails.
- * @example
- * ```ts ignore
- * const r = await runGenerate(service, { prompt: "Once", write: (t) => out.push(t), ...flags });
- * ```
- */
-export async function runGenerate(
-  service: CompletionService,
-  options: RunGenerateOptions,
-): Promise<RunGenerateResult> {
-  const t0 = performance.now();
-  const common = {
-    model: undefined,
-    stream: true,
-    includeUsage: true,
-    maxTokens: options.maxTokens,
-    sampling: samplingFromFlags(options),
-    stop: options.stop,
-  };
-  let text = "";
-  let finishReason = "stop";
-  let usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
-  if (options.chat) {
-    const req: ChatRequest = {
-      ...common,
-      messages: [
-        ...(options.system ? [{ role: "system", content: options.system }] : []),
-        { role: "user", content: options.prompt },
-      ],
-      tools: null,
-      toolChoice: "none",
-    };
-    for await (const chunk of service.startChat(req, options.signal).chunks()) {
-      if (chunk.usage) usage = chunk.usage;
-      const c = chunk.choices[0];
-      if (c?.delta.content) {
-        text += c.delta.content;
-        await options.write(c.delta.content);
-      }
-      if (c?.finish_reason) finishReason = c.finish_reason;
-    }
-  } else {
-    const req: CompletionRequest = { ...common, prompt: options.prompt, echo: false };
-    for await (const chunk of service.startCompletion(req, options.signal).chunks()) {
-      if (chunk.usage) usage = chunk.usage;
-      const c = chunk.choices[0];
-      if (c?.text) {
-        text += c.text;
-        await options.write(c.text);
-      }
-      if (c?.finish_reason) finishReason = c.finish_reason;
-    }
-  }
-  return { text, finishReason, usage, seconds: (performance.now() - t0) / 1000 };
-}
-
 async function readStdin(): Promise<string> {
   let text = "";
   for await (const piece of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) text += piece;
@@ -276,7 +142,7 @@ async function readStdin(): Promise<string> {
 }
 
 /** Options `generate` parses. */
-interface GenerateFlags extends SamplingFlags {
+interface GenerateFlags extends SamplingSettings {
   model: string;
   device: string;
   tokenizer?: string;

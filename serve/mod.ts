@@ -14,6 +14,10 @@
  * - {@linkcode parseEmbeddingRequest}, {@linkcode createEmbeddings}: `/v1/embeddings` from the
  *   model's pooled hidden states.
  * - {@linkcode createServer}, {@linkcode createHandler}: the HTTP server and the page at `/`.
+ * - {@linkcode runGenerate}: one prompt in, one streamed completion out (`cli.ts generate`).
+ * - {@linkcode ChatSession}: a multi-turn conversation with tool rounds over a
+ *   {@linkcode ChatBackend}, in-process ({@linkcode serviceBackend}) or an OpenAI-compatible
+ *   server ({@linkcode httpBackend}) (`cli.ts chat`).
  * - {@linkcode loadForServing}, {@linkcode loadModel}: a run, checkpoint or Hugging Face directory
  *   to serve, decoded by the GPU decoder.
  *
@@ -56,6 +60,14 @@ export {
   type ToolCallDelta,
 } from "./completions.ts";
 export {
+  type ChatBackend,
+  type ChatEvent,
+  ChatSession,
+  type ChatSessionOptions,
+  type ChatToolCall,
+  serviceBackend,
+} from "./chat_session.ts";
+export {
   type ConstrainedTool,
   jsonConstraint,
   type TokenConstraint,
@@ -97,6 +109,14 @@ export {
   tokenLogprob,
   type Usage,
 } from "./engine.ts";
+export {
+  runGenerate,
+  type RunGenerateOptions,
+  type RunGenerateResult,
+  samplingParams,
+  type SamplingSettings,
+} from "./generate.ts";
+export { httpBackend, type HttpBackendOptions } from "./http_backend.ts";
 export {
   type LoadedModel,
   loadForServing,

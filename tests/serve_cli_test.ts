@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Command, CommanderError } from "commander";
-import { chatCommand, demoTools, httpBackend, runChatRepl, serviceBackend } from "../cli/chat.ts";
-import { generateCommand, runGenerate, type SamplingFlags } from "../cli/generate.ts";
+import { chatCommand, demoTools, runChatRepl } from "../cli/chat.ts";
+import { generateCommand } from "../cli/generate.ts";
 import { serveCommand, startServe } from "../cli/serve.ts";
 import {
   BigramModel,
@@ -10,7 +10,10 @@ import {
   TEST_TEXTS,
   testTokenizer,
 } from "../serve/_test_model.ts";
+import { type ChatBackend, ChatSession, serviceBackend } from "../serve/chat_session.ts";
 import { CompletionService } from "../serve/completions.ts";
+import { runGenerate, type SamplingSettings } from "../serve/generate.ts";
+import { httpBackend } from "../serve/http_backend.ts";
 import { Engine } from "../serve/engine.ts";
 import type { LanguageModel } from "../serve/model_api.ts";
 import { generateWorld } from "../data/mod.ts";
@@ -37,7 +40,7 @@ function service(
   return new CompletionService(new Engine(model, tok), tok, { modelId: "cli-test" });
 }
 
-const FLAGS: SamplingFlags = {
+const FLAGS: SamplingSettings = {
   temperature: 0,
   topP: 1,
   topK: 0,
@@ -65,7 +68,15 @@ Deno.test("serve, chat and generate --help list their flags with defaults", asyn
         "--api-key",
         "--no-demo-tools",
       ]],
-      [chatCommand(), ["--model", "--url", "--system", "--tools", "--temperature", "0.7"]],
+      [chatCommand(), [
+        "--model",
+        "--url",
+        "--system",
+        "--tools",
+        "--show-reasoning",
+        "--temperature",
+        "0.7",
+      ]],
       [generateCommand(), ["--prompt", "--chat", "--top-k", "--top-p", "--seed", "--stop", "128"]],
     ] as const
   ) {
@@ -227,6 +238,152 @@ Deno.test("the chat REPL streams replies and handles /reset, /system and /exit",
   assert.ok(seen[1].includes("<|im_start|>assistant\nturns=1 system=false<|im_end|>"));
 });
 
+/** The last user message of a ChatML prompt. */
+function lastUser(prompt: string): string {
+  const start = prompt.lastIndexOf("<|im_start|>user\n") + "<|im_start|>user\n".length;
+  return prompt.slice(start, prompt.indexOf("<|im_end|>", start));
+}
+
+/** Replies with a think block (markup in it, to check it is printed as text), then the answer. */
+function thinkingReply(prompt: string): string {
+  const user = lastUser(prompt);
+  return `<think>\nLet me think about <b>${user}</b>.\nStill thinking.\n</think>\n\nAnswer: ${user}`;
+}
+
+Deno.test("the chat REPL folds reasoning, /think shows it, and the history drops it", async () => {
+  const seen: string[] = [];
+  const model = new ScriptedModel(tok, (p) => {
+    seen.push(p);
+    return thinkingReply(p);
+  });
+  let out = "";
+  await runChatRepl({
+    backend: serviceBackend(service(model)),
+    input: lines("hello", "/think", "again", "/think off", "third", "/think maybe"),
+    write: (t) => {
+      out += t;
+    },
+    temperature: 0,
+    showPrompt: false,
+  });
+  assert.match(out, /\/think \(show or fold reasoning\)/);
+  // Folded: one plain summary line, then the answer; the reasoning's text is not printed.
+  const folded = /\n\[thought for (\d+) tokens\]\nAnswer: hello\n/.exec(out);
+  assert.ok(folded, out);
+  assert.ok(Number(folded[1]) > 3, "one count per streamed piece");
+  assert.ok(!out.includes("about <b>hello</b>"), out);
+  // Shown: the text between [reasoning] and the summary, as it came (markup stays text).
+  assert.match(out, /\(reasoning shown\)\n/);
+  assert.match(
+    out,
+    /\[reasoning\]\nLet me think about <b>again<\/b>\.\nStill thinking\.\n\[thought for \d+ tokens\]\nAnswer: again\n/,
+  );
+  assert.match(out, /\(reasoning folded\)\n\[thought for \d+ tokens\]\nAnswer: third\n/);
+  assert.match(out, /usage: \/think \[on\|off\]/);
+  // DeepSeek-R1's convention: earlier answers go back to the model, their reasoning does not.
+  assert.equal(seen.length, 3);
+  assert.ok(seen[2].includes("<|im_start|>assistant\nAnswer: hello<|im_end|>"), seen[2]);
+  assert.ok(seen[2].includes("<|im_start|>assistant\nAnswer: again<|im_end|>"), seen[2]);
+  assert.ok(!seen[2].includes("Let me think") && !seen[2].includes("<think>"), seen[2]);
+});
+
+Deno.test("on a terminal the folded reasoning counts up in place, dimmed, as it streams", async () => {
+  const model = new ScriptedModel(tok, thinkingReply);
+  // The escapes made visible: ESC [2m dims, ESC [22m undims, \r ESC [2K clears the line.
+  const visible = (t: string) =>
+    t.replaceAll("\r\x1b[2K", "<CLR>").replaceAll("\x1b[2m", "<DIM>").replaceAll(
+      "\x1b[22m",
+      "</DIM>",
+    );
+  for (const showReasoning of [false, true]) {
+    const writes: string[] = [];
+    await runChatRepl({
+      backend: serviceBackend(service(model)),
+      input: lines("hello"),
+      write: (t) => void writes.push(visible(t)),
+      temperature: 0,
+      showPrompt: false,
+      ansi: true,
+      showReasoning,
+    });
+    const out = writes.join("");
+    assert.ok(!out.includes("\x1b"), "every escape is one of the three");
+    assert.ok(out.endsWith("</DIM>\nAnswer: hello\n"), out);
+    if (!showReasoning) {
+      // One rewritten line per piece: 1 token, 2 tokens, ... n tokens, then the summary.
+      const n = Number(/<CLR><DIM>▸ thought for (\d+) tokens<\/DIM>\n/.exec(out)?.[1]);
+      const counts = writes.flatMap((w) => {
+        const m = /^<CLR><DIM>▸ thinking… (\d+) tokens?<\/DIM>$/.exec(w);
+        return m ? [Number(m[1])] : [];
+      });
+      assert.ok(n > 3, out);
+      assert.deepEqual(counts, Array.from({ length: n }, (_, i) => i + 1));
+      assert.ok(!out.includes("Let me think"), out);
+    } else {
+      assert.match(out, /<DIM>▾ thinking<\/DIM>\n/);
+      assert.match(out, /\n<DIM>▴ thought for \d+ tokens<\/DIM>\nAnswer: hello\n$/);
+      const pieces = writes.filter((w) => w.startsWith("<DIM>") && !/think|thought/.test(w));
+      assert.ok(pieces.length > 3, "the reasoning streams piece by piece");
+      assert.equal(
+        pieces.map((w) => w.slice("<DIM>".length, -"</DIM>".length)).join(""),
+        "Let me think about <b>hello</b>.\nStill thinking.",
+      );
+    }
+  }
+});
+
+Deno.test("a ChatSession streams events, runs tool rounds and keeps no reasoning in its history", async () => {
+  const tools = demoTools();
+  const model = new ScriptedModel(tok, (p) => {
+    const r = demoResponder(p);
+    return r.startsWith("<tool_call>") ? `<think>\nI need the weather.\n</think>\n\n${r}` : r;
+  }, { maxSeqLen: 2048 });
+  const session = new ChatSession({
+    backend: serviceBackend(service(model)),
+    tools,
+    temperature: 0,
+  });
+  const events = [];
+  for await (const e of session.send("What is the weather in Karo?")) events.push(e);
+  const kinds = events.map((e) => e.type).filter((k, i, a) => k !== a[i - 1]);
+  assert.deepEqual(kinds, ["reasoning", "reply", "tool_result", "content", "reply"]);
+  const reasoning = events.flatMap((e) => e.type === "reasoning" ? [e.text] : []).join("");
+  assert.equal(reasoning, "I need the weather.");
+  const result = await tools.run("get_weather", '{"city": "Karo"}');
+  const replies = events.filter((e) => e.type === "reply");
+  assert.equal(replies[0].content, "");
+  assert.equal(replies[0].finishReason, "tool_calls");
+  assert.deepEqual(replies[0].toolCalls.map((c) => [c.name, JSON.parse(c.arguments)]), [
+    ["get_weather", { city: "Karo" }],
+  ]);
+  assert.equal(replies[1].content, `The tool says: ${result}`);
+  assert.deepEqual(session.messages.map((m) => m.role), ["user", "assistant", "tool", "assistant"]);
+  assert.ok(session.messages.every((m) => !("reasoning_content" in m)));
+  assert.equal(session.messages[1].content, null);
+  assert.equal(session.messages[2].content, result);
+  session.reset();
+  assert.equal(session.messages.length, 0);
+
+  // A message whose reply is stopped with an error (as the HTTP backend's fetch throws) leaves
+  // the history as it was.
+  const throwing: ChatBackend = {
+    modelId: "throws-when-stopped",
+    async *chat(_req, signal) {
+      const delta = { content: "partial" };
+      yield { choices: [{ index: 0, delta, logprobs: null, finish_reason: null }] } as never;
+      signal?.throwIfAborted();
+    },
+  };
+  const stopped = new ChatSession({ backend: throwing });
+  const abort = new AbortController();
+  await assert.rejects(async () => {
+    for await (const e of stopped.send("go on", abort.signal)) {
+      if (e.type === "content") abort.abort();
+    }
+  });
+  assert.equal(stopped.messages.length, 0);
+});
+
 Deno.test("the chat REPL runs tool calls and continues with the results", async () => {
   const tools = demoTools();
   const city = generateWorld().cities[0].name.en;
@@ -248,7 +405,10 @@ Deno.test("the chat REPL runs tool calls and continues with the results", async 
 
 Deno.test("the chat REPL talks to a running server over HTTP", async () => {
   const server = startServe({
-    model: new ScriptedModel(tok, demoResponder),
+    model: new ScriptedModel(
+      tok,
+      (p) => lastUser(p).startsWith("think") ? thinkingReply(p) : demoResponder(p),
+    ),
     tokenizer: tok,
     port: 0,
     apiKey: "k",
@@ -261,12 +421,17 @@ Deno.test("the chat REPL talks to a running server over HTTP", async () => {
     let out = "";
     await runChatRepl({
       backend,
-      input: lines("over the wire 你好"),
+      input: lines("over the wire 你好", "think over the wire"),
       write: (t) => {
         out += t;
       },
+      showReasoning: true,
     });
     assert.ok(out.includes("You said: over the wire 你好\n"), out);
+    assert.match(
+      out,
+      /\[reasoning\]\nLet me think about <b>think over the wire<\/b>\.\nStill thinking\.\n\[thought for \d+ tokens\]\nAnswer: think over the wire\n/,
+    );
   } finally {
     await server.shutdown();
   }
@@ -274,7 +439,7 @@ Deno.test("the chat REPL talks to a running server over HTTP", async () => {
 
 Deno.test("runGenerate() streams a completion; the same seed repeats it; stop strings cut it", async () => {
   const svc = service(new BigramModel(tok, TEST_TEXTS));
-  const run = async (over: Partial<SamplingFlags>) => {
+  const run = async (over: Partial<SamplingSettings>) => {
     const pieces: string[] = [];
     const r = await runGenerate(svc, {
       ...FLAGS,

@@ -27,7 +27,7 @@ const ARGS = [
 ];
 
 Deno.test({
-  name: "the web page streams a reply, shows tool calls and stops on request" +
+  name: "the web page streams a reply, folds reasoning, shows tool calls and stops on request" +
     (hasChromium ? "" : ` (${SKIP})`),
   ignore: !hasChromium,
   // Playwright keeps a pipe to the browser process open between steps.
@@ -37,8 +37,15 @@ Deno.test({
     const tok = testTokenizer();
     const world = generateWorld();
     const city = world.cities[0].name.en;
-    const reply = (p: string) =>
-      p.includes("long please") ? "and on ".repeat(300) : demoResponder(p);
+    const prompts: string[] = [];
+    const THOUGHT = "Weighing <b>bold</b> & <i>options</i>\u2026\n" + "step ".repeat(30).trim();
+    const reply = (p: string) => {
+      prompts.push(p);
+      const last = p.slice(p.lastIndexOf("<|im_start|>user\n"));
+      if (last.includes("long please")) return "and on ".repeat(300);
+      if (last.includes("think first")) return `<think>\n${THOUGHT}\n</think>\n\nDecided.`;
+      return demoResponder(p);
+    };
     const model = new ScriptedModel(tok, reply, { stepDelayMs: 4, maxSeqLen: 4096 });
     const server = createServer({
       model,
@@ -98,6 +105,37 @@ Deno.test({
       const answer = page.locator(".msg.assistant .content").last();
       assert.equal(await answer.textContent(), `The tool says: ${result}`);
 
+      // Reasoning: streamed into a folded "Thought" <details> above the answer, as text.
+      await page.evaluate(`window.thinking = [];
+        new MutationObserver(() => {
+          var r = document.querySelector(".msg.streaming details.reasoning .reasoning-text");
+          var c = document.querySelector(".msg.streaming .content");
+          if (r) window.thinking.push({ len: r.textContent.length, answer: c.textContent,
+            open: r.parentElement.open, summary: r.parentElement.querySelector("summary").textContent });
+        }).observe(document.getElementById("log"), { subtree: true, characterData: true, childList: true });`);
+      await page.fill("#input", "think first, then answer");
+      await page.press("#input", "Enter");
+      await page.waitForFunction(`document.querySelectorAll(".msg.assistant .meta").length === 4`);
+      const thinking = await page.evaluate<
+        { len: number; answer: string; open: boolean; summary: string }[]
+      >("window.thinking");
+      const before = thinking.filter((t) => t.answer === "");
+      assert.ok(
+        new Set(before.map((t) => t.len)).size > 5,
+        `the reasoning arrived in ${before.length} updates before the answer, not streamed`,
+      );
+      assert.ok(before.every((t) => !t.open && t.summary === "Thinking\u2026"));
+      const bubble = page.locator(".msg.assistant").last();
+      const details = bubble.locator("details.reasoning");
+      assert.equal(await details.locator("summary").textContent(), "Thought");
+      assert.equal(await details.getAttribute("open"), null, "folded by default");
+      assert.equal(await bubble.locator(".reasoning-text").textContent(), THOUGHT);
+      assert.equal(await bubble.locator(".reasoning-text b, .reasoning-text i").count(), 0);
+      assert.equal(await bubble.locator(".reasoning-text").isVisible(), false);
+      assert.equal(await bubble.locator("details.reasoning + .content").textContent(), "Decided.");
+      await details.locator("summary").click();
+      assert.equal(await bubble.locator(".reasoning-text").isVisible(), true);
+
       const shot = Deno.env.get("SERVE_WEB_SCREENSHOT");
       if (shot) await page.screenshot({ path: shot, fullPage: false });
 
@@ -110,6 +148,10 @@ Deno.test({
       );
       await page.click("#stop");
       await page.waitForSelector("#send:not([hidden])");
+      // The next turn sent the earlier answer back, not its reasoning (DeepSeek-R1's convention).
+      const next = prompts.findLast((p) => p.includes("long please"))!;
+      assert.ok(next.includes("<|im_start|>assistant\nDecided.<|im_end|>"), next);
+      assert.ok(!next.includes("Weighing") && !next.includes("<think>"), next);
       const end = Date.now() + 5000;
       while (model.liveSequences > 0 || server.engine.stats().active > 0) {
         assert.ok(Date.now() < end, "the stopped generation was not released");

@@ -1,7 +1,8 @@
 /**
  * The web chat page's script, as a string served at `/app.js`. Plain browser JavaScript (no build
  * step, no dependencies): it keeps the conversation, streams replies from
- * `/v1/chat/completions` with `fetch` and a small server-sent-events parser, shows tool calls as
+ * `/v1/chat/completions` with `fetch` and a small server-sent-events parser, shows a reply's
+ * reasoning (`delta.reasoning_content`) folded in a `<details>` above the answer, shows tool calls as
  * blocks, runs the server's demo tools through `/api/tools/run` and continues the conversation
  * with their results (at most {@linkcode MAX_TOOL_ROUNDS} rounds per message).
  *
@@ -85,6 +86,16 @@ export const APP_JS: string = String.raw`"use strict";
     els.log.appendChild(row);
     scrollDown();
     return { row: row, body: body, content: content };
+  }
+  // The reasoning of a reply: a folded <details> above the answer, filled as it streams (as text).
+  function reasoningBlock(bubble) {
+    var block = el("details", "reasoning");
+    var summary = el("summary", "", "Thinking\u2026");
+    var text = el("div", "reasoning-text");
+    block.appendChild(summary);
+    block.appendChild(text);
+    bubble.body.insertBefore(block, bubble.content);
+    return { block: block, summary: summary, text: text };
   }
   function prettyArgs(args) {
     try { return JSON.stringify(JSON.parse(args), null, 2); } catch (e) { return args; }
@@ -180,7 +191,7 @@ export const APP_JS: string = String.raw`"use strict";
       bubble.row.remove();
       throw new Error(await errorText(res));
     }
-    var text = "", calls = [], views = [], finish = null, usage = null;
+    var text = "", reasoning = "", thought = null, calls = [], views = [], finish = null, usage = null;
     try {
       for await (var chunk of readEvents(res)) {
         if (chunk.error) throw new Error(chunk.error.message);
@@ -188,6 +199,13 @@ export const APP_JS: string = String.raw`"use strict";
         var choice = chunk.choices && chunk.choices[0];
         if (!choice) continue;
         var d = choice.delta || {};
+        if (d.reasoning_content) {
+          reasoning += d.reasoning_content;
+          thought = thought || reasoningBlock(bubble);
+          thought.text.textContent = reasoning;
+          scrollDown();
+        }
+        if (thought && (d.content || d.tool_calls)) thought.summary.textContent = "Thought";
         if (d.content) {
           text += d.content;
           bubble.content.textContent = text;
@@ -206,9 +224,13 @@ export const APP_JS: string = String.raw`"use strict";
       }
     } finally {
       bubble.row.classList.remove("streaming");
-      if (!text && calls.length === 0) bubble.content.textContent = signal.aborted ? "(stopped)" : "(empty reply)";
-      if (!text) bubble.content.hidden = calls.length > 0;
+      if (thought) thought.summary.textContent = "Thought";
+      if (!text && calls.length === 0 && (!thought || signal.aborted)) {
+        bubble.content.textContent = signal.aborted ? "(stopped)" : "(empty reply)";
+      }
+      if (!text) bubble.content.hidden = calls.length > 0 || (thought !== null && !signal.aborted);
     }
+    // The answer and tool calls only: earlier turns' reasoning is not sent back (DeepSeek-R1).
     var msg = { role: "assistant", content: text || null };
     if (calls.length > 0) {
       msg.tool_calls = calls.map(function (c) {

@@ -2,7 +2,8 @@
  * The web chat page served at `/`: HTML, script, style sheet and icon as strings, so the page
  * needs no files at run time and no network beyond this server (no CDN, no web fonts).
  *
- * Features: streamed replies, multi-turn history, a system prompt, temperature and max-tokens
+ * Features: streamed replies, a reply's reasoning folded in a "Thought" `<details>` above it,
+ * multi-turn history, a system prompt, temperature and max-tokens
  * controls, tool calls rendered as blocks (name and arguments, then the result when the server's
  * demo tools run them), a stop button, an API-key field when the server wants one.
  *

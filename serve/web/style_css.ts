@@ -104,6 +104,12 @@ main { grid-area: main; display: flex; flex-direction: column; min-height: 0; mi
 pre { margin: 6px 0 0; font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap; overflow-wrap: anywhere; }
 .tool-result { margin-top: 8px; padding-top: 6px; border-top: 1px dashed var(--tool-border); }
 .tool-result-label { font-size: 12px; color: var(--muted); }
+.reasoning { margin-bottom: 8px; color: var(--muted); font-size: 13.5px; }
+.reasoning summary { cursor: pointer; user-select: none; width: fit-content; }
+.reasoning-text {
+  white-space: pre-wrap; overflow-wrap: anywhere; margin: 6px 0 0; padding-left: 10px;
+  border-left: 2px solid var(--border);
+}
 .meta { margin-top: 6px; font-size: 11.5px; color: var(--muted); }
 #composer { border-top: 1px solid var(--border); background: var(--panel); padding: 12px 0 16px; }
 #composer .inner { display: flex; gap: 10px; align-items: flex-end; }
