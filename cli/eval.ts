@@ -2,7 +2,8 @@
  * `cli.ts eval`: evaluates checkpoints side by side with {@linkcode runEval}.
  *
  *     deno run -A cli.ts eval --model runs/pretrain runs/sft runs/dpo --data runs/data \
- *       --questions eval.jsonl --tool-calls eval_tools.jsonl --pairs dpo_heldout.jsonl
+ *       --questions eval.jsonl --tool-calls eval_tools.jsonl --pairs dpo_heldout.jsonl \
+ *       --grpo-eval grpo_heldout.jsonl
  *
  * @module
  */
@@ -14,7 +15,8 @@ import { EVAL_OPTIONS, runEval } from "../train/run_eval.ts";
 export function evalCommand(): Command {
   return optionsCommand("eval", {
     description: "evaluate checkpoints side by side: validation loss, QA and tool-call accuracy " +
-      "of greedy chat replies, preference accuracy; writes report.md and report.json",
+      "of greedy chat replies, preference accuracy, held-out arithmetic accuracy and reasoning " +
+      "format; writes report.md and report.json",
     schema: EVAL_OPTIONS,
     action: async ({ values }) => {
       await runEval(values);

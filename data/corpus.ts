@@ -9,13 +9,15 @@ import { dpoPairs } from "./dpo.ts";
 import { type EvalQuestion, evalQuestions, type EvalToolCall, evalToolCalls } from "./eval.ts";
 import type { DpoPair, SftRecord } from "./messages.ts";
 import { type PretrainDocument, pretrainDocuments } from "./pretrain.ts";
+import { type GrpoPromptRecord, grpoPrompts } from "./reasoning.ts";
 import { sftConversations } from "./sft.ts";
 import { DEFAULT_SEED, generateWorld, type World } from "./world.ts";
 
 /**
  * The demo's corpus settings. Scale 1 is sized for the ~10-minute CPU demo: ~0.3M characters (0.43 MB) of
- * pretraining text (a few hundred thousand tokens), 2000 SFT conversations, 500 + 50 DPO pairs,
- * 108 evaluation questions and 40 tool-call prompts.
+ * pretraining text (a few hundred thousand tokens), 2000 SFT conversations plus 200 worked word
+ * problems, 500 + 50 DPO pairs, 108 evaluation questions, 40 tool-call prompts, and 440 + 110
+ * GRPO prompts.
  */
 export const DEMO_CORPUS: { readonly seed: number; readonly scale: number } = {
   seed: DEFAULT_SEED,
@@ -36,6 +38,11 @@ export interface Corpus {
   evalQuestions: EvalQuestion[];
   /** Tool-call prompts with the expected call. */
   evalToolCalls: EvalToolCall[];
+  /**
+   * GRPO prompts with verifiable targets (`grpo.jsonl`, `grpo_heldout.jsonl`): the held-out
+   * word problems share neither templates nor number tuples with the train ones.
+   */
+  grpo: { train: GrpoPromptRecord[]; heldOut: GrpoPromptRecord[] };
 }
 
 /**
@@ -62,6 +69,7 @@ export function buildCorpus(options: { seed?: number; scale?: number } = {}): Co
     dpo: dpoPairs(world),
     evalQuestions: evalQuestions(world),
     evalToolCalls: evalToolCalls(world),
+    grpo: grpoPrompts(world),
   };
 }
 
@@ -78,11 +86,19 @@ export interface CorpusDescription {
   /** Pretraining size; `chineseShare` is the share of characters that are Han. */
   pretrain: { documents: number; chars: number; utf8Bytes: number; chineseShare: number };
   /** SFT size; `chars` counts message contents only. */
-  sft: { conversations: number; messages: number; withToolCalls: number; chars: number };
+  sft: {
+    conversations: number;
+    messages: number;
+    withToolCalls: number;
+    withReasoning: number;
+    chars: number;
+  };
   /** DPO pair counts. */
   dpo: { train: number; heldOut: number };
   /** Evaluation item counts. */
   eval: { questions: number; toolCalls: number };
+  /** GRPO prompt counts by split and kind. */
+  grpo: { train: number; trainTools: number; heldOut: number; heldOutTools: number };
   /** The same, as one line for a log. */
   summary: string;
 }
@@ -123,17 +139,27 @@ export function describeCorpus(corpus: Corpus): CorpusDescription {
       conversations: corpus.sft.length,
       messages: messages.length,
       withToolCalls: corpus.sft.filter((r) => r.conversations.some((m) => m.tool_calls)).length,
+      withReasoning: corpus.sft.filter((r) => r.conversations.some((m) => m.reasoning_content))
+        .length,
       chars: messages.reduce((n, m) => n + (m.content?.length ?? 0), 0),
     },
     dpo: { train: corpus.dpo.train.length, heldOut: corpus.dpo.heldOut.length },
     eval: { questions: corpus.evalQuestions.length, toolCalls: corpus.evalToolCalls.length },
+    grpo: {
+      train: corpus.grpo.train.length,
+      trainTools: corpus.grpo.train.filter((r) => r.kind === "tool").length,
+      heldOut: corpus.grpo.heldOut.length,
+      heldOutTools: corpus.grpo.heldOut.filter((r) => r.kind === "tool").length,
+    },
   };
   const summary = `world seed ${d.seed} scale ${d.scale}: ${d.entities.cities} cities, ` +
     `${d.entities.people} people, ${d.entities.products} products, ${d.facts.total} facts ` +
     `(${d.facts.eval} held out); pretrain ${d.pretrain.documents} docs, ` +
     `${d.pretrain.chars} chars (${d.pretrain.utf8Bytes} bytes); sft ${d.sft.conversations} ` +
-    `conversations (${d.sft.withToolCalls} with tool calls); dpo ${d.dpo.train} + ` +
-    `${d.dpo.heldOut} held out; eval ${d.eval.questions} questions, ${d.eval.toolCalls} tool calls`;
+    `conversations (${d.sft.withToolCalls} with tool calls, ${d.sft.withReasoning} with ` +
+    `reasoning); dpo ${d.dpo.train} + ${d.dpo.heldOut} held out; eval ${d.eval.questions} ` +
+    `questions, ${d.eval.toolCalls} tool calls; grpo ${d.grpo.train} + ${d.grpo.heldOut} ` +
+    `held out`;
   return { ...d, summary };
 }
 

@@ -149,9 +149,8 @@ export function isCorrect(prediction: string, answer: string): boolean {
 }
 
 /**
- * Whether a model's tool call matches the expected one: same tool; for `get_weather` the same
- * city (either language's name counts); for `calculator` an expression with the same value
- * and the same numbers (so `"25+17"` passes for `"17 + 25"`, but a bare `"42"` does not).
+ * Whether a model's tool call matches the expected one: same tool and
+ * {@linkcode toolArgumentsMatch} on the arguments, with `world` resolving city names.
  *
  * @param world The world the prompt came from.
  * @param call The model's call; `arguments` as the JSON string a model emits, or an object.
@@ -166,7 +165,7 @@ export function isCorrect(prediction: string, answer: string): boolean {
 export function gradeToolCall(
   world: World,
   call: { name: string; arguments: string | Record<string, unknown> },
-  expected: EvalToolCall["expected"],
+  expected: { name: string; arguments: Record<string, unknown> },
 ): boolean {
   if (call.name !== expected.name) return false;
   let args: unknown = call.arguments;
@@ -175,18 +174,71 @@ export function gradeToolCall(
   } catch {
     return false;
   }
-  if (typeof args !== "object" || args === null) return false;
-  const a = args as Record<string, unknown>;
-  if (expected.name === "get_weather") {
-    const got = typeof a.city === "string" ? findCity(world, a.city) : undefined;
-    return got?.city === findCity(world, expected.arguments.city)?.city && got !== undefined;
+  if (typeof args !== "object" || args === null || Array.isArray(args)) return false;
+  return toolArgumentsMatch(
+    expected.name,
+    args as Record<string, unknown>,
+    expected.arguments,
+    { world },
+  );
+}
+
+/**
+ * Whether a call's arguments carry the expected values; the one rule evaluation and the GRPO
+ * rewards share. `get_weather`: the same city (with `world`, either language's name counts;
+ * without, the names after {@linkcode normalizeAnswer}). `calculator`: an expression with the
+ * same value and the same numbers (`"25+17"` passes for `"17 + 25"`, a bare `"42"` does not).
+ * Any other tool: every expected argument present, numbers (or numeric strings) equal by value,
+ * strings equal after {@linkcode normalizeAnswer} (trimmed, case-insensitive), other values
+ * equal as JSON. Extra arguments are ignored.
+ *
+ * @param name The tool's name.
+ * @param got The model's arguments, parsed.
+ * @param want The expected arguments.
+ * @param options `world`, to resolve city names in either language.
+ * @example
+ * ```ts
+ * toolArgumentsMatch("calculator", { expression: "3+4" }, { expression: "3 + 4" }); // true
+ * toolArgumentsMatch("get_weather", { city: " verin" }, { city: "Verin" }); // true
+ * ```
+ */
+export function toolArgumentsMatch(
+  name: string,
+  got: Record<string, unknown>,
+  want: Record<string, unknown>,
+  options: { world?: World } = {},
+): boolean {
+  if (name === "get_weather" && typeof want.city === "string") {
+    if (typeof got.city !== "string") return false;
+    if (!options.world) return normalizeAnswer(got.city) === normalizeAnswer(want.city);
+    const found = findCity(options.world, got.city);
+    return found !== undefined && found.city === findCity(options.world, want.city)?.city;
   }
-  if (typeof a.expression !== "string") return false;
-  const numbers = (e: string) => (e.match(/\d+/g) ?? []).sort().join(",");
-  try {
-    return numbers(a.expression) === numbers(expected.arguments.expression) &&
-      calculate(a.expression) === calculate(expected.arguments.expression);
-  } catch {
-    return false;
+  if (name === "calculator" && typeof want.expression === "string") {
+    if (typeof got.expression !== "string") return false;
+    const numbers = (e: string) => (e.match(/\d+/g) ?? []).sort().join(",");
+    try {
+      return numbers(got.expression) === numbers(want.expression) &&
+        calculate(got.expression) === calculate(want.expression);
+    } catch {
+      return false;
+    }
   }
+  return Object.entries(want).every(([k, w]) => k in got && sameValue(got[k], w));
+}
+
+/** One argument value against the expected one: numbers by value, strings normalized. */
+function sameValue(got: unknown, want: unknown): boolean {
+  const num = (v: unknown) =>
+    typeof v === "number"
+      ? v
+      : typeof v === "string" && /^\s*-?\d+(\.\d+)?\s*$/.test(v)
+      ? Number(v)
+      : null;
+  const a = num(got), b = num(want);
+  if (a !== null && b !== null) return a === b;
+  if (typeof got === "string" && typeof want === "string") {
+    return normalizeAnswer(got) === normalizeAnswer(want);
+  }
+  return JSON.stringify(got) === JSON.stringify(want);
 }

@@ -26,6 +26,11 @@ export interface Message {
   role: "system" | "user" | "assistant" | "tool";
   /** Text; `null` on an assistant message that only makes tool calls. */
   content: string | null;
+  /**
+   * Assistant only: the reasoning before the answer (DeepSeek-R1's `reasoning_content`); the chat
+   * template renders it as `<think>\n...\n</think>\n\n` before `content`.
+   */
+  reasoning_content?: string;
   /** Assistant only: the calls it makes. */
   tool_calls?: OpenAIToolCall[];
   /** Tool only: the id of the call this message answers. */

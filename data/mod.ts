@@ -8,6 +8,8 @@
  * - {@linkcode dpoPairs}: `{ chosen, rejected, tools?, flaw }` full conversations, train and held out.
  * - {@linkcode evalQuestions} and {@linkcode evalToolCalls}: held-out questions and tool prompts.
  * - {@linkcode toolSchemas} and {@linkcode runTool}: the `get_weather` and `calculator` tools.
+ * - {@linkcode grpoPrompts}: verifiable GRPO prompts (word problems, tool requests), train and
+ *   held out; {@linkcode reasoningConversations}: worked word problems for SFT.
  * - {@linkcode buildCorpus}, {@linkcode describeCorpus}, {@linkcode toJsonl},
  *   {@linkcode benchmarkText}.
  *
@@ -49,6 +51,7 @@ export {
   gradeToolCall,
   isCorrect,
   normalizeAnswer,
+  toolArgumentsMatch,
 } from "./eval.ts";
 export { type Bilingual } from "./lexicon.ts";
 export {
@@ -67,6 +70,19 @@ export {
   type PretrainOptions,
 } from "./pretrain.ts";
 export { deriveSeed, Mulberry32 } from "../random/rng.ts";
+export {
+  answerSentence,
+  type GrpoPromptKind,
+  type GrpoPromptOptions,
+  type GrpoPromptRecord,
+  grpoPrompts,
+  isHeldOutNumbers,
+  PROBLEM_TEMPLATES,
+  type ProblemSplit,
+  reasoningConversations,
+  type WordProblem,
+  wordProblems,
+} from "./reasoning.ts";
 export { sftConversations, type SftOptions } from "./sft.ts";
 export { askFact, type Lang, LANGS, stateFact, SYSTEM_PROMPTS } from "./templates.ts";
 export { calculate, CalculatorError, runTool, toolSchemas } from "./tools.ts";

@@ -1,7 +1,8 @@
 /**
  * SFT conversations in OpenAI message form: questions about the world's `"sft"` facts (single
  * and multi-turn, with and without a system prompt), weather and arithmetic answered through tool
- * calls, and a few identity and "I don't know" turns.
+ * calls, a few identity and "I don't know" turns, and one in ten arithmetic word problems worked
+ * step by step in `reasoning_content` (`data/reasoning.ts`).
  *
  * Fact answers are the bare value ("Dalmor", "300万"): that is the answer form evaluation grades
  * by exact match. No conversation states or asks an `"eval"` fact, and weather tool calls only
@@ -19,6 +20,7 @@ import {
 import type { Bilingual } from "./lexicon.ts";
 import type { Message, OpenAIToolCall, SftRecord } from "./messages.ts";
 import { deriveSeed, Mulberry32 } from "../random/rng.ts";
+import { reasoningConversations } from "./reasoning.ts";
 import { askFact, type Lang, QUESTION_FORMS, SYSTEM_PROMPTS } from "./templates.ts";
 import { runTool, toolSchemas } from "./tools.ts";
 import {
@@ -38,6 +40,11 @@ export interface SftOptions {
   seed?: number;
   /** Number of conversations; default 2000 x `world.scale`. */
   count?: number;
+  /**
+   * Reasoning conversations (train word problems worked in `reasoning_content`, see
+   * `reasoningConversations`) spread evenly among the others; default `count / 10`.
+   */
+  reasoning?: number;
 }
 
 /** Share of each conversation type; the rest are identity and "I don't know" turns. */
@@ -48,8 +55,9 @@ const MIX = { qa: 0.35, multiTurn: 0.25, weather: 0.15, calculator: 0.15, unknow
  *
  * @param world From {@linkcode generateWorld}.
  * @param options `count` and `seed`.
- * @returns Records `{ conversations, tools? }`; `tools` is set on every conversation that
- *   calls a tool and on some that do not, so the model learns when not to call one.
+ * @returns `count` + `reasoning` records `{ conversations, tools? }`; `tools` is set on every
+ *   conversation that calls a tool and on some that do not, so the model learns when not to
+ *   call one.
  * @example
  * ```ts
  * sftConversations(world, { count: 1 })[0].conversations;
@@ -60,8 +68,16 @@ export function sftConversations(world: World, options: SftOptions = {}): SftRec
   const rng = new Mulberry32(options.seed ?? deriveSeed(world.seed, "sft"));
   const count = options.count ?? Math.round(2000 * world.scale);
   const g = new SftGenerator(world, rng);
+  const reasoning = reasoningConversations(world, {
+    count: options.reasoning ?? Math.round(count / 10),
+  });
   const records: SftRecord[] = [];
+  let k = 0;
   for (let i = 0; i < count; i++) {
+    // The reasoning conversations come from their own stream, so these draws stay as they were.
+    while (k < reasoning.length && (k + 1) * count <= i * reasoning.length) {
+      records.push(reasoning[k++]);
+    }
     const lang: Lang = rng.chance(0.5) ? "en" : "zh";
     let r = rng.next();
     const pick = (share: number) => (r -= share) < 0;
@@ -72,7 +88,7 @@ export function sftConversations(world: World, options: SftOptions = {}): SftRec
     else if (pick(MIX.unknown)) records.push(g.unknown(lang));
     else records.push(g.identity(lang));
   }
-  return records;
+  return [...records, ...reasoning.slice(k)];
 }
 
 /** Builds single conversations; shared with the DPO and evaluation generators. */

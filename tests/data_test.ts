@@ -12,15 +12,21 @@ import {
   faqPrompt,
   generateWorld,
   gradeToolCall,
+  grpoPrompts,
   isCorrect,
+  isHeldOutNumbers,
   LANGS,
   type Message,
   pretrainDocuments,
+  PROBLEM_TEMPLATES,
+  reasoningConversations,
   runTool,
   sftConversations,
   stateFact,
   toJsonl,
+  toolArgumentsMatch,
   toolSchemas,
+  wordProblems,
 } from "../data/mod.ts";
 
 // Built once: every test below reads these and none mutates them.
@@ -42,6 +48,8 @@ Deno.test("buildCorpus() gives identical JSONL for the same seed and scale", () 
   assert.equal(toJsonl(again.dpo.train), toJsonl(corpus.dpo.train));
   assert.equal(toJsonl(again.evalQuestions), toJsonl(corpus.evalQuestions));
   assert.equal(toJsonl(again.evalToolCalls), toJsonl(corpus.evalToolCalls));
+  assert.equal(toJsonl(again.grpo.train), toJsonl(corpus.grpo.train));
+  assert.equal(toJsonl(again.grpo.heldOut), toJsonl(corpus.grpo.heldOut));
   assert.deepEqual(again.world, corpus.world);
 });
 
@@ -50,6 +58,7 @@ Deno.test("buildCorpus() gives different data for a different seed", () => {
   assert.notDeepEqual(other.world.cities, corpus.world.cities);
   assert.notEqual(toJsonl(other.pretrain), toJsonl(corpus.pretrain));
   assert.notEqual(toJsonl(other.sft), toJsonl(corpus.sft));
+  assert.notEqual(toJsonl(other.grpo.train), toJsonl(corpus.grpo.train));
 });
 
 Deno.test("toJsonl() writes one parseable JSON object per line", () => {
@@ -67,6 +76,9 @@ Deno.test("the default corpus has the sizes the demo is budgeted for", () => {
   assert.ok(d.pretrain.utf8Bytes >= 300_000 && d.pretrain.utf8Bytes <= 1_000_000, d.summary);
   assert.ok(d.pretrain.chineseShare > 0.1, "both languages are present");
   assert.ok(d.sft.conversations >= 1000 && d.sft.conversations <= 3000, d.summary);
+  assert.equal(d.sft.conversations, 2200, "2000 + 200 worked word problems");
+  assert.equal(d.sft.withReasoning, 200);
+  assert.deepEqual(d.grpo, { train: 440, trainTools: 80, heldOut: 110, heldOutTools: 10 });
   assert.ok(d.dpo.train >= 450 && d.dpo.train <= 600 && d.dpo.heldOut > 0, d.summary);
   assert.ok(d.eval.questions >= 80 && d.eval.questions <= 130, d.summary);
   assert.equal(d.eval.toolCalls, 40);
@@ -339,7 +351,22 @@ Deno.test("size scales with scale", () => {
 });
 
 Deno.test("generators accept explicit counts and seeds", () => {
-  assert.equal(sftConversations(world, { count: 7 }).length, 7);
+  assert.equal(sftConversations(world, { count: 7, reasoning: 0 }).length, 7);
+  const mixed = sftConversations(world, { count: 7, reasoning: 3 });
+  assert.equal(mixed.length, 10);
+  assert.equal(mixed.filter((r) => r.conversations.at(-1)!.reasoning_content).length, 3);
+  assert.deepEqual(
+    mixed.filter((r) => !r.conversations.at(-1)!.reasoning_content),
+    sftConversations(world, { count: 7, reasoning: 0 }),
+    "the other conversations do not change",
+  );
+  const g = grpoPrompts(world, {
+    trainArithmetic: 5,
+    trainTools: 2,
+    heldOutArithmetic: 4,
+    heldOutTools: 1,
+  });
+  assert.deepEqual([g.train.length, g.heldOut.length], [7, 5]);
   const { train, heldOut } = dpoPairs(world, { count: 20, heldOutFraction: 0.25 });
   assert.equal(train.length, 15);
   assert.equal(heldOut.length, 5);
@@ -381,4 +408,150 @@ Deno.test("faqPrompt() + the answer is how the pretraining FAQs ask every eval f
   }
   assert.equal(found.size, evalFacts.length * 2);
   for (const [key, n] of found) assert.ok(n > 0, `${key}: no FAQ line asks it as faqPrompt() does`);
+});
+
+Deno.test("word problems: held-out templates and number tuples never occur in train", () => {
+  const { train, heldOut } = corpus.grpo;
+  assert.equal(
+    PROBLEM_TEMPLATES.train.filter((t) => PROBLEM_TEMPLATES.heldOut.includes(t)).length,
+    0,
+  );
+  const trainProblems = wordProblems(world, { split: "train", count: 360 });
+  const heldProblems = wordProblems(world, { split: "heldOut", count: 100 });
+  assert.equal(heldProblems.length, 100);
+  // The same problems, in the same order, as the corpus's arithmetic prompts.
+  assert.deepEqual(
+    train.filter((r) => r.kind === "arithmetic").map((r) => r.messages.at(-1)!.content),
+    trainProblems.map((p) => p.question),
+  );
+  assert.deepEqual(
+    heldOut.filter((r) => r.kind === "arithmetic").map((r) => r.answer),
+    heldProblems.map((p) => String(p.answer)),
+  );
+  for (const p of trainProblems) {
+    assert.ok(PROBLEM_TEMPLATES.train.includes(p.template));
+    assert.ok(!isHeldOutNumbers(p.numbers), `${p.numbers}`);
+  }
+  for (const p of heldProblems) {
+    assert.ok(PROBLEM_TEMPLATES.heldOut.includes(p.template));
+    assert.ok(isHeldOutNumbers(p.numbers), `${p.numbers}`);
+  }
+  const trainNumbers = new Set(trainProblems.map((p) => p.numbers.join(",")));
+  assert.ok(heldProblems.every((p) => !trainNumbers.has(p.numbers.join(","))));
+  const trainQuestions = new Set(trainProblems.map((p) => p.question));
+  assert.ok(heldProblems.every((p) => !trainQuestions.has(p.question)));
+  assert.equal(new Set(heldProblems.map((p) => p.question)).size, heldProblems.length);
+  // Both languages and every template of each split are used.
+  for (const problems of [trainProblems, heldProblems]) {
+    assert.deepEqual(new Set(problems.map((p) => p.lang)), new Set(["en", "zh"]));
+  }
+  assert.equal(new Set(trainProblems.map((p) => p.template)).size, PROBLEM_TEMPLATES.train.length);
+  assert.equal(new Set(heldProblems.map((p) => p.template)).size, PROBLEM_TEMPLATES.heldOut.length);
+});
+
+Deno.test("word problems: the worked steps compute the answer, with small numbers", () => {
+  for (const split of ["train", "heldOut"] as const) {
+    for (const p of wordProblems(world, { split, count: 200 })) {
+      const steps = p.reasoning.split(/(?<=\.) /);
+      assert.ok(steps.length >= 2 && steps.length <= 3, p.reasoning);
+      let prev: number | null = null;
+      for (const step of steps) {
+        const m = /^(\d+) ([-+*/]) (\d+) = (\d+)\.$/.exec(step);
+        assert.ok(m, `step ${JSON.stringify(step)} of ${p.reasoning}`);
+        assert.equal(calculate(`${m[1]} ${m[2]} ${m[3]}`), Number(m[4]), step);
+        if (prev !== null) assert.equal(Number(m[1]), prev, "each step goes on from the last");
+        prev = Number(m[4]);
+      }
+      assert.equal(prev, p.answer);
+      assert.ok(Number.isInteger(p.answer) && p.answer >= 0 && p.answer <= 100, p.question);
+      // Every number of the problem is in its text.
+      for (const n of p.numbers) {
+        assert.match(p.question, new RegExp(`(^|\\D)${n}(\\D|$)`), `${n}: ${p.question}`);
+      }
+      assert.equal(/\p{Script=Han}/u.test(p.question), p.lang === "zh", p.question);
+    }
+  }
+});
+
+Deno.test("GRPO prompts: the record shape, tool calls runTool() answers, tools kept apart", () => {
+  const { train, heldOut } = corpus.grpo;
+  const trainExpressions = new Set<string>();
+  for (const [records, held] of [[train, false], [heldOut, true]] as const) {
+    for (const r of records) {
+      assert.equal(r.messages.at(-1)!.role, "user");
+      assert.ok(
+        r.messages.length <= 2 && (r.messages.length === 1 || r.messages[0].role === "system"),
+      );
+      assert.ok(r.lang === "en" || r.lang === "zh");
+      if (r.kind === "arithmetic") {
+        assert.match(r.answer!, /^\d+$/);
+        assert.equal(r.tools, undefined);
+        assert.equal(r.tool_call, undefined);
+      } else {
+        assert.equal(r.kind, "tool");
+        assert.equal(r.answer, undefined);
+        assert.deepEqual(r.tools, toolSchemas());
+        const result = JSON.parse(runTool(world, r.tool_call!.name, r.tool_call!.arguments));
+        assert.ok(!("error" in result), JSON.stringify(r.tool_call));
+        const asText = {
+          name: r.tool_call!.name,
+          arguments: JSON.stringify(r.tool_call!.arguments),
+        };
+        assert.ok(gradeToolCall(world, asText, r.tool_call!));
+        if (r.tool_call!.name === "calculator") {
+          const e = r.tool_call!.arguments.expression;
+          if (held) assert.ok(!trainExpressions.has(e), `held-out ${e} is a train expression`);
+          else trainExpressions.add(e);
+        }
+      }
+      // The JSONL line carries exactly the documented fields.
+      const keys = Object.keys(JSON.parse(JSON.stringify(r))).sort();
+      assert.ok(
+        keys.every((k) => ["answer", "kind", "lang", "messages", "tool_call", "tools"].includes(k)),
+      );
+    }
+  }
+  assert.deepEqual(new Set(train.map((r) => r.kind)), new Set(["arithmetic", "tool"]));
+});
+
+Deno.test("reasoning conversations work train problems only, in the chat template's form", () => {
+  const reasoning = corpus.sft.filter((r) => r.conversations.some((m) => m.reasoning_content));
+  assert.equal(reasoning.length, 200);
+  assert.deepEqual(reasoning, reasoningConversations(world));
+  const heldOutQuestions = new Set(
+    corpus.grpo.heldOut.map((r) => r.messages.at(-1)!.content),
+  );
+  const trainQuestions = new Set(corpus.grpo.train.map((r) => r.messages.at(-1)!.content));
+  for (const { conversations: c, tools } of reasoning) {
+    assert.equal(tools, undefined);
+    const user = c.at(-2)!, reply = c.at(-1)!;
+    assert.equal(user.role, "user");
+    assert.ok(!heldOutQuestions.has(user.content), "never a held-out problem");
+    assert.ok(trainQuestions.has(user.content), "a GRPO train problem");
+    assert.equal(reply.role, "assistant");
+    assert.match(reply.reasoning_content!, /^(\d+ [-+*/] \d+ = \d+\. ?){2,3}$/);
+    const answer = reply.reasoning_content!.match(/= (\d+)\.$/)![1];
+    assert.ok(
+      reply.content === `The answer is ${answer}.` || reply.content === `答案是 ${answer}。`,
+      reply.content!,
+    );
+  }
+  // Spread through the SFT file rather than bunched at its end.
+  const first = corpus.sft.findIndex((r) => r.conversations.some((m) => m.reasoning_content));
+  assert.ok(first < 50, `first reasoning conversation at ${first}`);
+});
+
+Deno.test("toolArgumentsMatch() is gradeToolCall()'s rule, with or without a world", () => {
+  assert.ok(toolArgumentsMatch("calculator", { expression: "4+3" }, { expression: "3 + 4" }));
+  assert.ok(!toolArgumentsMatch("calculator", { expression: "7" }, { expression: "3 + 4" }));
+  assert.ok(!toolArgumentsMatch("calculator", { expression: 7 }, { expression: "3 + 4" }));
+  const city = world.cities[0].name;
+  assert.ok(toolArgumentsMatch("get_weather", { city: city.zh }, { city: city.en }, { world }));
+  assert.ok(!toolArgumentsMatch("get_weather", { city: city.zh }, { city: city.en }));
+  assert.ok(
+    toolArgumentsMatch("get_weather", { city: ` ${city.en.toUpperCase()}` }, { city: city.en }),
+  );
+  assert.ok(toolArgumentsMatch("f", { n: "3", s: " Tea " }, { n: 3, s: "tea" }));
+  assert.ok(!toolArgumentsMatch("f", { n: 4, s: "tea" }, { n: 3, s: "tea" }));
+  assert.ok(!toolArgumentsMatch("f", {}, { n: 3 }));
 });

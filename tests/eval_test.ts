@@ -90,6 +90,7 @@ Deno.test("replyText() stops at <|im_end|>; renderEvalReport() puts models side 
       recall: acc(2 * i, 4),
       tools: null,
       preference: { accuracy: 0.5, total: 50, logpsChosen: -3, logpsRejected: -4 },
+      arithmetic: i ? { ...acc(1, 4), reasoningFormat: 0.5 } : null,
       seconds: 1,
     },
   }));
@@ -101,6 +102,10 @@ Deno.test("replyText() stops at <|im_end|>; renderEvalReport() puts models side 
     /^\| pretrain \| 2\.000 \| 7\.4 \| 0\.000 \(0\/4\) \| 0\.000 \(0\/4\) \| - \| 0\.500 \(50 pairs\)/,
   );
   assert.match(table[2], /^\| sft \| 3\.000 \| 20\.1 \| 0\.250 \(1\/4\) \| 0\.500 \(2\/4\)/);
+  // The arithmetic columns: accuracy (counts), then the share of well-formed reasoning replies.
+  assert.match(table[0], /\| arithmetic accuracy \| reasoning format \| checkpoint \|$/);
+  assert.match(table[1], /\| - \| - \| runs\/pretrain \|$/);
+  assert.match(table[2], /\| 0\.250 \(1\/4\) \| 0\.500 \| runs\/sft \|$/);
 });
 
 Deno.test(
@@ -217,10 +222,30 @@ Deno.test(
         expected: { name: "calculator", arguments: { expression: "2 + 3" } },
       }]),
     );
+    // Held-out GRPO prompts: the arithmetic ones are graded, the tool prompt is not.
+    await Deno.writeTextFile(
+      `${root}/grpo_heldout.jsonl`,
+      toJsonl([
+        {
+          messages: [{ role: "user", content: "Karo has 2 apples and buys 3. How many?" }],
+          answer: "5",
+          lang: "en",
+          kind: "arithmetic",
+        },
+        { prompt: "What is 2 + 3?", answer: 5 },
+        {
+          messages: [{ role: "user", content: "What is 2 + 3?" }],
+          tools: [{ type: "function", function: { name: "calculator" } }],
+          tool_call: { name: "calculator", arguments: { expression: "2 + 3" } },
+          kind: "tool",
+        },
+      ]),
+    );
     const evalArgs = [
       ...["--model", `${root}/pre`, `${root}/sft`, `${root}/dpo`, "--out", `${root}/eval`],
       ...["--data", `${root}/data`, "--questions", `${root}/eval.jsonl`],
       ...["--tool-calls", `${root}/tools.jsonl`, "--pairs", `${root}/dpo_val.jsonl`],
+      ...["--grpo-eval", `${root}/grpo_heldout.jsonl`, "--reasoning-max-tokens", "8"],
       ...["--seq-len", "32", "--tool-max-tokens", "8"],
     ];
     const rows = await runEval((await resolveOptions(EVAL_OPTIONS, evalArgs)).values, { log });
@@ -231,6 +256,9 @@ Deno.test(
       assert.equal(r.eval.recall?.total, 1, "the knowledge probe asks the same questions");
       assert.equal(r.eval.tools?.total, 1);
       assert.equal(r.eval.preference?.total, 2);
+      assert.equal(r.eval.arithmetic?.total, 2, "the arithmetic prompts, not the tool one");
+      const format = r.eval.arithmetic!.reasoningFormat!;
+      assert.ok(format >= 0 && format <= 1, `reasoning format ${format}`);
     }
     const md = await Deno.readTextFile(`${root}/eval/report.md`);
     // The main table and the tool-call detail table: a row per model in each.

@@ -4,7 +4,7 @@
  * side by side (every model prompted the same way, with the chat template), and print one
  * table. Every output lands in one run directory:
  *
- *     <out>/corpus/*.jsonl      the generated data
+ *     <out>/corpus/*.jsonl      the generated data (grpo.jsonl, grpo_heldout.jsonl: GRPO prompts)
  *     <out>/tokenizer/          tokenizer.json + tokenizer_config.json
  *     <out>/data/               train.bin, val.bin, meta.json
  *     <out>/pretrain/           checkpoints, metrics.jsonl, loss.svg
@@ -109,6 +109,10 @@ export interface DemoRow {
   toolParts?: { wellFormed: number; rightFunction: number } | null;
   /** Share of held-out pairs whose chosen reply the model prefers (DPO's implicit reward). */
   preferenceAccuracy: number | null;
+  /** Share of held-out word problems answered right (greedy, no tools; GRPO's answer reward). */
+  arithmeticAccuracy?: number | null;
+  /** Share of those replies with a well-formed `<think>` block and an answer. */
+  reasoningFormat?: number | null;
   /** Wall seconds of the stage. */
   seconds: number;
 }
@@ -135,6 +139,8 @@ export async function runDemo(
     dpoHeldOut: `${out}/corpus/dpo_heldout.jsonl`,
     eval: `${out}/corpus/eval.jsonl`,
     evalTools: `${out}/corpus/eval_tools.jsonl`,
+    grpo: `${out}/corpus/grpo.jsonl`,
+    grpoHeldOut: `${out}/corpus/grpo_heldout.jsonl`,
   };
   await Deno.writeTextFile(files.pretrain, toJsonl(corpus.pretrain));
   // The tokenizer also sees the SFT conversations as the chat template renders them (tool
@@ -149,6 +155,8 @@ export async function runDemo(
   await Deno.writeTextFile(files.dpoHeldOut, toJsonl(corpus.dpo.heldOut));
   await Deno.writeTextFile(files.eval, toJsonl(corpus.evalQuestions));
   await Deno.writeTextFile(files.evalTools, toJsonl(corpus.evalToolCalls));
+  await Deno.writeTextFile(files.grpo, toJsonl(corpus.grpo.train));
+  await Deno.writeTextFile(files.grpoHeldOut, toJsonl(corpus.grpo.heldOut));
 
   // 2. The tokenizer.
   let t = performance.now();
@@ -294,7 +302,8 @@ export async function runDemo(
     (await resolveOptions(EVAL_OPTIONS, [
       ...["--model", `${out}/pretrain`, `${out}/sft`, `${out}/dpo`, "--out", `${out}/eval`],
       ...["--data", `${out}/data`, "--questions", files.eval, "--tool-calls", files.evalTools],
-      ...["--pairs", pairFiles.heldOut, "--world-seed", String(opts.seed)],
+      ...["--pairs", pairFiles.heldOut, "--grpo-eval", files.grpoHeldOut],
+      ...["--world-seed", String(opts.seed)],
       ...["--world-scale", String(opts.scale), "--seq-len", String(opts.seqLen)],
     ])).values,
     { log: () => {} },
@@ -310,6 +319,8 @@ export async function runDemo(
     toolAccuracy: r.eval.tools?.accuracy ?? null,
     toolParts: r.eval.tools?.parts ?? null,
     preferenceAccuracy: r.eval.preference?.accuracy ?? null,
+    arithmeticAccuracy: r.eval.arithmetic?.accuracy ?? null,
+    reasoningFormat: r.eval.arithmetic?.reasoningFormat ?? null,
     seconds: (seconds[r.name] ?? 0) + r.eval.seconds,
   }));
 
@@ -326,8 +337,8 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
   const f = (v: number | null | undefined, digits = 3) =>
     v === null || v === undefined ? "-" : v.toFixed(digits);
   const lines = [
-    "| stage | val loss | text val loss | QA accuracy | recall (text prompt) | tool-call accuracy | preference accuracy | time (s) |",
-    "|---|---|---|---|---|---|---|---|",
+    "| stage | val loss | text val loss | QA accuracy | recall (text prompt) | tool-call accuracy | preference accuracy | arithmetic accuracy | reasoning format | time (s) |",
+    "|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map((r) =>
       `| ${r.stage} | ${f(r.valLoss)} | ${f(r.textValLoss)} | ${f(r.qaAccuracy)} | ${
         f(r.recall)
@@ -335,7 +346,9 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
         r.toolParts
           ? ` (format ${f(r.toolParts.wellFormed, 2)}, function ${f(r.toolParts.rightFunction, 2)})`
           : ""
-      } | ${f(r.preferenceAccuracy)} | ${r.seconds.toFixed(0)} |`
+      } | ${f(r.preferenceAccuracy)} | ${f(r.arithmeticAccuracy)} | ${f(r.reasoningFormat)} | ${
+        r.seconds.toFixed(0)
+      } |`
     ),
   ];
   return `${lines.join("\n")}\n\nval loss: each stage's own held-out objective (pretrain: LM ` +
@@ -346,6 +359,10 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
     `chat template. recall: the same held-out questions as plain text in the pretraining FAQ ` +
     `form ("Q: ...\\nA:"), i.e. whether the model holds the facts at all. tool-call accuracy ` +
     `needs the right function and argument values; in brackets the share of well-formed calls ` +
-    `and of calls to the right function. time: training + evaluation of the stage.\n\nln(vocab) = ` +
+    `and of calls to the right function. arithmetic accuracy: greedy replies to held-out word ` +
+    `problems (other templates and numbers than the train ones, no tools offered) whose last ` +
+    `number after </think> is the answer; reasoning format: the share of those replies with one ` +
+    `<think> block of reasoning and then an answer. time: training + evaluation of the stage.` +
+    `\n\nln(vocab) = ` +
     `${Math.log(info.vocab).toFixed(3)}; whole demo ${info.seconds.toFixed(0)} s`;
 }

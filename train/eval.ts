@@ -13,7 +13,12 @@
  *   `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` block parsed; right function,
  *   valid JSON arguments and right values (`gradeToolCall`); no block counts as wrong;
  * - preference accuracy: on held-out DPO pairs, the share whose chosen response has the higher
- *   summed log-probability (over the final assistant turn's tokens) under the model.
+ *   summed log-probability (over the final assistant turn's tokens) under the model;
+ * - arithmetic accuracy: each held-out GRPO word problem (no tools offered), greedy decoding of
+ *   at most `reasoningMaxTokens` tokens (room for a think block), graded by the GRPO answer
+ *   reward (`answerReward`: the last number after `</think>`, by value); reasoning format: the
+ *   share of those replies that `formatReward` counts well formed (one `<think>` block with
+ *   reasoning, then an answer).
  *
  * Generation goes through {@linkcode generateTokens}, which uses the latent-KV-cache decoder of
  * `model/decode.ts` (greedy, batched); swap it there to change how text is produced.
@@ -37,6 +42,8 @@ import {
   type World,
 } from "../data/mod.ts";
 import { evaluatePairs, type PairExample } from "./dpo.ts";
+import type { GrpoPrompt } from "./grpo_prompts.ts";
+import { answerReward, formatReward } from "./rewards.ts";
 import { evaluateLoss } from "./pretrain.ts";
 
 /** Options of {@linkcode generateTokens}. */
@@ -118,6 +125,11 @@ export interface AccuracyResult {
    * tell "no call" from "wrong function" from "wrong argument values".
    */
   parts?: { wellFormed: number; rightFunction: number };
+  /**
+   * Arithmetic only: the share of replies with a well-formed reasoning block (`formatReward`
+   * 1: `<think>` + reasoning + `</think>` + an answer).
+   */
+  reasoningFormat?: number;
   /** Every graded item. */
   samples: GradedSample[];
 }
@@ -244,6 +256,58 @@ export async function evaluateToolCalls(
   };
 }
 
+/**
+ * Whether a GRPO prompt is an arithmetic one: `kind` `"arithmetic"`, or, without a kind, an
+ * answer to check and no tool call to make.
+ */
+export function isArithmeticPrompt(p: GrpoPrompt): boolean {
+  return p.kind !== undefined
+    ? p.kind === "arithmetic"
+    : p.target.answer !== undefined && p.target.toolCall === undefined;
+}
+
+/**
+ * Arithmetic accuracy without tools: each word problem's conversation (its tools, if any, left
+ * out), greedy reply of at most `maxTokens` tokens, graded by {@linkcode answerReward}; the
+ * result's `reasoningFormat` is the share of replies {@linkcode formatReward} counts well formed.
+ *
+ * @example const r = await evaluateArithmetic(model, prompts, { tok, maxTokens: 96 });
+ */
+export async function evaluateArithmetic(
+  model: DeepSeekV3,
+  prompts: readonly GrpoPrompt[],
+  opts: GradeOptions,
+): Promise<AccuracyResult> {
+  const tok = opts.tok;
+  const end = tok.specialId(IM_END_TOKEN);
+  const replies = await generateTokens(
+    model,
+    prompts.map((p) => encodeChatPrompt(tok, p.messages)),
+    { ...opts, stop: [end] },
+  );
+  let wellFormed = 0;
+  const samples = prompts.map((p, i) => {
+    const tokens = replies[i];
+    const reply = tok.decode(tokens);
+    const info = {
+      tokens: tokens.length,
+      maxTokens: opts.maxTokens,
+      truncated: !tokens.includes(end),
+    };
+    if (formatReward(reply, p.target, info) === 1) wellFormed++;
+    return {
+      prompt: String(p.messages.at(-1)?.content ?? ""),
+      expected: p.target.answer ?? "",
+      output: replyText(tok, tokens),
+      correct: answerReward(reply, p.target, info) === 1,
+    };
+  });
+  return {
+    ...summarize(samples, prompts.map((p) => p.lang ?? "all")),
+    reasoningFormat: wellFormed / Math.max(1, prompts.length),
+  };
+}
+
 /** What {@linkcode evaluateModel} can be given; each part is optional. */
 export interface EvalSets {
   /** Pretraining val shard token ids, for the validation loss. */
@@ -254,6 +318,8 @@ export interface EvalSets {
   toolCalls?: { items: readonly EvalToolCall[]; world: World };
   /** Held-out preference pairs (tokenized, response-masked). */
   pairs?: readonly PairExample[];
+  /** Held-out arithmetic GRPO prompts (see {@linkcode isArithmeticPrompt}). */
+  arithmetic?: readonly GrpoPrompt[];
 }
 
 /** Settings of {@linkcode evaluateModel}. */
@@ -270,6 +336,8 @@ export interface EvalOptions {
   qaMaxTokens?: number;
   /** Most tokens of a tool-call reply (default 48). */
   toolMaxTokens?: number;
+  /** Most tokens of a reply to an arithmetic problem, think block included (default 96). */
+  reasoningMaxTokens?: number;
   /** Prompts decoded together (default 128). */
   maxBatch?: number;
   /** Padding token id. */
@@ -292,6 +360,11 @@ export interface ModelEval {
   preference:
     | { accuracy: number; total: number; logpsChosen: number; logpsRejected: number }
     | null;
+  /**
+   * Held-out arithmetic accuracy without tools ({@linkcode evaluateArithmetic}; its
+   * `reasoningFormat` is the share of well-formed reasoning replies), or null.
+   */
+  arithmetic?: AccuracyResult | null;
   /** Wall seconds. */
   seconds: number;
 }
@@ -314,6 +387,7 @@ export async function evaluateModel(
     recall: null,
     tools: null,
     preference: null,
+    arithmetic: null,
     seconds: 0,
   };
   if (sets.valTokens && sets.valTokens.length > opts.T) {
@@ -342,6 +416,12 @@ export async function evaluateModel(
       ...gen,
       world: sets.toolCalls.world,
       maxTokens: opts.toolMaxTokens ?? 48,
+    });
+  }
+  if (sets.arithmetic?.length) {
+    r.arithmetic = await evaluateArithmetic(model, sets.arithmetic, {
+      ...gen,
+      maxTokens: opts.reasoningMaxTokens ?? 96,
     });
   }
   if (sets.pairs?.length) {
@@ -385,14 +465,14 @@ export function renderEvalReport(
     v === null || v === undefined || Number.isNaN(v) ? "-" : v.toFixed(d);
   const acc = (a: AccuracyResult | null) => a ? `${f(a.accuracy)} (${a.correct}/${a.total})` : "-";
   const lines = [
-    "| model | val loss | val ppl | QA accuracy | recall (text prompt) | tool-call accuracy | preference accuracy | checkpoint |",
-    "|---|---|---|---|---|---|---|---|",
+    "| model | val loss | val ppl | QA accuracy | recall (text prompt) | tool-call accuracy | preference accuracy | arithmetic accuracy | reasoning format | checkpoint |",
+    "|---|---|---|---|---|---|---|---|---|---|",
     ...rows.map(({ name, checkpoint, eval: e }) =>
       `| ${name} | ${f(e.valLoss)} | ${f(e.valPpl, 1)} | ${acc(e.qa)} | ${acc(e.recall)} | ${
         acc(e.tools)
-      } | ${
-        e.preference ? `${f(e.preference.accuracy)} (${e.preference.total} pairs)` : "-"
-      } | ${checkpoint} |`
+      } | ${e.preference ? `${f(e.preference.accuracy)} (${e.preference.total} pairs)` : "-"} | ${
+        acc(e.arithmetic ?? null)
+      } | ${f(e.arithmetic?.reasoningFormat)} | ${checkpoint} |`
     ),
   ];
   const withParts = rows.filter((r) => r.eval.tools?.parts);
@@ -414,7 +494,11 @@ export function renderEvalReport(
   const k = opts.samples ?? 3;
   if (k > 0) {
     for (const { name, eval: e } of rows) {
-      const shown = [...(e.qa?.samples.slice(0, k) ?? []), ...(e.tools?.samples.slice(0, k) ?? [])];
+      const shown = [
+        ...(e.qa?.samples.slice(0, k) ?? []),
+        ...(e.tools?.samples.slice(0, k) ?? []),
+        ...(e.arithmetic?.samples.slice(0, k) ?? []),
+      ];
       if (!shown.length) continue;
       lines.push("", `**${name}** sample replies:`, "");
       for (const s of shown) {

@@ -15,8 +15,12 @@
  * - Model directories: {@linkcode readModelDir}, {@linkcode loadModelForTraining},
  *   {@linkcode findModelTokenizer}, {@linkcode exportHf}, {@linkcode saveCheckpoint},
  *   {@linkcode loadCheckpoint}.
- * - Evaluation: {@linkcode evaluateModel} (QA, recall, tool calls, preferences),
- *   {@linkcode generateTokens}, {@linkcode evaluatePairs}, {@linkcode renderEvalReport}.
+ * - Evaluation: {@linkcode evaluateModel} (QA, recall, tool calls, preferences, held-out
+ *   arithmetic and reasoning format), {@linkcode generateTokens}, {@linkcode evaluatePairs},
+ *   {@linkcode renderEvalReport}.
+ * - GRPO's inputs: {@linkcode readGrpoPrompts} (prompts with verifiable targets) and the
+ *   rule-based rewards {@linkcode REWARDS} ({@linkcode answerReward},
+ *   {@linkcode toolCallReward}, {@linkcode formatReward}, {@linkcode lengthPenalty}).
  *
  * Left out: multi-GPU data or model parallelism, sharded checkpoints on write.
  *
@@ -137,6 +141,28 @@ export {
 } from "./dpo.ts";
 export { Replay, type ReplaySpec } from "./replay.ts";
 export {
+  answerPart,
+  answerReward,
+  finalAnswer,
+  formatReward,
+  lastNumber,
+  LENGTH_CACHE_FRACTION,
+  lengthPenalty,
+  makeLengthPenalty,
+  numberValue,
+  parseRewardWeights,
+  type RewardFn,
+  type RewardInfo,
+  type RewardName,
+  REWARDS,
+  type RewardTarget,
+  scoreReply,
+  stripStop,
+  toolCallReward,
+  toolCallRewardFor,
+} from "./rewards.ts";
+export { type GrpoPrompt, grpoPromptCheck, readGrpoPrompts } from "./grpo_prompts.ts";
+export {
   type OnPolicyOptions,
   onPolicyPairs,
   type PairRecord,
@@ -146,6 +172,7 @@ export {
   type AccuracyResult,
   type EvalOptions,
   type EvalSets,
+  evaluateArithmetic,
   evaluateModel,
   evaluateQuestions,
   evaluateRecall,
@@ -154,6 +181,7 @@ export {
   type GenerateTokensOptions,
   type GradedSample,
   type GradeOptions,
+  isArithmeticPrompt,
   type ModelEval,
   renderEvalReport,
   replyText,

@@ -9,7 +9,14 @@ import { chooseDevice } from "../kernels/backend.ts";
 import { readJsonl } from "./jsonl.ts";
 import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
 import { type PairExample, readPreferencePairs, tokenizePairs } from "./dpo.ts";
-import { type EvalSets, evaluateModel, renderEvalReport, type ReportRow } from "./eval.ts";
+import {
+  type EvalSets,
+  evaluateModel,
+  isArithmeticPrompt,
+  renderEvalReport,
+  type ReportRow,
+} from "./eval.ts";
+import { readGrpoPrompts } from "./grpo_prompts.ts";
 import { readShard } from "./shards.ts";
 import { DEVICE_OPTION, loadModelForTraining, padIdOf, resolveTokenizer } from "./stage.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
@@ -53,6 +60,13 @@ export const EVAL_OPTIONS: OptionTable<EvalValues> = declareOptions<EvalValues>(
       type: "string",
       default: null,
       help: "held-out DPO pairs JSONL (preference accuracy)",
+    },
+    {
+      name: "grpoEval",
+      type: "string",
+      default: null,
+      help: "held-out GRPO prompts JSONL (grpo_heldout.jsonl): arithmetic accuracy and " +
+        "reasoning format of greedy replies to its arithmetic prompts, no tools offered",
     },
     {
       name: "worldSeed",
@@ -114,6 +128,14 @@ export const EVAL_OPTIONS: OptionTable<EvalValues> = declareOptions<EvalValues>(
       why: "a call is ~20-30 tokens",
     },
     {
+      name: "reasoningMaxTokens",
+      type: "integer",
+      default: 96,
+      min: 1,
+      help: "most tokens of a reply to an arithmetic problem, think block included",
+      why: "worked steps are ~20-40 tokens, the answer sentence ~8",
+    },
+    {
       name: "maxBatch",
       type: "integer",
       default: 128,
@@ -145,6 +167,11 @@ export interface EvalValues {
   toolCalls: string | null;
   /** Held-out DPO pairs JSONL (preference accuracy). */
   pairs: string | null;
+  /**
+   * Held-out GRPO prompts JSONL (grpo_heldout.jsonl): arithmetic accuracy and reasoning format
+   * of greedy replies to its arithmetic prompts, no tools offered.
+   */
+  grpoEval: string | null;
   /** Seed of the world the tool calls were generated from (grades city names). */
   worldSeed: number;
   /** Scale of that world. */
@@ -163,6 +190,8 @@ export interface EvalValues {
   qaMaxTokens: number;
   /** Most tokens of a tool-call reply. */
   toolMaxTokens: number;
+  /** Most tokens of a reply to an arithmetic problem, think block included. */
+  reasoningMaxTokens: number;
   /** Prompts decoded together. */
   maxBatch: number;
   /** Skip malformed JSONL lines instead of stopping. */
@@ -201,8 +230,10 @@ export async function runEval(
   if (values.name.length > 0 && values.name.length !== values.model.length) {
     throw new Error(`--name: ${values.name.length} labels for ${values.model.length} --model`);
   }
-  if (!values.data && !values.questions && !values.toolCalls && !values.pairs) {
-    throw new Error("nothing to evaluate: give --data, --questions, --tool-calls and/or --pairs");
+  if (!values.data && !values.questions && !values.toolCalls && !values.pairs && !values.grpoEval) {
+    throw new Error(
+      "nothing to evaluate: give --data, --questions, --tool-calls, --pairs and/or --grpo-eval",
+    );
   }
   const rows: ReportRow[] = [];
   let data: { sets: EvalSets; tok: Tokenizer; padId: number } | null = null;
@@ -229,6 +260,7 @@ export async function runEval(
         evalBatches: values.evalBatches,
         qaMaxTokens: values.qaMaxTokens,
         toolMaxTokens: values.toolMaxTokens,
+        reasoningMaxTokens: values.reasoningMaxTokens,
         maxBatch: values.maxBatch,
         padId: data.padId,
       });
@@ -254,6 +286,7 @@ export async function loadEvalSets(
       EvalValues,
       "data" | "questions" | "toolCalls" | "pairs" | "worldSeed" | "worldScale" | "skipBad"
     >
+    & Partial<Pick<EvalValues, "grpoEval">>
     & { pairsT: number },
   tok: Tokenizer,
 ): Promise<EvalSets> {
@@ -278,6 +311,10 @@ export async function loadEvalSets(
       tokenizePairs(tok, pairs, { T: values.pairsT, skipBad: values.skipBad })
         .examples;
     sets.pairs = p;
+  }
+  if (values.grpoEval) {
+    const prompts = await readGrpoPrompts(values.grpoEval, { skipBad: values.skipBad });
+    sets.arithmetic = prompts.filter(isArithmeticPrompt);
   }
   return sets;
 }
