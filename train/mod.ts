@@ -1,5 +1,5 @@
 /**
- * Training: the ONE loop that pretraining, SFT and DPO share, the three tasks, AdamW over the
+ * Training: the ONE loop that pretraining, SFT, DPO and GRPO share, the four tasks, AdamW over the
  * parameter arena, the stage runners the CLI calls, evaluation, and everything around them that
  * touches files and time: model directories (training checkpoints and Hugging Face directories,
  * read by one reader), the Hugging Face export, token shards, JSONL, corpus preparation, batch
@@ -7,9 +7,10 @@
  * progress bar and the run options.
  *
  * - The loop: {@linkcode trainLoop} runs a {@linkcode TrainTask}; {@linkcode PretrainTask},
- *   {@linkcode SftTask} and {@linkcode DpoTask} are the stages; {@linkcode AdamW} the optimizer.
+ *   {@linkcode SftTask}, {@linkcode DpoTask} and {@linkcode GrpoTask} are the stages;
+ *   {@linkcode AdamW} the optimizer.
  * - Stage runners (what `cli.ts` calls, from resolved options): {@linkcode runPretrain},
- *   {@linkcode runSft}, {@linkcode runDpo}, {@linkcode runEval}, {@linkcode runExport},
+ *   {@linkcode runSft}, {@linkcode runDpo}, {@linkcode runGrpo}, {@linkcode runEval}, {@linkcode runExport},
  *   {@linkcode runDemo}; their option tables (`PRETRAIN_OPTIONS`, ...) give flags, the JSON
  *   config file and `--help` through {@linkcode resolveOptions}.
  * - Model directories: {@linkcode readModelDir}, {@linkcode loadModelForTraining},
@@ -163,6 +164,17 @@ export {
 } from "./rewards.ts";
 export { type GrpoPrompt, grpoPromptCheck, readGrpoPrompts } from "./grpo_prompts.ts";
 export {
+  type CompletionInfo,
+  groupAdvantages,
+  type GrpoBatch,
+  type GrpoLossType,
+  type GrpoPromptIds,
+  type GrpoReward,
+  type GrpoState,
+  GrpoTask,
+  type GrpoTaskOptions,
+} from "./grpo.ts";
+export {
   type OnPolicyOptions,
   onPolicyPairs,
   type PairRecord,
@@ -231,6 +243,7 @@ export {
   type ReferenceCache,
   runDpo,
 } from "./run_dpo.ts";
+export { bindRewards, GRPO_OPTIONS, type GrpoValues, runGrpo } from "./run_grpo.ts";
 export { EVAL_OPTIONS, type EvalValues, loadEvalSets, runEval } from "./run_eval.ts";
 export {
   DEMO_MAX_SEQ_LEN,
