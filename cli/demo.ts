@@ -91,6 +91,13 @@ export function demoCommand(): Command {
       "DPO on the written pairs as they are (default: each rejected turn becomes the SFT " +
         "model's own greedy reply where that differs from the chosen one)",
     )
+    .option("--grpo-steps <n>", "GRPO steps after DPO", int, 60)
+    .option("--no-grpo", "stop after DPO (no GRPO stage)")
+    .option("--grpo-batch-size <n>", "GRPO prompts per step", int, 8)
+    .option("--grpo-group <n>", "GRPO completions sampled per prompt", int, 8)
+    .option("--grpo-lr <x>", "GRPO peak learning rate", positive, 5e-5)
+    .option("--grpo-beta <x>", "GRPO KL weight to the DPO model", nonNegative, 0.04)
+    .option("--grpo-max-tokens <n>", "GRPO most tokens per completion", int, 96)
     .option(
       "--full",
       `the longer recipe: ${FULL_RECIPE.pretrainSteps} pretraining and ${FULL_RECIPE.sftSteps} ` +
@@ -142,5 +149,11 @@ export function demoOptionsOf(cmd: Command): DemoOptions {
     dpoBeta: o.dpoBeta,
     dpoRpoAlpha: o.dpoRpoAlpha,
     dpoOnPolicy: o.dpoOnPolicy,
+    grpoSteps: o.grpo ? o.grpoSteps : 0,
+    grpoBatchSize: o.grpoBatchSize,
+    grpoGroup: o.grpoGroup,
+    grpoLr: o.grpoLr,
+    grpoBeta: o.grpoBeta,
+    grpoMaxTokens: o.grpoMaxTokens,
   };
 }

@@ -1,6 +1,6 @@
 /**
  * The one-command demo: generate the built-in bilingual corpus, train the tokenizer, prepare
- * token shards, pretrain, supervised fine-tune, align with DPO, evaluate the three checkpoints
+ * token shards, pretrain, supervised fine-tune, align with DPO, reinforce with GRPO, evaluate the checkpoints
  * side by side (every model prompted the same way, with the chat template), and print one
  * table. Every output lands in one run directory:
  *
@@ -9,6 +9,7 @@
  *     <out>/data/               train.bin, val.bin, meta.json
  *     <out>/pretrain/           checkpoints, metrics.jsonl, loss.svg
  *     <out>/sft/, <out>/dpo/    the same for the post-training stages (+ reference_logps.json)
+ *     <out>/grpo/               GRPO from the DPO checkpoint (+ reward.svg)
  *     <out>/eval/               report.md|json of `cli.ts eval` (with sample replies)
  *     <out>/report.md|json      the final table
  *
@@ -30,6 +31,7 @@ import { loadModelForTraining } from "./stage.ts";
 import { onPolicyPairs } from "./policy_pairs.ts";
 import { DPO_OPTIONS, runDpo } from "./run_dpo.ts";
 import { EVAL_OPTIONS, runEval } from "./run_eval.ts";
+import { GRPO_OPTIONS, runGrpo } from "./run_grpo.ts";
 
 /** Settings of {@linkcode runDemo}. */
 export interface DemoOptions {
@@ -81,6 +83,18 @@ export interface DemoOptions {
   dpoBeta: number;
   /** Weight of the chosen replies' NLL in the DPO loss (RPO); default 0 (plain DPO). */
   dpoRpoAlpha?: number;
+  /** GRPO steps after DPO (0: no GRPO stage). */
+  grpoSteps?: number;
+  /** GRPO prompts per step (each sampled `grpoGroup` times). */
+  grpoBatchSize?: number;
+  /** GRPO completions per prompt. */
+  grpoGroup?: number;
+  /** GRPO peak learning rate. */
+  grpoLr?: number;
+  /** GRPO KL weight beta (0: no reference model). */
+  grpoBeta?: number;
+  /** GRPO most tokens per completion. */
+  grpoMaxTokens?: number;
   /**
    * Rebuild the DPO pairs (train and held-out) with the SFT model's own wrong greedy replies as
    * the rejected turns (`onPolicyPairs`); default true. False: the written pairs as they are.
@@ -296,11 +310,36 @@ export async function runDemo(
   seconds.dpo = (performance.now() - t) / 1000;
   stageVal.dpo = dpo.val.loss ?? null;
 
-  // 7. The three checkpoints evaluated side by side, every one prompted with the chat template.
+  // 7. GRPO from the DPO checkpoint on word problems and tool requests with verifiable answers:
+  // sampled groups, rule-based rewards, the DPO model as the KL reference.
+  const models = [`${out}/pretrain`, `${out}/sft`, `${out}/dpo`];
+  if ((opts.grpoSteps ?? 0) > 0) {
+    t = performance.now();
+    const grpo = await runGrpo(
+      (await resolveOptions(GRPO_OPTIONS, [
+        ...["--init", `${out}/dpo`, "--prompts", files.grpo, "--out", `${out}/grpo`],
+        ...["--val-prompts", files.grpoHeldOut, "--steps", String(opts.grpoSteps)],
+        ...["--batch-size", String(opts.grpoBatchSize ?? 8)],
+        ...["--group", String(opts.grpoGroup ?? 8), "--lr", String(opts.grpoLr ?? 5e-5)],
+        ...["--beta", String(opts.grpoBeta ?? 0.04)],
+        ...["--max-tokens", String(opts.grpoMaxTokens ?? 96)],
+        ...["--seq-len", String(DEMO_MAX_SEQ_LEN), "--seed", String(opts.seed)],
+        ...["--eval-every", "0", "--checkpoint-every", "0", "--log-every", "5"],
+        ...(opts.progress ? [] : ["--no-progress"]),
+      ])).values,
+      { log },
+    );
+    seconds.grpo = (performance.now() - t) / 1000;
+    stageVal.grpo = null;
+    log(`grpo: held-out reward ${grpo.val.reward?.toFixed(3) ?? "-"} (reward.svg in ${out}/grpo)`);
+    models.push(`${out}/grpo`);
+  }
+
+  // 8. The checkpoints evaluated side by side, every one prompted with the chat template.
   t = performance.now();
   const evals = await runEval(
     (await resolveOptions(EVAL_OPTIONS, [
-      ...["--model", `${out}/pretrain`, `${out}/sft`, `${out}/dpo`, "--out", `${out}/eval`],
+      ...["--model", ...models, "--out", `${out}/eval`],
       ...["--data", `${out}/data`, "--questions", files.eval, "--tool-calls", files.evalTools],
       ...["--pairs", pairFiles.heldOut, "--grpo-eval", files.grpoHeldOut],
       ...["--world-seed", String(opts.seed)],
@@ -309,7 +348,11 @@ export async function runDemo(
     { log: () => {} },
   );
   const evalSeconds = (performance.now() - t) / 1000;
-  log(`eval: 3 checkpoints in ${evalSeconds.toFixed(1)} s (replies in ${out}/eval/report.md)`);
+  log(
+    `eval: ${models.length} checkpoints in ${
+      evalSeconds.toFixed(1)
+    } s (replies in ${out}/eval/report.md)`,
+  );
   const rows: DemoRow[] = evals.map((r) => ({
     stage: r.name,
     valLoss: stageVal[r.name] ?? null,
@@ -353,7 +396,7 @@ export function renderTable(rows: DemoRow[], info: { vocab: number; seconds: num
   ];
   return `${lines.join("\n")}\n\nval loss: each stage's own held-out objective (pretrain: LM ` +
     `loss on the val shard; sft: CE on the assistant tokens of held-out conversations; dpo: DPO ` +
-    `loss on held-out pairs). text val loss: every model's LM loss on the pretraining val shard. ` +
+    `loss on held-out pairs; grpo: none, its held-out reward is in grpo/metrics.jsonl). text val loss: every model's LM loss on the pretraining val shard. ` +
     `Accuracies: greedy chat replies to held-out questions and tool requests, and held-out ` +
     `pairs whose chosen reply has the higher log-probability; every model is prompted with the ` +
     `chat template. recall: the same held-out questions as plain text in the pretraining FAQ ` +
