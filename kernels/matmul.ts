@@ -28,6 +28,10 @@
  * Each output element is summed by one thread in k order (four k per trip), so the same inputs
  * give the same bits. No atomics.
  *
+ * The register tile's WGSL (k loop, loads, FMAs, stores) comes from `kernels/_gemm_tile.ts`,
+ * which the grouped expert GEMM (`kernels/moe_gemm.ts`) shares: this file only says where a
+ * tile's operands and output lie (batch offsets, transposes, the sumBatch loop).
+ *
  * Left out: f16 operands, fused bias/activation epilogues, split-K for tiny M N with huge K.
  *
  * @module
@@ -38,9 +42,8 @@ import { webgpu } from "./_launch.ts";
 import { hostMatmul } from "./host/matmul.ts";
 import type { Floats } from "./_rows.ts";
 import { Tensor } from "./tensor.ts";
+import { gemmTile, LANES as L, lines, storageArray } from "./_gemm_tile.ts";
 
-/** Threads per workgroup: one 8-wide SIMD group of a 256-bit CPU driver (lavapipe). */
-const L = 8;
 /** Largest workgroup count per grid dimension WebGPU allows. */
 const MAX_GROUPS = 65535;
 
@@ -170,115 +173,31 @@ function pickTile(
  */
 export function matmulSource(s: MatmulSpec): string {
   const { transA, transB, vecA, vecB, TM, TN, quadC, tailK } = s;
-  const col = (j: number) => quadC ? `n0 + ${(j & 3) + 32 * (j >> 2)}u` : `n0 + ${8 * j}u`;
-  // One element of an operand, for the K tail (one k at a time).
-  const elem = (arr: string, vec: boolean, idx: string) =>
-    vec ? `${arr}[(${idx}) >> 2u][(${idx}) & 3u]` : `${arr}[${idx}]`;
-
-  // One main-loop trip covers k .. k+3: aX[i][kk], bX[j][kk] are WGSL expressions of the values.
-  const loads: string[] = [];
-  const aX: string[][] = [], bX: string[][] = [];
-  const four = [0, 1, 2, 3];
-  if (!transA) {
-    for (let i = 0; i < TM; i++) {
-      const idx = `ra${i} + k`;
-      loads.push(
-        vecA
-          ? `let a${i} = A[(${idx}) >> 2u];`
-          : `let a${i} = vec4<f32>(${four.map((q) => `A[${idx} + ${q}u]`).join(", ")});`,
-      );
-      aX.push(four.map((kk) => `a${i}[${kk}]`));
-    }
-  } else {
-    for (let kk = 0; kk < 4; kk++) {
-      const row = `aOff + (k + ${kk}u) * p.M + m0`;
-      if (vecA) {
-        for (let g = 0; g < TM / 4; g++) {
-          loads.push(`let a${kk}_${g} = A[((${row}) >> 2u) + ${g}u];`);
-        }
-      } else {
-        for (let i = 0; i < TM; i++) loads.push(`let a${kk}_${i} = A[${row} + ${i}u];`);
-      }
-    }
-    for (let i = 0; i < TM; i++) {
-      aX.push(four.map((kk) => vecA ? `a${kk}_${i >> 2}[${i & 3}]` : `a${kk}_${i}`));
-    }
-  }
-  if (transB) {
-    for (let j = 0; j < TN; j++) {
-      const idx = `rb${j} + k`;
-      loads.push(
-        vecB
-          ? `let b${j} = B[(${idx}) >> 2u];`
-          : `let b${j} = vec4<f32>(${four.map((q) => `B[${idx} + ${q}u]`).join(", ")});`,
-      );
-      bX.push(four.map((kk) => `b${j}[${kk}]`));
-    }
-  } else {
-    for (let kk = 0; kk < 4; kk++) {
-      const row = `bOff + (k + ${kk}u) * p.N`;
-      if (vecB) {
-        for (let g = 0; g < TN / 4; g++) {
-          loads.push(`let b${kk}_${g} = B[((${row} + n0) >> 2u) + ${8 * g}u];`);
-        }
-      } else {
-        for (let j = 0; j < TN; j++) loads.push(`let b${kk}_${j} = B[${row} + ${col(j)}];`);
-      }
-    }
-    for (let j = 0; j < TN; j++) {
-      bX.push(four.map((kk) => vecB ? `b${kk}_${j >> 2}[${j & 3}]` : `b${kk}_${j}`));
-    }
-  }
-  const fmas: string[] = [];
-  for (let kk = 0; kk < 4; kk++) {
-    for (let i = 0; i < TM; i++) {
-      for (let j = 0; j < TN; j++) {
-        fmas.push(`c${i}_${j} = fma(${aX[i][kk]}, ${bX[j][kk]}, c${i}_${j});`);
-      }
-    }
-  }
-  // The K tail: one k per trip, scalar loads.
-  const tail: string[] = [];
-  for (let i = 0; i < TM; i++) {
-    const idx = transA ? `aOff + k * p.M + m0 + ${i}u` : `ra${i} + k`;
-    tail.push(`let a${i} = ${elem("A", vecA, idx)};`);
-  }
-  for (let j = 0; j < TN; j++) {
-    const idx = transB ? `rb${j} + k` : `bOff + k * p.N + ${col(j)}`;
-    tail.push(`let b${j} = ${elem("B", vecB, idx)};`);
-  }
-  for (let i = 0; i < TM; i++) {
-    for (let j = 0; j < TN; j++) tail.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
-  }
-  const decl: string[] = [];
-  for (let i = 0; i < TM; i++) for (let j = 0; j < TN; j++) decl.push(`var c${i}_${j} = 0.0;`);
-  // Row / column base offsets of the operands contiguous in k (hoisted out of the k loops).
-  const bases: string[] = [];
-  if (!transA) {
-    for (let i = 0; i < TM; i++) {
-      bases.push(`let ra${i} = aOff + (m0 + ${i}u) * p.K;`);
-    }
-  }
-  if (transB) { for (let j = 0; j < TN; j++) bases.push(`let rb${j} = bOff + (${col(j)}) * p.K;`); }
-  const stores: string[] = [];
-  for (let i = 0; i < TM; i++) {
-    // With quadC a run of 4 columns is all in bounds or all out, so it is one vec4 store.
-    for (let j = 0; j < TN; j += quadC ? 4 : 1) {
-      let idx = `cOff + (m0 + ${i}u) * p.N + ${col(j)}`;
-      let acc = `c${i}_${j}`;
-      if (quadC) {
-        idx = `(${idx}) >> 2u`;
-        acc = `vec4<f32>(${[0, 1, 2, 3].map((q) => `c${i}_${j + q}`).join(", ")})`;
-      }
-      const v = s.accumulate ? `p.alpha * ${acc} + C[${idx}]` : `p.alpha * ${acc}`;
-      stores.push(`if (m0 + ${i}u < p.M && ${col(j)} < p.N) { C[${idx}] = ${v}; }`);
-    }
-  }
-  const arr = (v: boolean) => v ? "array<vec4<f32>>" : "array<f32>";
+  const t = gemmTile({
+    TM,
+    TN,
+    quad: quadC,
+    a: transA
+      ? { along: "m", vec: vecA, row: (k) => `aOff + ${k} * p.M + m0` }
+      : { along: "k", vec: vecA, rowBase: (i) => `aOff + (m0 + ${i}u) * p.K` },
+    b: transB
+      ? { along: "k", vec: vecB, colBase: (c) => `bOff + (${c}) * p.K` }
+      : { along: "n", vec: vecB, row: (k) => `bOff + ${k} * p.N` },
+    colTile: "(wid.y + p.n_off)",
+    kBegin: "0u",
+    kEnd: "p.K",
+    tail: tailK,
+    c: {
+      base: "cOff",
+      cols: "p.N",
+      rowEnd: "p.M",
+      value: (acc, old) => s.accumulate ? `p.alpha * ${acc} + ${old}` : `p.alpha * ${acc}`,
+    },
+  });
   return /* wgsl */ `
-@group(0) @binding(0) var<storage, read> A: ${arr(vecA)};
-@group(0) @binding(1) var<storage, read> B: ${arr(vecB)};
-@group(0) @binding(2) var<storage, read_write> C: ${arr(quadC)};
+@group(0) @binding(0) var<storage, read> A: ${storageArray(vecA)};
+@group(0) @binding(1) var<storage, read> B: ${storageArray(vecB)};
+@group(0) @binding(2) var<storage, read_write> C: ${storageArray(quadC)};
 struct P {
   M: u32, N: u32, K: u32, alpha: f32,
   sa: u32, sb: u32, sc: u32, R: u32,
@@ -290,22 +209,17 @@ struct P {
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
   let z = wid.z + p.z_off;
   let m0 = (wid.x + p.m_off) * ${TM}u;
-  let n0 = (wid.y + p.n_off) * ${L * TN}u + lane * ${quadC ? 4 : 1}u;
+  ${t.n0}
   let cOff = z * p.sc;
-  ${decl.join("\n  ")}
+  ${lines(t.decl, "  ")}
   // R > 1 sums R batch entries into this output (sumBatch); R == 1 otherwise.
   for (var r = 0u; r < p.R; r++) {
     let aOff = z * p.sa + r * p.ra;
     let bOff = z * p.sb + r * p.rb;
-    ${bases.join("\n    ")}
-    var k = 0u;
-    for (; k + 4u <= p.K; k += 4u) {
-      ${loads.join("\n      ")}
-      ${fmas.join("\n      ")}
-    }
-    ${tailK ? `for (; k < p.K; k++) {\n      ${tail.join("\n      ")}\n    }` : ""}
+    ${lines(t.bases, "    ")}
+    ${lines(t.loop, "    ")}
   }
-  ${stores.join("\n  ")}
+  ${lines(t.stores, "  ")}
 }`;
 }
 

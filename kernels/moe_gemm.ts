@@ -28,7 +28,8 @@
  * one workgroup per (Kout tile, Kin tile, expert), each looping over its expert's rows in order,
  * so every gradient element has exactly one writer and a fixed summation order.
  *
- * The kernels follow `kernels/matmul.ts` (see its module doc for the lavapipe measurements):
+ * The kernels are the register tile of `kernels/matmul.ts`, emitted by the same
+ * `kernels/_gemm_tile.ts` (see matmul.ts's module doc for the lavapipe measurements):
  * 8-thread workgroups, a TM x TN block of accumulators per thread, operands read straight from
  * storage (the A rows at the same address in every lane), vec4 along each operand's contiguous
  * dim when the shape is aligned, no workgroup memory and no barriers: on lavapipe every
@@ -48,7 +49,7 @@ import type { Device } from "./backend.ts";
 import { type Binding, DeviceError } from "./device.ts";
 import { hostGroupedRows, hostGroupedTiles, hostGroupedWeight } from "./host/matmul.ts";
 import { Tensor } from "./tensor.ts";
-
+import { gemmTile, LANES as L, lines, storageArray } from "./_gemm_tile.ts";
 import type { Floats } from "./_rows.ts";
 
 /** Sizes of a grouped linear layer. */
@@ -73,7 +74,7 @@ export interface GroupedShape {
  * in every model preset) read and store vec4s with TN = 16; ragged shapes fall back to scalar
  * loads with TN = 4, which compile fast and are only hit by tests.
  */
-const TM = 12, L = 8;
+const TM = 12;
 /** Columns per thread of the vec4 and the scalar variants. */
 const TN_VEC = 16, TN_SCALAR = 4;
 /** Output rows (Kout) per thread of the weight-gradient kernel (8 and 16 measured slower). */
@@ -207,102 +208,34 @@ function gemmSource(s: GemmSpec): string {
   const rowsMode = mode !== "dw";
   const tm = rowsMode ? TM : TM_DW;
   const TN = vec ? TN_VEC : TN_SCALAR;
-  const col = (j: number) => vec ? `n0 + ${(j & 3) + 32 * (j >> 2)}u` : `n0 + ${8 * j}u`;
-  const elem = (arr: string, idx: string) =>
-    vec ? `${arr}[(${idx}) >> 2u][(${idx}) & 3u]` : `${arr}[${idx}]`;
-  const four = [0, 1, 2, 3];
-  // aX[i][kk], bX[j][kk]: WGSL expressions of A(m0 + i, k + kk), B(k + kk, col(j)).
-  const loads: string[] = [], bases: string[] = [];
-  const aX: string[][] = [], bX: string[][] = [];
-  // The k tail: A(i), B(j) at one k.
-  const tailA: string[] = [], tailB: string[] = [];
-  if (rowsMode) {
-    // A = the routed rows [P, KRED], contiguous along k; every lane reads the same addresses.
-    // Rows past the tile's end are clamped to its last row (in bounds, never stored).
-    for (let i = 0; i < tm; i++) {
-      bases.push(`let ra${i} = min(m0 + ${i}u, mLast) * KRED;`);
-      loads.push(
-        vec
-          ? `let a${i} = A[(ra${i} + k) >> 2u];`
-          : `let a${i} = vec4<f32>(${four.map((q) => `A[ra${i} + k + ${q}u]`).join(", ")});`,
-      );
-      aX.push(four.map((kk) => `a${i}[${kk}]`));
-      tailA.push(elem("A", `ra${i} + k`));
-    }
-  } else {
-    // A = dy [P, Kout] read as dy[k, m], contiguous along m.
-    for (let kk = 0; kk < 4; kk++) {
-      const row = `(k + ${kk}u) * p.Kout + m0`;
-      if (vec) {
-        for (let g = 0; g < tm / 4; g++) {
-          loads.push(`let a${kk}_${g} = A[((${row}) >> 2u) + ${g}u];`);
-        }
-      } else {
-        for (let i = 0; i < tm; i++) loads.push(`let a${kk}_${i} = A[${row} + ${i}u];`);
-      }
-    }
-    for (let i = 0; i < tm; i++) {
-      aX.push(four.map((kk) => vec ? `a${kk}_${i >> 2}[${i & 3}]` : `a${kk}_${i}`));
-      tailA.push(elem("A", `k * p.Kout + m0 + ${i}u`));
-    }
-  }
-  if (mode === "fwd") {
-    // B(k, n) = W_e[n, k], contiguous along k; columns past Kout are clamped to the last one.
-    for (let j = 0; j < TN; j++) {
-      bases.push(`let rb${j} = bBase + min(${col(j)}, NCOLS - 1u) * p.Kin;`);
-      loads.push(
-        vec
-          ? `let b${j} = B[(rb${j} + k) >> 2u];`
-          : `let b${j} = vec4<f32>(${four.map((q) => `B[rb${j} + k + ${q}u]`).join(", ")});`,
-      );
-      bX.push(four.map((kk) => `b${j}[${kk}]`));
-      tailB.push(elem("B", `rb${j} + k`));
-    }
-  } else {
-    // dx: B(k, n) = W_e[k, n]; dw: B(k, n) = x[k, n]; both rows of Kin, contiguous along n.
-    for (let kk = 0; kk < 4; kk++) {
-      const row = `bBase + (k + ${kk}u) * p.Kin`;
-      if (vec) {
-        for (let g = 0; g < TN / 4; g++) {
-          loads.push(`let b${kk}_${g} = B[((${row} + n0) >> 2u) + ${8 * g}u];`);
-        }
-      } else {
-        for (let j = 0; j < TN; j++) loads.push(`let b${kk}_${j} = B[${row} + ${col(j)}];`);
-      }
-    }
-    for (let j = 0; j < TN; j++) {
-      bX.push(four.map((kk) => vec ? `b${kk}_${j >> 2}[${j & 3}]` : `b${kk}_${j}`));
-      tailB.push(elem("B", `bBase + k * p.Kin + ${col(j)}`));
-    }
-  }
-  const decl: string[] = [], fmas: string[] = [], tail: string[] = [];
-  for (let i = 0; i < tm; i++) for (let j = 0; j < TN; j++) decl.push(`var c${i}_${j} = 0.0;`);
-  for (let kk = 0; kk < 4; kk++) {
-    for (let i = 0; i < tm; i++) {
-      for (let j = 0; j < TN; j++) {
-        fmas.push(`c${i}_${j} = fma(${aX[i][kk]}, ${bX[j][kk]}, c${i}_${j});`);
-      }
-    }
-  }
-  tailA.forEach((v, i) => tail.push(`let a${i} = ${v};`));
-  tailB.forEach((v, j) => tail.push(`let b${j} = ${v};`));
-  for (let i = 0; i < tm; i++) {
-    for (let j = 0; j < TN; j++) tail.push(`c${i}_${j} = fma(a${i}, b${j}, c${i}_${j});`);
-  }
-  // With vec a run of 4 columns is all inside or all outside the output (NCOLS % 4 == 0).
-  const stores: string[] = [];
-  for (let i = 0; i < tm; i++) {
-    for (let j = 0; j < TN; j += vec ? 4 : 1) {
-      let idx = `cBase + (m0 + ${i}u) * NCOLS + ${col(j)}`;
-      let acc = `c${i}_${j}`;
-      if (vec) {
-        idx = `(${idx}) >> 2u`;
-        acc = `vec4<f32>(${four.map((q) => `c${i}_${j + q}`).join(", ")})`;
-      }
-      const v = s.accumulate ? `C[${idx}] + ${acc}` : acc;
-      stores.push(`if (m0 + ${i}u < mEnd && ${col(j)} < NCOLS) { C[${idx}] = ${v}; }`);
-    }
-  }
+  const t = gemmTile({
+    TM: tm,
+    TN,
+    quad: vec,
+    // Row-grouped: A = the routed rows [P, KRED], contiguous along k; every lane reads the same
+    // addresses. Rows past the tile's end are clamped to its last row (in bounds, never stored).
+    // dw: A = dy [P, Kout] read as dy[k, m], contiguous along m.
+    a: rowsMode
+      ? { along: "k", vec, rowBase: (i) => `min(m0 + ${i}u, mLast) * KRED` }
+      : { along: "m", vec, row: (k) => `${k} * p.Kout + m0` },
+    // fwd: B(k, n) = W_e[n, k], contiguous along k; columns past Kout are clamped to the last
+    // one. dx: B(k, n) = W_e[k, n]; dw: B(k, n) = x[k, n]; both rows of Kin, contiguous along n.
+    b: mode === "fwd"
+      ? { along: "k", vec, colBase: (c) => `bBase + min(${c}, NCOLS - 1u) * p.Kin` }
+      : { along: "n", vec, row: (k) => `bBase + ${k} * p.Kin` },
+    colTile: "wid.y",
+    kBegin: "kBegin",
+    kEnd: "kEnd",
+    // Row-grouped kernels with vec have KRED % 4 == 0 and need no tail loop.
+    tail: !(rowsMode && vec),
+    // With vec a run of 4 columns is all inside or all outside the output (NCOLS % 4 == 0).
+    c: {
+      base: "cBase",
+      cols: "NCOLS",
+      rowEnd: "mEnd",
+      value: (acc, old) => s.accumulate ? `${old} + ${acc}` : acc,
+    },
+  });
   const prologue = rowsMode
     ? /* wgsl */ `
   let t = wid.z * nwg.x + wid.x;
@@ -328,9 +261,7 @@ function gemmSource(s: GemmSpec): string {
     dx: "let KRED = p.Kout;\n  let NCOLS = p.Kin;",
     dw: "let NCOLS = p.Kin;",
   }[mode];
-  const arr = vec ? "array<vec4<f32>>" : "array<f32>";
-  // Row-grouped kernels with vec have KRED % 4 == 0 and need no tail loop.
-  const needTail = !(rowsMode && vec);
+  const arr = storageArray(vec);
   return /* wgsl */ `
 @group(0) @binding(0) var<storage, read> A: ${arr};
 @group(0) @binding(1) var<storage, read> B: ${arr};
@@ -343,16 +274,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lane: u32) {
   ${dims}
   ${prologue}
-  let n0 = wid.y * ${L * TN}u + lane * ${vec ? 4 : 1}u;
-  ${bases.join("\n  ")}
-  ${decl.join("\n  ")}
-  var k = kBegin;
-  for (; k + 4u <= kEnd; k += 4u) {
-    ${loads.join("\n    ")}
-    ${fmas.join("\n    ")}
-  }
-  ${needTail ? `for (; k < kEnd; k++) {\n    ${tail.join("\n    ")}\n  }` : ""}
-  ${stores.join("\n  ")}
+  ${t.n0}
+  ${lines(t.bases, "  ")}
+  ${lines(t.decl, "  ")}
+  ${lines(t.loop, "  ")}
+  ${lines(t.stores, "  ")}
 }`;
 }
 

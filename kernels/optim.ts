@@ -352,6 +352,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 }`;
 }
 
+/** AdamW's moment decays and denominator floor. */
+export interface AdamWMomentHyper {
+  /** First-moment decay. */
+  beta1: number;
+  /** Second-moment decay. */
+  beta2: number;
+  /** Denominator floor. */
+  eps: number;
+}
+
+/**
+ * The moment decays and floor where a call leaves them out: DeepSeek-V3's (section 4.2). The
+ * one source of these defaults; `train/`'s `ADAMW_DEFAULTS` builds on it.
+ */
+export const ADAMW_MOMENT_DEFAULTS: Readonly<AdamWMomentHyper> = Object.freeze({
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+});
+
 /** The AdamW hyperparameters of one call. */
 export interface AdamWHyper {
   /** Learning rate of this step (from the host-side schedule). */
@@ -360,11 +380,11 @@ export interface AdamWHyper {
   step: number;
   /** Decoupled weight decay (0 for norms, biases and embeddings where masked). Default 0. */
   wd?: number;
-  /** First-moment decay. Default 0.9 (DeepSeek-V3). */
+  /** First-moment decay. Default {@linkcode ADAMW_MOMENT_DEFAULTS} (0.9). */
   beta1?: number;
-  /** Second-moment decay. Default 0.95 (DeepSeek-V3). */
+  /** Second-moment decay. Default {@linkcode ADAMW_MOMENT_DEFAULTS} (0.95). */
   beta2?: number;
-  /** Denominator floor. Default 1e-8. */
+  /** Denominator floor. Default {@linkcode ADAMW_MOMENT_DEFAULTS} (1e-8). */
   eps?: number;
   /** First element of the range (same in all four buffers). Default 0. */
   offset?: number;
@@ -389,7 +409,8 @@ export interface AdamWState {
 }
 
 function hyper(o: AdamWHyper, size: number) {
-  const beta1 = o.beta1 ?? 0.9, beta2 = o.beta2 ?? 0.95;
+  const beta1 = o.beta1 ?? ADAMW_MOMENT_DEFAULTS.beta1;
+  const beta2 = o.beta2 ?? ADAMW_MOMENT_DEFAULTS.beta2;
   if (!(o.step >= 1) || !Number.isInteger(o.step)) {
     throw new DeviceError(`adamw: step must be an integer >= 1 (got ${o.step})`);
   }
@@ -399,7 +420,7 @@ function hyper(o: AdamWHyper, size: number) {
     wd: o.wd ?? 0,
     beta1,
     beta2,
-    eps: o.eps ?? 1e-8,
+    eps: o.eps ?? ADAMW_MOMENT_DEFAULTS.eps,
     // in f64 on the host: beta2^step underflows nothing and loses no digits here
     bc1: 1 - beta1 ** o.step,
     bc2: 1 - beta2 ** o.step,

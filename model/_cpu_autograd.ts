@@ -39,17 +39,18 @@ function checkShape(op: string, cond: boolean, detail: string): void {
 }
 
 /**
- * The tape: creates nodes, records backward closures, runs them.
+ * The CPU reference's tape (f64 matrices; not the `Tape` of device tensors in
+ * `kernels/autograd.ts`): creates nodes, records backward closures, runs them.
  *
  * @example
  * ```ts
- * const t = new Tape(true);
+ * const t = new CpuTape(true);
  * const x = t.leaf(new Float64Array([1, 2]), { rows: 1, cols: 2 }, true);
  * const y = t.dotConst(t.mul(x, x), new Float64Array([1, 1])); // x0^2 + x1^2
  * t.backward(y); // x.grad = [2, 4]
  * ```
  */
-export class Tape {
+export class CpuTape {
   #backs: (() => void)[] = [];
   /** Whether ops record backward closures (false: forward only, cheaper). */
   readonly record: boolean;

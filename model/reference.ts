@@ -38,7 +38,7 @@
 
 import { deriveSizes, type ModelConfig, ropeOptions } from "./config.ts";
 import { parameterTable } from "./params.ts";
-import { type Node, Tape } from "./_cpu_autograd.ts";
+import { CpuTape, type Node } from "./_cpu_autograd.ts";
 import { ropeFrequencies, ropeTables } from "../kernels/rope_freqs.ts";
 
 /** Options of `routeTokens`. */
@@ -327,7 +327,7 @@ export function referenceForwardBackward(cfg: ModelConfig, input: ReferenceInput
       throw new RangeError(`referenceForwardBackward: token id ${id} outside [0, ${V})`);
     }
   }
-  const tape = new Tape(input.backward ?? true);
+  const tape = new CpuTape(input.backward ?? true);
 
   // Parameters as f64 leaves; 1-D tensors become [1, n].
   const P = new Map<string, Node>();

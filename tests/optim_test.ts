@@ -1,5 +1,6 @@
 import {
   adamw,
+  ADAMW_MOMENT_DEFAULTS,
   adamwCpu,
   clipScale,
   clipScaleCpu,
@@ -10,6 +11,7 @@ import {
 } from "../kernels/optim.ts";
 import { ewForward } from "../kernels/elementwise.ts";
 import { Tensor } from "../kernels/tensor.ts";
+import { ADAMW_DEFAULTS } from "../train/optimizer.ts";
 import { assertClose, assertSameBits, GPU_TEST, randn, randu, testDevice } from "./_util.ts";
 import { default as assert, equal as assertEquals } from "node:assert/strict";
 
@@ -119,6 +121,24 @@ Deno.test("adamw CPU twin follows the AdamW formula on one element", () => {
   assertClose(p, [2 - 0.1 * (-1 + 0.5 * 2)], { atol: 1e-12 });
   assertClose(m, [-0.3], { atol: 1e-12 });
   assertClose(v, [0.05 * 9], { atol: 1e-12 });
+});
+
+Deno.test("AdamW defaults: V3's betas and eps, one source for kernels and train/", () => {
+  assertEquals(ADAMW_MOMENT_DEFAULTS.beta1, 0.9);
+  assertEquals(ADAMW_MOMENT_DEFAULTS.beta2, 0.95);
+  assertEquals(ADAMW_MOMENT_DEFAULTS.eps, 1e-8);
+  for (const k of ["beta1", "beta2", "eps"] as const) {
+    assertEquals(ADAMW_DEFAULTS[k], ADAMW_MOMENT_DEFAULTS[k]);
+  }
+  // a call that leaves them out gets exactly the explicit defaults
+  const run = (o: { beta1?: number; beta2?: number; eps?: number }) => {
+    const p = Float32Array.of(1.5, -2), m = Float32Array.of(0.1, 0.2), v = Float32Array.of(1, 2);
+    adamwCpu(p, { grad: [0.3, -4], m, v }, { lr: 0.01, step: 3, wd: 0.1, ...o });
+    return [...p, ...m, ...v];
+  };
+  const explicit = run({ beta1: 0.9, beta2: 0.95, eps: 1e-8 });
+  const implicit = run({});
+  for (let i = 0; i < explicit.length; i++) assertEquals(implicit[i], explicit[i]);
 });
 
 Deno.test(

@@ -238,7 +238,7 @@ export function pairSequences(pairs: readonly PairExample[]): ChatExample[] {
 }
 
 /** Settings of {@linkcode DpoTask}. */
-export interface DpoOptions {
+export interface DpoTaskOptions {
   /** Pairs per micro-batch. */
   pairs: number;
   /** Positions per packed row. */
@@ -299,7 +299,7 @@ export class DpoTask implements TrainTask {
   constructor(
     private readonly train: { pairs: readonly PairExample[]; ref: Float64Array },
     private readonly val: { pairs: readonly PairExample[]; ref: Float64Array },
-    private readonly opts: DpoOptions,
+    private readonly opts: DpoTaskOptions,
   ) {
     if (train.pairs.length === 0) throw new Error("DPO: no training pairs");
     for (const [what, d] of [["train", train], ["val", val]] as const) {

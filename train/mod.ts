@@ -99,12 +99,7 @@ export {
   type TrainTask,
 } from "./loop.ts";
 export { AdamW, ADAMW_DEFAULTS, type AdamWConfig } from "./optimizer.ts";
-export {
-  evaluateLoss,
-  type PretrainOptions as PretrainTaskOptions,
-  PretrainTask,
-  toHostBatch,
-} from "./pretrain.ts";
+export { evaluateLoss, PretrainTask, type PretrainTaskOptions, toHostBatch } from "./pretrain.ts";
 export {
   type ChatExample,
   checkMessages,
@@ -117,19 +112,19 @@ export {
   positionsOf,
   type ReadChatOptions,
   readConversations,
-  type SftOptions as SftTaskOptions,
   SftSampler,
   type SftSamplerState,
   SftTask,
+  type SftTaskOptions,
   type SftTaskState,
   splitHeldOut,
   tokenizeConversations,
   withIdleLoads,
 } from "./sft.ts";
 export {
-  type DpoOptions as DpoTaskOptions,
   type DpoState,
   DpoTask,
+  type DpoTaskOptions,
   evaluatePairs,
   pairCheck,
   type PairExample,

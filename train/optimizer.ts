@@ -11,7 +11,7 @@
  */
 import type { ParamArena } from "../kernels/arena.ts";
 import type { DeviceBuffer } from "../kernels/device.ts";
-import { adamw, gradClip, type GradClipStats } from "../kernels/optim.ts";
+import { adamw, ADAMW_MOMENT_DEFAULTS, gradClip, type GradClipStats } from "../kernels/optim.ts";
 import { Tensor } from "../kernels/tensor.ts";
 
 /** AdamW hyperparameters (defaults: DeepSeek-V3's, section 4.2). */
@@ -28,11 +28,9 @@ export interface AdamWConfig {
   maxGradNorm: number;
 }
 
-/** V3's AdamW settings. */
+/** V3's AdamW settings (the betas and eps are the kernels' {@linkcode ADAMW_MOMENT_DEFAULTS}). */
 export const ADAMW_DEFAULTS: Readonly<AdamWConfig> = Object.freeze({
-  beta1: 0.9,
-  beta2: 0.95,
-  eps: 1e-8,
+  ...ADAMW_MOMENT_DEFAULTS,
   weightDecay: 0.1,
   maxGradNorm: 1.0,
 });

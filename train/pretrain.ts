@@ -19,7 +19,7 @@ export function toHostBatch(b: Batch, shape: { B: number; T: number }): HostBatc
 }
 
 /** Settings of {@linkcode PretrainTask}. */
-export interface PretrainOptions {
+export interface PretrainTaskOptions {
   /** Rows per micro-batch. */
   B: number;
   /** Sequence length. */
@@ -45,7 +45,7 @@ export class PretrainTask implements TrainTask {
   constructor(
     train: ArrayLike<number>,
     private readonly val: ArrayLike<number>,
-    private readonly opts: PretrainOptions,
+    private readonly opts: PretrainTaskOptions,
   ) {
     this.sampler = new BatchSampler(train, { B: opts.B, T: opts.T, seed: opts.seed });
   }

@@ -410,7 +410,7 @@ export class SftSampler {
 }
 
 /** Settings of {@linkcode SftTask}. */
-export interface SftOptions {
+export interface SftTaskOptions {
   /** Rows per micro-batch. */
   B: number;
   /** Positions per row. */
@@ -477,7 +477,7 @@ export class SftTask implements TrainTask {
   constructor(
     train: readonly ChatExample[],
     private readonly val: readonly ChatExample[],
-    private readonly opts: SftOptions,
+    private readonly opts: SftTaskOptions,
   ) {
     this.sampler = new SftSampler(train, opts);
     // Its own seed stream: the conversation order is the same with or without replay.
