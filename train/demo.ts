@@ -159,10 +159,14 @@ export async function runDemo(
   await Deno.writeTextFile(files.pretrain, toJsonl(corpus.pretrain));
   // The tokenizer also sees the SFT conversations as the chat template renders them (tool
   // schemas and tool-call JSON included), so the tool prompt gets merges too: it is ~200 tokens
-  // instead of ~490, and a conversation with tools fits DEMO_MAX_SEQ_LEN.
-  const chatText = corpus.sft.map((c) => ({
-    text: renderChat(c.conversations as ChatMessage[], { tools: c.tools, bosToken: "" }),
-  }));
+  // instead of ~490, and a conversation with tools fits DEMO_MAX_SEQ_LEN. The worked word
+  // problems stay out: their arithmetic is the pretraining text's, and the tokenizer (hence the
+  // pretraining run) stays the one the demo had before they were added (docs/DESIGN.md).
+  const chatText = corpus.sft
+    .filter((c) => !c.conversations.some((m) => m.reasoning_content !== undefined))
+    .map((c) => ({
+      text: renderChat(c.conversations as ChatMessage[], { tools: c.tools, bosToken: "" }),
+    }));
   await Deno.writeTextFile(files.tokenizerText, toJsonl([...corpus.pretrain, ...chatText]));
   await Deno.writeTextFile(files.sft, toJsonl(corpus.sft));
   await Deno.writeTextFile(files.dpo, toJsonl(corpus.dpo.train));
