@@ -45,7 +45,11 @@ Deno.test("readGrpoPrompts() reads messages records and the prompt shorthand", a
   ], readGrpoPrompts);
   assert.equal(prompts.length, 3);
   assert.deepEqual(prompts[0].messages, [{ role: "user", content: "What is 2 + 3?" }]);
-  assert.deepEqual(prompts[0].target, { answer: "5" }, "a number answer becomes its text");
+  assert.deepEqual(
+    prompts[0].target,
+    { answer: "5", question: "What is 2 + 3?" },
+    "a number answer becomes its text; the user's turn is the question steps are checked against",
+  );
   assert.equal(prompts[0].line, 1);
   assert.equal(prompts[1].messages.length, 2);
   assert.equal(prompts[1].lang, "en");

@@ -1,6 +1,6 @@
 /**
  * The GRPO rewards on hand examples: numbers in every form the answer reward reads, wrong and
- * missing answers, tool calls right and wrong, the think-block format, DAPO's overlong shaping,
+ * missing answers, worked steps right, wrong and ungrounded, tool calls right and wrong, the think-block format, DAPO's overlong shaping,
  * and the weight spec's errors.
  *
  * @module
@@ -20,6 +20,7 @@ import {
   type RewardInfo,
   REWARDS,
   scoreReply,
+  stepsReward,
   toolCallReward,
   toolCallRewardFor,
 } from "../train/rewards.ts";
@@ -197,6 +198,32 @@ Deno.test("formatReward() wants exactly one leading think block and an answer", 
   );
 });
 
+Deno.test("stepsReward() credits right steps that start from the problem's numbers", () => {
+  const question = "Lin has 7 apples, buys 5 more and gives 3 away. How many apples does Lin have?";
+  const target = { answer: "9", question };
+  const steps = (reasoning: string) => stepsReward(think(reasoning, "The answer is 9."), target);
+  assert.equal(steps("7 + 5 = 12. 12 - 3 = 9."), 1);
+  assert.equal(
+    steps("7 + 5 = 13. 13 - 3 = 10."),
+    0,
+    "a wrong first step: the second starts from it",
+  );
+  assert.equal(steps("7 + 5 = 12. 12 - 2 = 10."), 0.5, "2 is not in the problem");
+  assert.equal(steps("1 + 1 = 2. 2 + 7 = 9."), 0, "steps from nowhere earn nothing");
+  assert.equal(steps("7 × 5 = 35. 35 ÷ 5 = 7."), 1, "× and ÷ read as * and /");
+  assert.equal(steps("７ + ５ = １２."), 1, "fullwidth digits");
+  assert.equal(steps("add them up"), 0, "no equation");
+  assert.equal(stepsReward("7 + 5 = 12. The answer is 12.", target), 0, "no think block");
+  assert.equal(
+    stepsReward("<think>\n7 + 5 = 12.\n</think>\n\n12 - 3 = 9.", target),
+    1,
+    "only the think block counts",
+  );
+  assert.equal(stepsReward(think("7 + 5 = 12.", "12"), { answer: "12" }), null, "no question");
+  assert.equal(stepsReward(think("7 + 5 = 12.", "12"), { question }), null, "no answer");
+  assert.equal(REWARDS.steps, stepsReward);
+});
+
 Deno.test("lengthPenalty() is DAPO's overlong shaping", () => {
   const at = (tokens: number, truncated = false) =>
     lengthPenalty("", {}, { tokens, maxTokens: 96, truncated });
@@ -225,12 +252,12 @@ Deno.test("parseRewardWeights() reads name=weight lists and names bad entries", 
   assert.throws(() => parseRewardWeights("answer"), /"answer" has no "=weight"/);
   assert.throws(
     () => parseRewardWeights("answer=1,answr=2"),
-    /unknown reward "answr" in "answr=2"; known: answer, tool_call, format, length/,
+    /unknown reward "answr" in "answr=2"; known: answer, steps, tool_call, format, length/,
   );
   assert.throws(() => parseRewardWeights("format=abc"), /"format=abc" must be a finite number/);
   assert.throws(() => parseRewardWeights("format="), /must be a finite number/);
   assert.throws(() => parseRewardWeights("answer=1,answer=2"), /"answer" is given twice/);
-  assert.deepEqual(Object.keys(REWARDS), ["answer", "tool_call", "format", "length"]);
+  assert.deepEqual(Object.keys(REWARDS), ["answer", "steps", "tool_call", "format", "length"]);
 });
 
 Deno.test("scoreReply() sums the weighted rewards that apply", () => {

@@ -135,7 +135,11 @@ export async function readGrpoPrompts(
       ? [{ role: "user", content: v.prompt }]
       : v.messages as ChatMessage[];
     const target: RewardTarget = {};
-    if (v.answer !== undefined) target.answer = String(v.answer);
+    if (v.answer !== undefined) {
+      target.answer = String(v.answer);
+      const last = messages.at(-1)?.content;
+      if (typeof last === "string") target.question = last;
+    }
     if (v.tool_call !== undefined) target.toolCall = v.tool_call as RewardTarget["toolCall"];
     const p: GrpoPrompt = { messages, target, file: path, line };
     if (Array.isArray(v.tools) && v.tools.length > 0) p.tools = v.tools as ToolSpec[];

@@ -153,6 +153,7 @@ export {
   REWARDS,
   type RewardTarget,
   scoreReply,
+  stepsReward,
   stripStop,
   toolCallReward,
   toolCallRewardFor,

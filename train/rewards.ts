@@ -31,6 +31,8 @@ export interface RewardTarget {
   answer?: string;
   /** The call the reply must make. */
   toolCall?: { name: string; arguments: Record<string, unknown> };
+  /** The problem's text (the user's turn): the numbers a worked step may start from. */
+  question?: string;
 }
 
 /** The reply's length: generated tokens, the generation budget, and whether it was cut. */
@@ -353,6 +355,54 @@ export function answerReward(
   return got !== null && sameNumber(got, want) ? 1 : 0;
 }
 
+/** `a op b = c` in a reasoning text (`×`, `÷`, `x` also read as operators). */
+const EQUATION = /(-?\d+(?:\.\d+)?)\s*([-+*/×÷x])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)/g;
+
+/**
+ * Partial credit for the work, not only the result: the share of the equations `a op b = c` in
+ * the reply's think block that are right AND start from numbers of the problem
+ * (`target.question`) or from results of earlier right steps, so a step copied from nowhere
+ * (`1 + 1 = 2.`) earns nothing. 0 for a reply with no equation in a think block; null without
+ * `target.answer` and `target.question` (not a word problem).
+ *
+ * @example
+ * ```ts
+ * const target = { answer: "9", question: "Lin has 7 apples, buys 5 more and gives 3 away. ..." };
+ * stepsReward("<think>\n7 + 5 = 12. 12 - 3 = 9.\n</think>\n\nThe answer is 9.", target); // 1
+ * stepsReward("<think>\n7 + 5 = 13. 13 - 3 = 10.\n</think>\n\nThe answer is 10.", target); // 0
+ * stepsReward("<think>\n7 + 5 = 12. 12 - 2 = 10.\n</think>\n\nThe answer is 10.", target); // 0.5
+ * ```
+ */
+export function stepsReward(
+  reply: string,
+  target: RewardTarget,
+  _info?: RewardInfo,
+): number | null {
+  if (target.answer === undefined || target.question === undefined) return null;
+  const text = stripStop(reply);
+  const open = text.indexOf(THINK_START_TOKEN), close = text.indexOf(THINK_END_TOKEN);
+  if (open < 0 || close < open) return 0;
+  const known = new Set(numbersIn(target.question).map((f) => f.value));
+  let steps = 0, right = 0;
+  for (const m of asciiDigits(text.slice(open, close)).matchAll(EQUATION)) {
+    const [a, b, c] = [Number(m[1]), Number(m[3]), Number(m[4])];
+    const op = m[2];
+    const v = op === "+"
+      ? a + b
+      : op === "-"
+      ? a - b
+      : op === "*" || op === "×" || op === "x"
+      ? a * b
+      : a / b;
+    steps++;
+    if (known.has(a) && known.has(b) && sameNumber(c, v)) {
+      right++;
+      known.add(c);
+    }
+  }
+  return steps === 0 ? 0 : right / steps;
+}
+
 /**
  * A reward for tool calls against a world: like {@linkcode toolCallReward}, but a city named in
  * either of the world's languages counts, as evaluation grades it.
@@ -460,11 +510,12 @@ export function lengthPenalty(reply: string, target: RewardTarget, info: RewardI
 }
 
 /** The rewards by the names {@linkcode parseRewardWeights} accepts. */
-export type RewardName = "answer" | "tool_call" | "format" | "length";
+export type RewardName = "answer" | "steps" | "tool_call" | "format" | "length";
 
 /** Every reward by name. */
 export const REWARDS: Readonly<Record<RewardName, RewardFn>> = {
   answer: answerReward,
+  steps: stepsReward,
   tool_call: toolCallReward,
   format: formatReward,
   length: lengthPenalty,

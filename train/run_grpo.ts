@@ -162,7 +162,9 @@ export const GRPO_OPTIONS: OptionTable<GrpoValues> = declareOptions<GrpoValues>(
       name: "rewards",
       type: "string",
       default: "answer=1,tool_call=1,format=0.2,length=0",
-      help: "reward weights: answer, tool_call, format, length (the overlong penalty)",
+      help:
+        "reward weights: answer, steps (right worked steps from the problem's numbers), tool_call, " +
+        "format, length (the overlong penalty)",
       why: "correctness first; a small bonus for the <think> format",
     },
     {
