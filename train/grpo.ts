@@ -231,10 +231,12 @@ export class GrpoTask implements TrainTask {
     this.order = this.shuffled(0);
   }
 
+  /** The prompt order of one pass over the prompts (seeded by the run's seed and the pass). */
   private shuffled(epoch: number): Int32Array {
     return new Rng(this.opts.seed, epoch).shuffle(Int32Array.from(this.prompts.keys()));
   }
 
+  /** The next batch's prompt indices, starting a new shuffled pass when one runs out. */
   private nextPrompts(): number[] {
     const picked: number[] = [];
     while (picked.length < this.opts.prompts) {
@@ -248,6 +250,7 @@ export class GrpoTask implements TrainTask {
     return picked;
   }
 
+  /** The sampling decoder with room for `slots` sequences, holding the policy's current weights. */
   private decoderFor(model: DeepSeekV3, slots: number): Decoder {
     if (!this.decoder || this.decoder.maxSequences < slots) {
       this.decoder?.dispose();
