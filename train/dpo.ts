@@ -33,7 +33,7 @@ import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
 import type { TaskOutput, TrainTask } from "./loop.ts";
 import { Replay, type ReplaySpec } from "./replay.ts";
-import { Rng } from "../random/rng.ts";
+import { EpochOrder, type EpochPosition } from "./epoch_order.ts";
 import type { SamplerState } from "./sampler.ts";
 import {
   type ChatExample,
@@ -265,11 +265,7 @@ export interface DpoTaskOptions {
 }
 
 /** The data position of {@linkcode DpoTask}. */
-export interface DpoState {
-  /** Completed passes over the pairs. */
-  epoch: number;
-  /** Pairs of this epoch already used. */
-  cursor: number;
+export interface DpoState extends EpochPosition {
   /** The replay sampler's position (runs with replay only). */
   replay?: SamplerState;
 }
@@ -281,9 +277,7 @@ export interface DpoState {
 export class DpoTask implements TrainTask {
   /** Stage name. */
   readonly name = "dpo";
-  private order: Int32Array;
-  private epoch = 0;
-  private cursor = 0;
+  private readonly order: EpochOrder;
   private readonly replay: Replay | null;
 
   /**
@@ -307,28 +301,9 @@ export class DpoTask implements TrainTask {
         throw new Error(`DPO: ${d.ref.length} reference sums for ${d.pairs.length} ${what} pairs`);
       }
     }
-    this.order = this.shuffled(0);
+    this.order = new EpochOrder(train.pairs.length, opts.seed);
     // Its own seed stream: the pair order is the same with or without replay.
     this.replay = opts.replay ? new Replay(opts.replay, opts.seed + 1) : null;
-  }
-
-  /** The pair order of an epoch. */
-  private shuffled(epoch: number): Int32Array {
-    return new Rng(this.opts.seed, epoch).shuffle(Int32Array.from(this.train.pairs.keys()));
-  }
-
-  /** The next micro-batch's pair indices, moving to the next epoch when one ends. */
-  private nextPairs(): number[] {
-    const picked: number[] = [];
-    while (picked.length < this.opts.pairs) {
-      if (this.cursor >= this.order.length) {
-        this.epoch++;
-        this.cursor = 0;
-        this.order = this.shuffled(this.epoch);
-      }
-      picked.push(this.order[this.cursor++]);
-    }
-    return picked;
   }
 
   /**
@@ -338,14 +313,14 @@ export class DpoTask implements TrainTask {
   upcoming(micro: number): number[] {
     const saved = this.state();
     const used = new Set<number>();
-    for (let i = 0; i < micro; i++) for (const k of this.nextPairs()) used.add(k);
+    for (let i = 0; i < micro; i++) for (const k of this.order.take(this.opts.pairs)) used.add(k);
     this.restore(saved);
     return [...used].sort((a, b) => a - b);
   }
 
   /** Packs the next P pairs and encodes the policy forward and the DPO loss. */
   forward(model: DeepSeekV3): TaskOutput {
-    const picked = this.nextPairs();
+    const picked = this.order.take(this.opts.pairs);
     const seqs = pairSequences(picked.map((k) => this.train.pairs[k]));
     const b = packSequences(seqs, { T: this.opts.T, padId: this.opts.padId });
     const ref = new Float32Array(2 * picked.length);
@@ -405,7 +380,7 @@ export class DpoTask implements TrainTask {
 
   /** The data position (and the replay sampler's, with replay). */
   state(): DpoState {
-    const s: DpoState = { epoch: this.epoch, cursor: this.cursor };
+    const s: DpoState = this.order.position();
     if (this.replay) s.replay = this.replay.state();
     return s;
   }
@@ -424,9 +399,7 @@ export class DpoTask implements TrainTask {
       );
     }
     if (this.replay) this.replay.restore(s.replay!);
-    this.epoch = s.epoch;
-    this.cursor = s.cursor;
-    this.order = this.shuffled(s.epoch);
+    this.order.seek(s);
   }
 }
 

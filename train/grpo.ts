@@ -22,7 +22,8 @@
  *
  * @module
  */
-import { hash32, Rng } from "../random/rng.ts";
+import { hash32 } from "../random/rng.ts";
+import { EpochOrder, type EpochPosition } from "./epoch_order.ts";
 import { noGrad } from "../kernels/autograd.ts";
 import { tokenLogprobs } from "../kernels/cross_entropy.ts";
 import { scale } from "../kernels/elementwise.ts";
@@ -129,11 +130,7 @@ export interface GrpoBatch {
 }
 
 /** The data position of {@linkcode GrpoTask}, saved in checkpoints. */
-export interface GrpoState {
-  /** Completed passes over the prompts. */
-  epoch: number;
-  /** Prompts of this epoch already used. */
-  cursor: number;
+export interface GrpoState extends EpochPosition {
   /** Generation batches sampled so far. */
   batches: number;
   /** The batch in use (null before the first). */
@@ -181,9 +178,7 @@ export function groupAdvantages(
 export class GrpoTask implements TrainTask {
   /** Stage name. */
   readonly name = "grpo";
-  private order: Int32Array;
-  private epoch = 0;
-  private cursor = 0;
+  private readonly order: EpochOrder;
   private batches = 0;
   private batch: GrpoBatch | null = null;
   private micro = 0;
@@ -228,26 +223,7 @@ export class GrpoTask implements TrainTask {
         );
       }
     }
-    this.order = this.shuffled(0);
-  }
-
-  /** The prompt order of one pass over the prompts (seeded by the run's seed and the pass). */
-  private shuffled(epoch: number): Int32Array {
-    return new Rng(this.opts.seed, epoch).shuffle(Int32Array.from(this.prompts.keys()));
-  }
-
-  /** The next batch's prompt indices, starting a new shuffled pass when one runs out. */
-  private nextPrompts(): number[] {
-    const picked: number[] = [];
-    while (picked.length < this.opts.prompts) {
-      if (this.cursor >= this.order.length) {
-        this.epoch++;
-        this.cursor = 0;
-        this.order = this.shuffled(this.epoch);
-      }
-      picked.push(this.order[this.cursor++]);
-    }
-    return picked;
+    this.order = new EpochOrder(this.prompts.length, opts.seed);
   }
 
   /** The sampling decoder with room for `slots` sequences, holding the policy's current weights. */
@@ -392,7 +368,7 @@ export class GrpoTask implements TrainTask {
     }
     const o = this.opts;
     const index = this.batches++;
-    const picked = this.nextPrompts();
+    const picked = this.order.take(this.opts.prompts);
     const prompt = picked.flatMap((p) => Array<number>(o.group).fill(p));
     const completion = await this.generate(
       model,
@@ -523,17 +499,15 @@ export class GrpoTask implements TrainTask {
 
   /** The data position and the batch in use. */
   state(): GrpoState {
-    return { epoch: this.epoch, cursor: this.cursor, batches: this.batches, batch: this.batch };
+    return { ...this.order.position(), batches: this.batches, batch: this.batch };
   }
 
   /** Restores {@linkcode state}'s value. */
   restore(state: unknown): void {
     const s = state as GrpoState;
-    this.epoch = s.epoch;
-    this.cursor = s.cursor;
+    this.order.seek(s);
     this.batches = s.batches;
     this.batch = s.batch;
-    this.order = this.shuffled(s.epoch);
   }
 
   /** Frees the decoder's caches. */

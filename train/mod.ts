@@ -121,6 +121,7 @@ export {
   tokenizeConversations,
   withIdleLoads,
 } from "./sft.ts";
+export { EpochOrder, type EpochPosition } from "./epoch_order.ts";
 export {
   type DpoState,
   DpoTask,

@@ -27,7 +27,7 @@ import type { ChatMessage, Tokenizer, ToolSpec } from "../tokenizer/mod.ts";
 import { renderChatForTraining } from "../tokenizer/mod.ts";
 import { type JsonlCheck, JsonlError, readJsonl } from "./jsonl.ts";
 import type { TaskOutput, TrainTask } from "./loop.ts";
-import { Rng } from "../random/rng.ts";
+import { EpochOrder, type EpochPosition } from "./epoch_order.ts";
 import { Replay, type ReplaySpec } from "./replay.ts";
 import type { SamplerState } from "./sampler.ts";
 
@@ -345,21 +345,14 @@ export function packSequences(
 }
 
 /** The data position of {@linkcode SftSampler}, saved in checkpoints. */
-export interface SftSamplerState {
-  /** Completed passes over the data. */
-  epoch: number;
-  /** Examples of this epoch's order already used. */
-  cursor: number;
-}
+export type SftSamplerState = EpochPosition;
 
 /**
  * Shuffled epochs of examples, packed into fixed [B, T] micro-batches. The order of an epoch is
  * a function of (seed, epoch), so a resumed run sees the same batches.
  */
 export class SftSampler {
-  private order: Int32Array;
-  private epoch = 0;
-  private cursor = 0;
+  private readonly order: EpochOrder;
 
   /**
    * A sampler over examples.
@@ -373,39 +366,25 @@ export class SftSampler {
     private readonly opts: { B: number; T: number; seed: number; padId?: number },
   ) {
     if (examples.length === 0) throw new Error("SFT: no training conversations");
-    this.order = this.shuffled(0);
-  }
-
-  /** The example order of an epoch. */
-  private shuffled(epoch: number): Int32Array {
-    const order = Int32Array.from(this.examples.keys());
-    return new Rng(this.opts.seed, epoch).shuffle(order);
+    this.order = new EpochOrder(examples.length, opts.seed);
   }
 
   /** The next micro-batch (wrapping into a new epoch with a new order). */
   next(): PackedBatch {
-    if (this.cursor >= this.order.length) {
-      this.epoch++;
-      this.cursor = 0;
-      this.order = this.shuffled(this.epoch);
-    }
-    const rest: ChatExample[] = [];
-    for (let i = this.cursor; i < this.order.length; i++) rest.push(this.examples[this.order[i]]);
+    const rest = Array.from(this.order.remaining(), (k) => this.examples[k]);
     const b = packSequences(rest, { T: this.opts.T, rows: this.opts.B, padId: this.opts.padId });
-    this.cursor += b.count;
+    this.order.advance(b.count);
     return b;
   }
 
   /** Where the sampler is. */
   state(): SftSamplerState {
-    return { epoch: this.epoch, cursor: this.cursor };
+    return this.order.position();
   }
 
   /** Goes back to a saved position. */
   restore(s: SftSamplerState): void {
-    this.epoch = s.epoch;
-    this.cursor = s.cursor;
-    this.order = this.shuffled(s.epoch);
+    this.order.seek(s);
   }
 }
 
