@@ -35,6 +35,7 @@ import {
 } from "../train/dpo.ts";
 import { JsonlError } from "../train/jsonl.ts";
 import { type ChatExample, packSequences } from "../train/sft.ts";
+import { checkParamGrads, taskLossAndGrads } from "./_grad.ts";
 import { assertClose, finiteDiff, GPU_TEST, randint, randn, testDevice } from "./_util.ts";
 
 Deno.test(
@@ -213,45 +214,22 @@ Deno.test(
       beta,
       seed: 1,
     });
-    const scope = new Scope();
-    model.arena.zeroGrads();
-    const tape = new Tape().start();
-    const out = task.forward(model);
-    tape.backward(out.loss);
-    const gpuLoss = (await out.loss.readF32())[0];
-    const grads = await model.arena.readAll("grads");
-    scope.dispose();
+    const { loss: gpuLoss, grads } = await taskLossAndGrads(model, task);
 
     // The task shuffles pairs; the loss is a mean over pairs, so the order does not matter.
-    const p64 = new Map<string, Float64Array<ArrayBufferLike>>(
-      [...params].map(([k, v]) => [k, Float64Array.from(v)]),
-    );
+    const p64 = new Map([...params].map(([k, v]) => [k, Float64Array.from(v)]));
     const want = cpuDpoLoss(p64, pairs, ref, beta);
     assertClose([gpuLoss], [want], { atol: 2e-5, label: "DPO loss" });
     assert.ok(Math.abs(want - Math.LN2) > 0.05, `loss ${want} should be away from ln 2`);
 
     // Gradients against central differences of the CPU loss on a few parameters of the head,
     // the final norm and both blocks' attention.
-    const probes: [string, number[]][] = [
+    checkParamGrads((p) => cpuDpoLoss(p, pairs, ref, beta), p64, grads, [
       ["lm_head.weight", [0, 77, 1000, 4000]],
       ["model.norm.weight", [1, 30]],
       ["model.layers.1.self_attn.o_proj.weight", [5, 300]],
       ["model.layers.0.self_attn.q_b_proj.weight", [17]],
-    ];
-    for (const [name, idx] of probes) {
-      const w = p64.get(name)!;
-      const fd = finiteDiff(
-        (x) => {
-          p64.set(name, x);
-          return cpuDpoLoss(p64, pairs, ref, beta);
-        },
-        w,
-        { indices: idx, h: 1e-4 },
-      );
-      p64.set(name, w);
-      const g = grads.get(name)!;
-      assertClose(idx.map((i) => g[i]), fd, { atol: 1e-6, rtol: 1e-3, label: name });
-    }
+    ]);
     model.arena.destroy();
   },
 );
