@@ -269,6 +269,31 @@ Deno.test(
     }
     const json = JSON.parse(await Deno.readTextFile(`${root}/eval/report.json`));
     assert.equal(json.rows.length, 3);
+
+    // --skip-bad goes past a malformed line and says which one it skipped.
+    const questions = await Deno.readTextFile(`${root}/eval.jsonl`);
+    await Deno.writeTextFile(`${root}/bad.jsonl`, `${questions.trimEnd()}\n{"question": 3}\n`);
+    const lines: string[] = [];
+    const skipArgs = ["--model", `${root}/sft`, "--questions", `${root}/bad.jsonl`];
+    const skipped = await runEval(
+      (await resolveOptions(EVAL_OPTIONS, [...skipArgs, "--out", `${root}/eval2`, "--skip-bad"]))
+        .values,
+      { log: (l) => lines.push(l) },
+    );
+    assert.equal(skipped[0].eval.qa?.total, 1);
+    assert.ok(
+      lines.some((l) => l.startsWith(`skipped ${root}/bad.jsonl:2: `)),
+      `a line naming bad.jsonl:2 in ${JSON.stringify(lines)}`,
+    );
+    await assert.rejects(
+      async () =>
+        await runEval(
+          (await resolveOptions(EVAL_OPTIONS, [...skipArgs, "--out", `${root}/e3`]))
+            .values,
+          { log },
+        ),
+      new RegExp(`bad\\.jsonl:2: `),
+    );
     await Deno.remove(root, { recursive: true });
   },
 );

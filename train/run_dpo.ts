@@ -35,6 +35,7 @@ import {
   REPLAY_OPTIONS,
   type ReplayValues,
   resolveTokenizer,
+  SKIP_BAD_OPTION,
   withDefaults,
 } from "./stage.ts";
 import { splitHeldOut } from "./sft.ts";
@@ -102,12 +103,7 @@ export const DPO_OPTIONS: OptionTable<DpoValues> = declareOptions<DpoValues>()(d
       default: null,
       help: "tokenizer directory (default: the one the --init run recorded)",
     },
-    {
-      name: "skipBad",
-      type: "boolean",
-      default: false,
-      help: "skip malformed JSONL lines (reported as file:line) instead of stopping",
-    },
+    SKIP_BAD_OPTION,
     ...REPLAY_OPTIONS,
     ...withDefaults(COMMON_TRAIN_OPTIONS, {
       out: { default: "runs/dpo" },

@@ -8,7 +8,8 @@ import { DEMO_CORPUS, type EvalQuestion, type EvalToolCall, generateWorld } from
 import { chooseDevice } from "../kernels/backend.ts";
 import { readJsonl } from "./jsonl.ts";
 import { declareOptions, defineOptions, type OptionTable } from "./options.ts";
-import { type PairExample, readPreferencePairs, tokenizePairs } from "./dpo.ts";
+import { readPreferencePairs, tokenizePairs } from "./dpo.ts";
+import type { ReadChatOptions } from "./sft.ts";
 import {
   type EvalSets,
   evaluateModel,
@@ -18,7 +19,13 @@ import {
 } from "./eval.ts";
 import { readGrpoPrompts } from "./grpo_prompts.ts";
 import { readShard } from "./shards.ts";
-import { DEVICE_OPTION, loadModelForTraining, padIdOf, resolveTokenizer } from "./stage.ts";
+import {
+  DEVICE_OPTION,
+  loadModelForTraining,
+  padIdOf,
+  resolveTokenizer,
+  SKIP_BAD_OPTION,
+} from "./stage.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 
 /** The `eval` options. */
@@ -142,12 +149,7 @@ export const EVAL_OPTIONS: OptionTable<EvalValues> = declareOptions<EvalValues>(
       min: 1,
       help: "prompts decoded together",
     },
-    {
-      name: "skipBad",
-      type: "boolean",
-      default: false,
-      help: "skip malformed JSONL lines instead of stopping",
-    },
+    SKIP_BAD_OPTION,
   ] as const,
 ));
 
@@ -245,7 +247,7 @@ export async function runEval(
         const { tok } = await resolveTokenizer(values.tokenizer, checkpoint);
         const T = model.cfg.max_seq_len;
         data = {
-          sets: await loadEvalSets({ ...values, pairsT: T }, tok),
+          sets: await loadEvalSets({ ...values, pairsT: T }, tok, (m) => log(`skipped ${m}`)),
           tok,
           padId: padIdOf(tok),
         };
@@ -289,31 +291,26 @@ export async function loadEvalSets(
     & Partial<Pick<EvalValues, "grpoEval">>
     & { pairsT: number },
   tok: Tokenizer,
+  onBad?: (message: string) => void,
 ): Promise<EvalSets> {
   const sets: EvalSets = {};
+  const skip = { skipBad: values.skipBad, onBad };
   if (values.data) sets.valTokens = (await readShard(`${values.data}/val.bin`)).tokens;
   if (values.questions) {
-    sets.questions = await readChecked<EvalQuestion>(
-      values.questions,
-      questionCheck,
-      values.skipBad,
-    );
+    sets.questions = await readChecked<EvalQuestion>(values.questions, questionCheck, skip);
   }
   if (values.toolCalls) {
     sets.toolCalls = {
-      items: await readChecked<EvalToolCall>(values.toolCalls, toolCheck, values.skipBad),
+      items: await readChecked<EvalToolCall>(values.toolCalls, toolCheck, skip),
       world: generateWorld({ seed: values.worldSeed, scale: values.worldScale }),
     };
   }
   if (values.pairs) {
-    const { pairs } = await readPreferencePairs(values.pairs, { skipBad: values.skipBad });
-    const p: PairExample[] =
-      tokenizePairs(tok, pairs, { T: values.pairsT, skipBad: values.skipBad })
-        .examples;
-    sets.pairs = p;
+    const { pairs } = await readPreferencePairs(values.pairs, skip);
+    sets.pairs = tokenizePairs(tok, pairs, { T: values.pairsT, ...skip }).examples;
   }
   if (values.grpoEval) {
-    const prompts = await readGrpoPrompts(values.grpoEval, { skipBad: values.skipBad });
+    const prompts = await readGrpoPrompts(values.grpoEval, skip);
     sets.arithmetic = prompts.filter(isArithmeticPrompt);
   }
   return sets;
@@ -322,9 +319,14 @@ export async function loadEvalSets(
 async function readChecked<T>(
   path: string,
   check: (v: unknown) => string | undefined,
-  skipBad: boolean,
+  opts: ReadChatOptions,
 ): Promise<T[]> {
   const out: T[] = [];
-  for await (const { value } of readJsonl<T>(path, { check, skipBad })) out.push(value);
+  const stream = readJsonl<T>(path, {
+    check,
+    skipBad: opts.skipBad,
+    onBad: (e) => opts.onBad?.(e.message),
+  });
+  for await (const { value } of stream) out.push(value);
   return out;
 }

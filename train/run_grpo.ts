@@ -25,6 +25,7 @@ import {
   loopOptionsFrom,
   padIdOf,
   resolveTokenizer,
+  SKIP_BAD_OPTION,
   withDefaults,
 } from "./stage.ts";
 
@@ -167,12 +168,7 @@ export const GRPO_OPTIONS: OptionTable<GrpoValues> = declareOptions<GrpoValues>(
         "format, length (the overlong penalty)",
       why: "correctness first; a small bonus for the <think> format",
     },
-    {
-      name: "skipBad",
-      type: "boolean",
-      default: false,
-      help: "skip malformed JSONL lines (reported as file:line) instead of stopping",
-    },
+    SKIP_BAD_OPTION,
     ...withDefaults(COMMON_TRAIN_OPTIONS, {
       out: { default: "runs/grpo" },
       steps: { default: 100 },

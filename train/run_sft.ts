@@ -22,6 +22,7 @@ import {
   REPLAY_OPTIONS,
   type ReplayValues,
   resolveTokenizer,
+  SKIP_BAD_OPTION,
   withDefaults,
 } from "./stage.ts";
 import {
@@ -48,12 +49,7 @@ const SOURCE_OPTIONS = defineOptions(
       default: null,
       help: "tokenizer directory (default: the one the --init run was trained with)",
     },
-    {
-      name: "skipBad",
-      type: "boolean",
-      default: false,
-      help: "skip malformed JSONL lines (reported as file:line) instead of stopping",
-    },
+    SKIP_BAD_OPTION,
   ] as const,
 );
 

@@ -29,6 +29,14 @@ export const DEVICE_OPTION = {
   why: "auto takes a hardware GPU, else the CPU backend, else a software WebGPU adapter",
 } as const;
 
+/** `--skip-bad`, shared by every stage that reads JSONL records. */
+export const SKIP_BAD_OPTION = {
+  name: "skipBad",
+  type: "boolean",
+  default: false,
+  help: "skip malformed JSONL lines (reported as file:line) instead of stopping",
+} as const;
+
 /** Options shared by every training stage (pretrain, SFT, DPO). */
 export const COMMON_TRAIN_OPTIONS = defineOptions(
   [
