@@ -140,6 +140,11 @@ Deno.test("the help lists every option with its default and the reason for it", 
   assert.match(help, /--precision <f32\|f16\|fp8> +GEMM precision \(default: f32\)/);
   assert.match(help, /--resume <string> +checkpoint to resume from \(default: unset\)/);
   assert.match(help, /--config <file>/);
+  const named = renderOptionsHelp(defineOptions([
+    { name: "ref", type: "string", default: null, help: "reference model (default: --init)" },
+  ]));
+  assert.match(named, /--ref <string> +reference model \(default: --init\)$/m);
+  assert.doesNotMatch(named, /unset/, "a help text that names its default gets no second one");
 });
 
 Deno.test("defineOptions() rejects a default of the wrong type", () => {

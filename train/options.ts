@@ -508,7 +508,9 @@ export function renderOptionsHelp(
       ? ` <${o.choices.join("|")}>`
       : ` <${o.type}>`;
     const neg = o.type === "boolean" ? `, --no-${flagName(o.name).slice(2)}` : "";
-    const lines = [`${o.help} (default: ${formatDefault(o.default)})`];
+    // A help text that already names its default (`(default: --init)`) gets no second one.
+    const named = /\(default: [^)]*\)/.test(o.help);
+    const lines = [named ? o.help : `${o.help} (default: ${formatDefault(o.default)})`];
     if (o.why) lines.push(`  why: ${o.why}`);
     rows.push([`${flagName(o.name)}${arg}${neg}`, lines]);
   }
