@@ -1,6 +1,6 @@
 /**
  * The one-command demo end to end at a toy size: every stage runs (on-policy DPO pairs
- * included), every output file lands in the run directory, and the final table has one row per
+ * included, and GRPO after DPO), every output file lands in the run directory, and the final table has one row per
  * checkpoint with every column filled.
  *
  * @module
@@ -31,21 +31,34 @@ Deno.test("runDemo() runs every stage at a toy size and writes the table", GPU_T
       dpoLr: 1e-4,
       dpoBeta: 0.1,
       dpoRpoAlpha: 1,
+      grpoSteps: 2,
+      grpoBatchSize: 2,
+      grpoGroup: 2,
+      grpoMaxTokens: 8,
     }, { log: (s) => lines.push(s) });
-    assert.deepEqual(rows.map((r) => r.stage), ["pretrain", "sft", "dpo"]);
+    assert.deepEqual(rows.map((r) => r.stage), ["pretrain", "sft", "dpo", "grpo"]);
     for (const r of rows) {
       for (const [k, v] of Object.entries(r)) {
-        if (k !== "toolParts") assert.ok(typeof v === "string" || Number.isFinite(v), `${k}: ${v}`);
+        if (k === "valLoss" && r.stage === "grpo") assert.equal(v, null, "GRPO has no val loss");
+        else if (k !== "toolParts") {
+          assert.ok(typeof v === "string" || Number.isFinite(v), `${k}: ${v}`);
+        }
       }
     }
     const log = lines.join("\n");
     assert.match(log, /pairs take the SFT model's own reply as the rejected turn/);
+    assert.match(log, /grpo: \d+ train \(\d+ with an answer, \d+ with a tool call\)/);
+    assert.match(log, /grpo: held-out reward /);
     for (
       const f of [
         "corpus/dpo_policy.jsonl",
         "corpus/dpo_policy_heldout.jsonl",
         "tokenizer/tokenizer.json",
         "dpo/reference_logps.json",
+        "corpus/grpo.jsonl",
+        "corpus/grpo_heldout.jsonl",
+        "grpo/metrics.jsonl",
+        "grpo/reward.svg",
         "eval/report.md",
         "report.md",
         "report.json",
@@ -71,7 +84,7 @@ Deno.test("runDemo() runs every stage at a toy size and writes the table", GPU_T
       assert.deepEqual(p.rejected.slice(0, -1), written[i].chosen.slice(0, -1));
     });
     assert.ok(rebuilt > policyPairs.length / 2, `only ${rebuilt} pairs rebuilt`);
-    assert.match(await Deno.readTextFile(`${out}/report.md`), /\| dpo \|/);
+    assert.match(await Deno.readTextFile(`${out}/report.md`), /\| grpo \|/);
   } finally {
     await Deno.remove(out, { recursive: true });
   }

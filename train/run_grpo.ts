@@ -308,11 +308,20 @@ export async function runGrpo(
       const refPath = values.ref ?? values.init;
       reference = await loadModelForTraining(refPath, { device: model.device, log });
     }
+    const answers = train.prompts.filter((p) => p.target.answer !== undefined).length;
+    const calls = train.prompts.filter((p) => p.target.toolCall !== undefined).length;
     log(
-      `grpo: ${train.ids.length} train / ${val.ids.length} held-out prompts, ${values.batchSize} ` +
-        `x ${values.group} completions per batch, beta ${values.beta}, rewards ` +
+      `grpo: ${train.ids.length} train (${answers} with an answer, ${calls} with a tool call) / ` +
+        `${val.ids.length} held-out prompts, ${values.batchSize} x ${values.group} completions ` +
+        `per batch, beta ${values.beta}, rewards ` +
         Object.entries(weights).map(([k, w]) => `${k}=${w}`).join(","),
     );
+    if (answers + calls === 0) {
+      log(
+        `grpo: warning: no prompt of ${values.prompts} has an "answer" or a "tool_call": only ` +
+          `the rewards that always apply (format, length) can score the replies`,
+      );
+    }
     const stop = [tok.specialId(IM_END_TOKEN), tok.specialId(EOS_TOKEN)];
     task = new GrpoTask(
       train.ids,
