@@ -1,7 +1,7 @@
 /**
  * The one-command demo end to end at a toy size: every stage runs (on-policy DPO pairs
- * included, and GRPO after DPO), every output file lands in the run directory, and the final table has one row per
- * checkpoint with every column filled.
+ * included, and GRPO after DPO), every output file lands in the run directory, and the final
+ * table has one row per checkpoint with every column filled.
  *
  * @module
  */

@@ -1,7 +1,7 @@
 /**
  * The GRPO rewards on hand examples: numbers in every form the answer reward reads, wrong and
- * missing answers, worked steps right, wrong and ungrounded, tool calls right and wrong, the think-block format, DAPO's overlong shaping,
- * and the weight spec's errors.
+ * missing answers, worked steps right, wrong and ungrounded, tool calls right and wrong, the
+ * think-block format, DAPO's overlong shaping, and the weight spec's errors.
  *
  * @module
  */

@@ -358,12 +358,23 @@ export function answerReward(
 /** `a op b = c` in a reasoning text (`×`, `÷`, `x` also read as operators). */
 const EQUATION = /(-?\d+(?:\.\d+)?)\s*([-+*/×÷x])\s*(-?\d+(?:\.\d+)?)\s*=\s*(-?\d+(?:\.\d+)?)/g;
 
+/** The operators {@linkcode EQUATION} reads. */
+const STEP_OPS: Readonly<Record<string, (a: number, b: number) => number>> = {
+  "+": (a, b) => a + b,
+  "-": (a, b) => a - b,
+  "*": (a, b) => a * b,
+  "×": (a, b) => a * b,
+  "x": (a, b) => a * b,
+  "/": (a, b) => a / b,
+  "÷": (a, b) => a / b,
+};
+
 /**
  * Partial credit for the work, not only the result: the share of the equations `a op b = c` in
  * the reply's think block that are right AND start from numbers of the problem
  * (`target.question`) or from results of earlier right steps, so a step copied from nowhere
  * (`1 + 1 = 2.`) earns nothing. 0 for a reply with no equation in a think block; null without
- * `target.answer` and `target.question` (not a word problem).
+ * `target.answer` or `target.question` (not a word problem).
  *
  * @example
  * ```ts
@@ -386,16 +397,8 @@ export function stepsReward(
   let steps = 0, right = 0;
   for (const m of asciiDigits(text.slice(open, close)).matchAll(EQUATION)) {
     const [a, b, c] = [Number(m[1]), Number(m[3]), Number(m[4])];
-    const op = m[2];
-    const v = op === "+"
-      ? a + b
-      : op === "-"
-      ? a - b
-      : op === "*" || op === "×" || op === "x"
-      ? a * b
-      : a / b;
     steps++;
-    if (known.has(a) && known.has(b) && sameNumber(c, v)) {
+    if (known.has(a) && known.has(b) && sameNumber(c, STEP_OPS[m[2]](a, b))) {
       right++;
       known.add(c);
     }
